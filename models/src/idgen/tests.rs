@@ -1,0 +1,235 @@
+//! The worked examples of research/synapse-model.md §1.7, taken from Synapse's
+//! tests/storage/test_id_generators.py, driven through the generator's API directly.
+
+use super::*;
+use crate::db::StreamRow;
+
+fn preload(db: &mut Database, instance: &str, count: usize) {
+    let txn = db.begin("test");
+    for _ in 0..count {
+        let id = db.nextval().unwrap();
+        db.insert_row(
+            txn,
+            StreamRow {
+                stream_id: id,
+                instance_name: instance.into(),
+                payload: None,
+            },
+        )
+        .unwrap();
+        db.overwrite_position(txn, instance, id).unwrap();
+    }
+    db.commit(txn).unwrap();
+}
+
+fn preload_id(db: &mut Database, instance: &str, id: i64) {
+    let txn = db.begin("test");
+    db.insert_row(
+        txn,
+        StreamRow {
+            stream_id: id,
+            instance_name: instance.into(),
+            payload: None,
+        },
+    )
+    .unwrap();
+    db.setval(id).unwrap();
+    db.overwrite_position(txn, instance, id).unwrap();
+    db.commit(txn).unwrap();
+}
+
+fn start(db: &mut Database, instance: &str, writers: &[&str]) -> MultiWriterIdGenerator {
+    MultiWriterIdGenerator::start(db, IdGenConfig::new(instance, writers)).unwrap()
+}
+
+fn finish(db: &mut Database, generator: &mut MultiWriterIdGenerator, ids: &[i64]) {
+    generator.mark_finished(ids);
+    if let Some(position) = generator.position_to_persist() {
+        db.upsert_position_if_greater_autocommit("test", generator.instance_name(), position)
+            .unwrap();
+    }
+}
+
+#[test]
+fn example_a_out_of_order_finish() {
+    let mut db = Database::new();
+    preload(&mut db, "master", 7);
+    let mut master = start(&mut db, "master", &["master"]);
+    assert_eq!(master.positions()["master"], 7);
+    let ids: Vec<i64> = (0..4)
+        .map(|_| master.allocate(&mut db, 1).unwrap()[0])
+        .collect();
+    assert_eq!(ids, vec![8, 9, 10, 11]);
+    assert_eq!(master.current_token_for_writer("master"), 7);
+    let mut steps = Vec::new();
+    for id in [9, 8, 11, 10] {
+        finish(&mut db, &mut master, &[id]);
+        steps.push(master.current_token_for_writer("master"));
+    }
+    assert_eq!(steps, vec![7, 9, 9, 11]);
+}
+
+#[test]
+fn example_b_restart_during_out_of_order_persistence() {
+    let mut db = Database::new();
+    preload(&mut db, "master", 7);
+    let mut master = start(&mut db, "master", &["master"]);
+    let first = master.allocate(&mut db, 1).unwrap();
+    let second = master.allocate(&mut db, 1).unwrap();
+    assert_eq!((first[0], second[0]), (8, 9));
+    db.insert_rows_autocommit(
+        "master",
+        vec![StreamRow {
+            stream_id: 9,
+            instance_name: "master".into(),
+            payload: None,
+        }],
+    )
+    .unwrap();
+    finish(&mut db, &mut master, &second);
+    assert_eq!(db.stream_positions()["master"], 7);
+    let mut worker = start(&mut db, "worker", &["master"]);
+    assert_eq!(worker.positions()["master"], 7);
+    assert_eq!(worker.current_token(), 7);
+    db.insert_rows_autocommit(
+        "master",
+        vec![StreamRow {
+            stream_id: 8,
+            instance_name: "master".into(),
+            payload: None,
+        }],
+    )
+    .unwrap();
+    finish(&mut db, &mut master, &first);
+    assert_eq!(master.positions()["master"], 9);
+    worker.advance("master", master.current_token_for_writer("master"));
+    assert_eq!(worker.positions()["master"], 9);
+}
+
+#[test]
+fn example_c_persisted_upto_skip_forward() {
+    let mut db = Database::new();
+    preload_id(&mut db, "first", 3);
+    preload_id(&mut db, "second", 5);
+    let mut worker = start(&mut db, "worker", &["first", "second"]);
+    assert_eq!(worker.persisted_upto(), 3);
+    let mut seen = Vec::new();
+    for (writer, token) in [
+        ("first", 6),
+        ("second", 7),
+        ("second", 9),
+        ("first", 8),
+        ("first", 11),
+        ("second", 15),
+    ] {
+        worker.advance(writer, token);
+        seen.push(worker.persisted_upto());
+    }
+    assert_eq!(seen, vec![6, 7, 7, 9, 9, 11]);
+}
+
+#[test]
+fn example_d_idle_writer_reports_the_max() {
+    let mut db = Database::new();
+    preload(&mut db, "first", 3);
+    preload(&mut db, "second", 4);
+    let writers = ["first", "second", "third"];
+    let mut first = start(&mut db, "first", &writers);
+    let mut second = start(&mut db, "second", &writers);
+    assert_eq!(second.current_token_for_writer("first"), 7);
+    assert_eq!(second.current_token_for_writer("second"), 7);
+    assert_eq!(second.current_token(), 7);
+    let ids = first.allocate(&mut db, 2).unwrap();
+    assert_eq!(ids, vec![8, 9]);
+    second.advance("first", 9);
+    assert_eq!(second.current_token_for_writer("first"), 9);
+    assert_eq!(second.current_token_for_writer("second"), 9);
+    assert_eq!(second.current_token(), 7);
+    assert_eq!(first.allocate(&mut db, 2).unwrap(), vec![10, 11]);
+    let fetch = second.begin_fetch().unwrap();
+    second.advance("first", 11);
+    assert_eq!(second.current_token_for_writer("first"), 11);
+    assert_eq!(second.current_token_for_writer("second"), 9);
+    let twelve = db.nextval().unwrap();
+    second.complete_fetch(fetch, &[twelve]);
+    finish(&mut db, &mut second, &[twelve]);
+    assert_eq!(second.current_token_for_writer("second"), 12);
+    assert_eq!(second.current_token(), 7);
+}
+
+#[test]
+fn example_e_writer_set_change() {
+    let mut db = Database::new();
+    preload_id(&mut db, "first", 3);
+    preload_id(&mut db, "second", 5);
+    assert_eq!(
+        start(&mut db, "worker", &["first", "second"]).persisted_upto(),
+        3
+    );
+    assert_eq!(start(&mut db, "second", &["second"]).persisted_upto(), 5);
+    let mut third = start(&mut db, "third", &["third"]);
+    assert_eq!(third.current_token_for_writer("third"), 5);
+    let id = third.allocate(&mut db, 1).unwrap();
+    assert_eq!(id, vec![6]);
+    db.insert_rows_autocommit(
+        "third",
+        vec![StreamRow {
+            stream_id: 6,
+            instance_name: "third".into(),
+            payload: None,
+        }],
+    )
+    .unwrap();
+    finish(&mut db, &mut third, &id);
+    assert_eq!(third.persisted_upto(), 6);
+    let first = start(&mut db, "first", &["first", "third"]);
+    assert_eq!(first.current_token_for_writer("first"), 6);
+    assert_eq!(first.current_token_for_writer("third"), 6);
+}
+
+#[test]
+fn in_flight_fetch_guards_the_local_position() {
+    let mut db = Database::new();
+    preload(&mut db, "w1", 3);
+    let mut w1 = start(&mut db, "w1", &["w1", "w2"]);
+    let fetch = w1.begin_fetch().unwrap();
+    let id = db.nextval().unwrap();
+    // Another writer's id above ours is announced while ours is still being fetched.
+    w1.advance("w2", id + 1);
+    assert!(
+        w1.current_token() < id,
+        "persisted_upto must not pass an id being fetched"
+    );
+    w1.complete_fetch(fetch, &[id]);
+    assert!(w1.current_token() < id);
+    finish(&mut db, &mut w1, &[id]);
+    assert_eq!(w1.current_token(), id + 1);
+}
+
+#[test]
+fn non_writer_cannot_allocate_and_consumes_nothing() {
+    let mut db = Database::new();
+    let mut reader = start(&mut db, "reader", &["w1"]);
+    assert_eq!(reader.allocate(&mut db, 1), Err(IdGenError::NotAWriter));
+    assert_eq!(db.sequence().max_allocated(), 0);
+}
+
+#[test]
+fn future_stream_position_makes_start_fail_before_pruning() {
+    let mut db = Database::new();
+    preload(&mut db, "w1", 2);
+    db.upsert_position_if_greater_autocommit("test", "w1", 9)
+        .unwrap();
+    db.upsert_position_if_greater_autocommit("test", "gone", 1)
+        .unwrap();
+    let before = db.stream_positions().clone();
+    assert_eq!(
+        MultiWriterIdGenerator::start(&mut db, IdGenConfig::new("w1", &["w1"])).unwrap_err(),
+        IdGenError::IncorrectDatabaseSetup
+    );
+    assert_eq!(
+        db.stream_positions(),
+        &before,
+        "the stale row is not deleted by a failed start"
+    );
+}

@@ -1,0 +1,20 @@
+//! streamsim-models: the system under test, as plain deterministic state machines.
+//!
+//! Nothing here does I/O, reads a clock, spawns a task or keeps global state: time and messages
+//! come in as arguments, and everything a model wants done comes back as a value. That keeps
+//! the models fast, unit-testable, and usable both under turmoil and in exhaustive exploration.
+//!
+//! Code map:
+//! - [`limits`]: every limit, with its unit and the reason for its value.
+//! - [`db`]: the database (sequence, stream table, `stream_positions`, crash semantics).
+//! - [`token`]: stream positions, the multi-writer token and its text forms.
+//! - [`idgen`]: Synapse's `MultiWriterIdGenerator`.
+//! - [`opscript`]: the ID-generator op-script language run against [`idgen`] and [`db`].
+//! - [`wire`]: the replication line protocol codec.
+
+pub mod db;
+pub mod idgen;
+pub mod limits;
+pub mod opscript;
+pub mod token;
+pub mod wire;

@@ -1,0 +1,43 @@
+//! Every limit of the modelled system, named with its unit, with the reason for its value.
+//!
+//! Values copied from Synapse 1.163.2 say where they come from; changing one changes what the
+//! model is a model of, so do it only together with the research notes.
+
+/// Longest replication line, in bytes, not counting the `\n`. Twisted's `LineOnlyReceiver`
+/// default `MAX_LENGTH`, which Synapse's `BaseReplicationStreamProtocol` inherits: a longer
+/// inbound line is answered with `ERROR Line length exceeded`, a longer outbound command raises.
+pub const LINE_BYTES_MAX: usize = 16384;
+
+/// Interval between PING commands on a direct TCP replication connection, in milliseconds
+/// (`PING_TIME` in synapse/replication/tcp/protocol.py).
+pub const PING_INTERVAL_MS: u64 = 5_000;
+
+/// Time without any valid inbound command after which a connection whose peer has pinged is
+/// closed with `ERROR ping timeout`, in milliseconds (`PING_TIMEOUT_MS` = 5 × `PING_TIME`).
+pub const PING_TIMEOUT_MS: u64 = 25_000;
+
+/// Commands queued while a connection is connecting or paused before it is closed with
+/// `ERROR Failed to keep up` (`max_line_buffer` in protocol.py).
+pub const PENDING_COMMANDS_MAX: usize = 10_000;
+
+/// Largest number of decimal digits CPython 3.11 converts between `int` and `str`
+/// (`sys.int_info.default_max_str_digits`). Synapse's `int(token)` and its JSON decoder raise
+/// `ValueError` above it, and so must the codec to stay byte-compatible.
+pub const PYTHON_INT_DIGITS_MAX: usize = 4300;
+
+/// Largest number of ids one op-script `alloc` may ask for. Synapse has no such limit, but a
+/// script asking for millions would only exhaust memory; real persisters allocate one id per
+/// event of a batch (at most a few hundred).
+pub const ALLOC_IDS_MAX: u64 = 100_000;
+
+/// Largest number of rows one op-script `preload` may insert, for the same reason.
+pub const PRELOAD_ROWS_MAX: u64 = 1_000_000;
+
+/// Nesting depth the JSON reader accepts before reporting an error instead of recursing.
+/// CPython's C scanner recurses until `RecursionError` (about 1000 levels by default); a line
+/// of at most 16384 bytes can nest at most 8192 levels, so a bound keeps the reader's stack
+/// safe without rejecting anything Synapse accepts in practice.
+pub const JSON_DEPTH_MAX: usize = 900;
+
+const _: () = assert!(PING_INTERVAL_MS < PING_TIMEOUT_MS);
+const _: () = assert!(PYTHON_INT_DIGITS_MAX < LINE_BYTES_MAX);
