@@ -100,9 +100,11 @@ pub fn read_startup_state(
         stored_positions = db.stream_positions().clone();
     }
     let own_sequence_value = config.is_writer().then(|| db.sequence().last_value());
+    // Our own sequence value replaces our stored row before the minimum is taken.
     let minimum = stored_positions
-        .values()
-        .copied()
+        .iter()
+        .filter(|(instance, _)| own_sequence_value.is_none() || **instance != config.instance_name)
+        .map(|(_, position)| *position)
         .chain(own_sequence_value)
         .min();
     Ok(StartupState {

@@ -340,7 +340,7 @@ impl World {
                 handle,
             } => {
                 if self.handles.contains_key(handle) {
-                    return Err(format!("handle {handle:?} is already bound"));
+                    return Err(format!("handle {} is already bound", repr(handle)));
                 }
                 if *n > ALLOC_IDS_MAX {
                     return Err(format!(
@@ -350,7 +350,7 @@ impl World {
                 let live = self
                     .instances
                     .get_mut(instance)
-                    .ok_or_else(|| format!("instance {instance:?} is not live"))?;
+                    .ok_or_else(|| format!("instance {} is not live", repr(instance)))?;
                 let ids = live
                     .generator
                     .allocate(&mut self.db, *n)
@@ -370,7 +370,7 @@ impl World {
             Op::Write { handle } => {
                 let open = self.open_handle(handle)?;
                 if open.written {
-                    return Err(format!("handle {handle:?} was already written"));
+                    return Err(format!("handle {} was already written", repr(handle)));
                 }
                 let rows = open
                     .ids
@@ -454,18 +454,19 @@ impl World {
     fn live_mut(&mut self, instance: &str) -> Result<&mut Instance, String> {
         self.instances
             .get_mut(instance)
-            .ok_or_else(|| format!("instance {instance:?} is not live"))
+            .ok_or_else(|| format!("instance {} is not live", repr(instance)))
     }
 
     fn open_handle(&self, handle: &str) -> Result<&Handle, String> {
         let found = self
             .handles
             .get(handle)
-            .ok_or_else(|| format!("handle {handle:?} is unknown"))?;
+            .ok_or_else(|| format!("handle {} is unknown", repr(handle)))?;
         match found.state {
             HandleState::Open => Ok(found),
             state => Err(format!(
-                "handle {handle:?} is {}",
+                "handle {} is {}",
+                repr(handle),
                 format!("{state:?}").to_lowercase()
             )),
         }
@@ -497,6 +498,11 @@ pub fn run_script(script: &[u8]) -> Vec<String> {
         out.push(to_python_json(&result));
     }
     out
+}
+
+/// Python's `repr` of a name, so error texts read as Synapse-side ones do.
+fn repr(name: &str) -> String {
+    PyStr::from(name).python_repr()
 }
 
 /// `json.dumps(value, sort_keys=True, separators=(",", ":"))` for the values ops produce
