@@ -188,7 +188,7 @@ impl LineGen {
 
     fn command_line(&mut self) -> Vec<u8> {
         let text = match self.rng.random_range(0..20) {
-            0 | 1 | 2 => format!(
+            0..=2 => format!(
                 "RDATA {} {} {} {}",
                 self.word(),
                 self.word(),

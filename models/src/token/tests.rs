@@ -66,16 +66,16 @@ fn select(
         .collect()
 }
 
+/// A `(from, to]` range with the rows Synapse selects for it.
+type Range = (
+    MultiWriterToken,
+    MultiWriterToken,
+    Vec<(Option<String>, StreamId)>,
+);
+
 fn check_partial_reads(table_rows: &str, ranges_heading: &str, reads_heading: &str) {
     let all = rows(table_rows);
-    let ranges: BTreeMap<
-        String,
-        (
-            MultiWriterToken,
-            MultiWriterToken,
-            Vec<(Option<String>, StreamId)>,
-        ),
-    > = table_after(ranges_heading)
+    let ranges: BTreeMap<String, Range> = table_after(ranges_heading)
         .into_iter()
         .map(|cells| {
             (
