@@ -8,6 +8,7 @@
 mod idgen_diff;
 mod idgen_ports;
 mod props;
+mod readme;
 mod support;
 mod tidy;
 mod wire_diff;

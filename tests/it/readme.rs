@@ -1,0 +1,60 @@
+//! README.md is the front door: its `streamsim idgen` and `streamsim wire` examples must
+//! print exactly what the README says they print.
+
+use crate::support::{repo_root, streamsim};
+
+fn readme() -> String {
+    std::fs::read_to_string(repo_root().join("README.md")).expect("README.md")
+}
+
+/// The lines of the shell example that follow `$ command` up to the next `$` or fence.
+fn output_after(readme: &str, command: &str) -> Vec<String> {
+    let start = readme
+        .find(&format!("$ {command}"))
+        .unwrap_or_else(|| panic!("README shows `{command}`"));
+    readme[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('$') && !l.starts_with("```"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn readme_idgen_example_is_true() {
+    let readme = readme();
+    let begin = readme.find("<<'OPS'\n").expect("heredoc in README") + "<<'OPS'\n".len();
+    let script = &readme[begin..begin + readme[begin..].find("OPS\n").expect("heredoc end")];
+    let actual = String::from_utf8(streamsim(&["idgen", "-"], script.as_bytes())).expect("utf-8");
+    assert_eq!(
+        actual.lines().collect::<Vec<_>>(),
+        output_after(&readme, "streamsim idgen /tmp/ooo.jsonl")
+    );
+}
+
+#[test]
+fn readme_wire_examples_are_true() {
+    let readme = readme();
+    let decode_input =
+        b"RDATA events w1 batch [\"$ev\", {\"a\": 1.50}]\nPOSITION events w1 7 \xd9\xa3\n";
+    let decoded = String::from_utf8(streamsim(&["wire", "decode"], decode_input)).expect("utf-8");
+    let marker = "| streamsim wire decode";
+    let start = readme.find(marker).expect("README shows wire decode") + marker.len();
+    let shown: Vec<&str> = readme[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('$'))
+        .collect();
+    assert_eq!(decoded.lines().collect::<Vec<_>>(), shown);
+
+    let request = br#"{"command":"USER_SYNC","fields":{"instance_id":"w1","user_id":"@a:x","device_id":null,"is_syncing":true,"last_sync_ms":5}}"#;
+    let encoded = String::from_utf8(streamsim(&["wire", "encode"], request)).expect("utf-8");
+    let marker = "| streamsim wire encode";
+    let start = readme.find(marker).expect("README shows wire encode") + marker.len();
+    let shown: Vec<&str> = readme[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert_eq!(encoded.lines().collect::<Vec<_>>(), shown);
+}
