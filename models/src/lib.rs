@@ -5,16 +5,24 @@
 //! the models fast, unit-testable, and usable both under turmoil and in exhaustive exploration.
 //!
 //! Code map:
+//! - [`time`]: simulated time as a value.
 //! - [`limits`]: every limit, with its unit and the reason for its value.
 //! - [`db`]: the database (sequence, stream table, `stream_positions`, crash semantics).
 //! - [`token`]: stream positions, the multi-writer token and its text forms.
 //! - [`idgen`]: Synapse's `MultiWriterIdGenerator`.
+//! - [`notifier`]: room-event release, listeners, `wait_for_stream_position`, /sync `since` waits.
+//! - [`persister`]: an event persister; batches commit out of order.
+//! - [`replication`]: the writer's announcer and the reader's follower of one stream.
 //! - [`opscript`]: the ID-generator op-script language run against [`idgen`] and [`db`].
 //! - [`wire`]: the replication line protocol codec.
 
 pub mod db;
 pub mod idgen;
 pub mod limits;
+pub mod notifier;
 pub mod opscript;
+pub mod persister;
+pub mod replication;
+pub mod time;
 pub mod token;
 pub mod wire;

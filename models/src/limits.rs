@@ -39,5 +39,25 @@ pub const PRELOAD_ROWS_MAX: u64 = 1_000_000;
 /// safe without rejecting anything Synapse accepts in practice.
 pub const JSON_DEPTH_MAX: usize = 900;
 
+/// How long `wait_for_stream_position` waits for a writer's position before giving up silently,
+/// in milliseconds (synapse/replication/tcp/client.py).
+pub const WAIT_FOR_STREAM_POSITION_TIMEOUT_MS: u64 = 5_000;
+
+/// How often `/sync` re-checks whether its `since` token has become current, in milliseconds
+/// (`wait_for_stream_token` in synapse/notifier.py).
+pub const SYNC_TOKEN_POLL_INTERVAL_MS: u64 = 500;
+
+/// How long `/sync` waits for a `since` token from the future before answering with an empty
+/// result, in milliseconds (`wait_for_stream_token`).
+pub const SYNC_TOKEN_WAIT_MAX_MS: u64 = 10_000;
+
+/// Interval of the replication streamer's timer on a process writing the events stream, in
+/// milliseconds: it is what makes an idle writer announce its position (fix of bug B4).
+pub const STREAMER_IDLE_POKE_INTERVAL_MS: u64 = 1_000;
+
+/// Rows one catch-up fetch returns before it says `limited` (Synapse's events stream asks for
+/// 100 and halves it for event rows).
+pub const UPDATES_FETCH_ROWS_MAX: usize = 50;
+
 const _: () = assert!(PING_INTERVAL_MS < PING_TIMEOUT_MS);
 const _: () = assert!(PYTHON_INT_DIGITS_MAX < LINE_BYTES_MAX);

@@ -1,0 +1,454 @@
+//! Both ends of one replicated stream, as Synapse 1.163.2 runs them (synapse-model.md §3.4–3.5).
+//!
+//! - [`StreamAnnouncer`] is the writer side (`ReplicationStreamer` in resource.py): poked after
+//!   every id-generator exit and by a 1 s timer, it announces what its instance wrote since the
+//!   last announcement as RDATA rows, and otherwise a `POSITION prev new` whose contract is "I
+//!   wrote nothing in (prev, new]". That is how an idle writer keeps the minimum moving.
+//! - [`StreamFollower`] is the reader side (`ReplicationCommandHandler` and
+//!   `ReplicationDataHandler`): one FIFO per stream, RDATA batches, discarding what it has
+//!   already seen, and on POSITION a catch-up that fetches missed rows from the database when
+//!   `prev` is ahead of what it has (`get_updates_since`), then advances its ID generator.
+//!
+//! Rows are event ids; tokens are stream ids. Database reads are actions the host carries
+//! out and answers (sans-IO); wire commands are [`Command`] values.
+
+use std::collections::VecDeque;
+
+use crate::idgen::MultiWriterIdGenerator;
+use crate::wire::pyjson::PyValue;
+use crate::wire::Command;
+
+/// A row of the stream: (stream id, event id).
+pub type Row = (i64, String);
+
+/// What the writer side wants done.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnnouncerAction {
+    /// Send this command to every connection (or publish it on the bus).
+    Send(Command),
+    /// Read this instance's rows with `from < id <= upto` (at most
+    /// [`crate::limits::UPDATES_FETCH_ROWS_MAX`]); answer with `handle_updates`.
+    FetchOwnUpdates { from: i64, upto: i64 },
+}
+
+/// The writer side of one stream on one instance.
+#[derive(Clone, Debug)]
+pub struct StreamAnnouncer {
+    stream_name: String,
+    instance: String,
+    /// `last_token`: what was last announced.
+    last_token: i64,
+    /// Set by a REPLICATE or a new connection: announce `POSITION last last` on the next poke.
+    announce_position: bool,
+    /// A fetch of our own rows is outstanding, for `(last, upto]`.
+    fetching: Option<(i64, i64)>,
+    /// A poke arrived while fetching; run the loop again afterwards (`pending_updates`).
+    poked_while_fetching: bool,
+}
+
+/// The RDATA command for a row.
+pub fn rdata(stream_name: &str, instance: &str, token: Option<i64>, event_id: &str) -> Command {
+    Command::rdata(
+        stream_name,
+        instance,
+        token,
+        PyValue::List(vec![PyValue::str(event_id)]),
+    )
+}
+
+impl StreamAnnouncer {
+    /// `last_token` starts at the writer's current token.
+    pub fn new(stream_name: &str, generator: &MultiWriterIdGenerator) -> Self {
+        StreamAnnouncer {
+            stream_name: stream_name.to_owned(),
+            instance: generator.instance_name().to_owned(),
+            last_token: generator.current_token_for_writer(generator.instance_name()),
+            announce_position: false,
+            fetching: None,
+            poked_while_fetching: false,
+        }
+    }
+
+    pub fn last_token(&self) -> i64 {
+        self.last_token
+    }
+
+    /// A REPLICATE arrived (or a new connection / re-subscription): announce our position.
+    pub fn handle_replicate(&mut self) {
+        self.announce_position = true;
+    }
+
+    /// `on_notifier_poke` plus one turn of the send loop.
+    pub fn poke(
+        &mut self,
+        generator: &MultiWriterIdGenerator,
+        has_connections: bool,
+    ) -> Vec<AnnouncerAction> {
+        if self.fetching.is_some() {
+            self.poked_while_fetching = true;
+            return Vec::new();
+        }
+        let current = generator.current_token_for_writer(&self.instance);
+        if !has_connections {
+            // Nobody to tell: skip ahead so a later connection does not get a backlog.
+            self.last_token = current;
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        if self.announce_position {
+            self.announce_position = false;
+            actions.push(self.position(self.last_token, self.last_token));
+        }
+        if self.last_token == current {
+            return actions;
+        }
+        let last = self.last_token;
+        if last >= generator.minimal_local_current_token() {
+            // Nothing new written by us: only our idle position moved.
+            self.last_token = current;
+            actions.push(self.position(last, current));
+        } else {
+            self.fetching = Some((last, current));
+            actions.push(AnnouncerAction::FetchOwnUpdates {
+                from: last,
+                upto: current,
+            });
+        }
+        actions
+    }
+
+    /// The database returned our rows of `(from, upto]` in id order; `limited` when it stopped
+    /// early (then the announced range ends at the last row).
+    pub fn handle_updates(
+        &mut self,
+        generator: &MultiWriterIdGenerator,
+        rows: Vec<Row>,
+        limited: bool,
+    ) -> Vec<AnnouncerAction> {
+        let (last, upto) = self.fetching.take().expect("updates answer a fetch");
+        let upto = match (limited, rows.last()) {
+            (true, Some((id, _))) => *id,
+            _ => upto,
+        };
+        let mut actions: Vec<AnnouncerAction> = Vec::new();
+        for (index, (id, event_id)) in rows.iter().enumerate() {
+            assert!(
+                *id > last && *id <= upto,
+                "row {id} outside ({last}, {upto}]"
+            );
+            // A row gets `batch` iff the next row has the same token.
+            let token = match rows.get(index + 1) {
+                Some((next, _)) if next == id => None,
+                _ => Some(*id),
+            };
+            actions.push(AnnouncerAction::Send(rdata(
+                &self.stream_name,
+                &self.instance,
+                token,
+                event_id,
+            )));
+        }
+        match rows.last() {
+            None => actions.push(self.position(last, upto)),
+            Some((id, _)) if *id < upto => actions.push(self.position(*id, upto)),
+            Some(_) => {}
+        }
+        self.last_token = upto;
+        if limited || std::mem::take(&mut self.poked_while_fetching) {
+            actions.extend(self.poke(generator, true));
+        }
+        actions
+    }
+
+    fn position(&self, prev: i64, new: i64) -> AnnouncerAction {
+        AnnouncerAction::Send(Command::position(
+            &self.stream_name,
+            &self.instance,
+            prev,
+            new,
+        ))
+    }
+}
+
+/// What the reader side reports or wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowerAction {
+    /// `on_rdata`: rows of `instance` up to `token` are new; the generator has been advanced.
+    /// The host hands them to its notifier.
+    Rows {
+        instance: String,
+        token: i64,
+        rows: Vec<Row>,
+    },
+    /// A POSITION's `prev` was ahead of what we had: read `instance`'s rows with
+    /// `from < id <= upto` from the writer or the database; answer with `handle_updates`.
+    FetchMissing {
+        instance: String,
+        from: i64,
+        upto: i64,
+    },
+    /// `on_position`: the generator advanced `instance` to `token` without new rows.
+    Advanced { instance: String, token: i64 },
+    /// An inbound command was discarded, and why (for the history).
+    Discarded {
+        instance: String,
+        token: Option<i64>,
+        reason: &'static str,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Inbound {
+    Rdata {
+        instance: String,
+        token: Option<i64>,
+        row: Row,
+    },
+    Position {
+        instance: String,
+        prev: i64,
+        new: i64,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct CatchUp {
+    instance: String,
+    new: i64,
+}
+
+/// The reader side of one stream on one instance.
+#[derive(Clone, Debug)]
+pub struct StreamFollower {
+    me: String,
+    /// The stream is "connected": a POSITION has been processed since the last loss.
+    connected: bool,
+    /// RDATA rows with `batch` tokens waiting for their numeric one (keyed by stream only).
+    pending_batch: Vec<Row>,
+    /// One FIFO per stream: commands wait while a catch-up runs.
+    queue: VecDeque<Inbound>,
+    catching_up: Option<CatchUp>,
+}
+
+impl StreamFollower {
+    pub fn new(me: &str) -> Self {
+        StreamFollower {
+            me: me.to_owned(),
+            connected: false,
+            pending_batch: Vec::new(),
+            queue: VecDeque::new(),
+            catching_up: None,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up.is_some()
+    }
+
+    /// An RDATA command arrived. Our own rows are dropped on receipt.
+    pub fn handle_rdata(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        instance: &str,
+        token: Option<i64>,
+        row: Row,
+    ) -> Vec<FollowerAction> {
+        if instance == self.me {
+            return Vec::new();
+        }
+        self.queue.push_back(Inbound::Rdata {
+            instance: instance.to_owned(),
+            token,
+            row,
+        });
+        self.drain(generator)
+    }
+
+    /// A POSITION command arrived. Own positions, and stale ones on a connected stream, are
+    /// dropped on receipt (and checked again when dequeued).
+    pub fn handle_position(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        instance: &str,
+        prev: i64,
+        new: i64,
+    ) -> Vec<FollowerAction> {
+        if instance == self.me {
+            return Vec::new();
+        }
+        if self.connected && new <= generator.current_token_for_writer(instance) {
+            return vec![FollowerAction::Discarded {
+                instance: instance.to_owned(),
+                token: Some(new),
+                reason: "position already reached",
+            }];
+        }
+        self.queue.push_back(Inbound::Position {
+            instance: instance.to_owned(),
+            prev,
+            new,
+        });
+        self.drain(generator)
+    }
+
+    /// The connection was lost: the stream is disconnected until the next POSITION.
+    pub fn handle_connection_lost(&mut self) {
+        self.connected = false;
+        self.pending_batch.clear();
+    }
+
+    /// The missing rows of a catch-up, in id order; `limited` if the read stopped early.
+    pub fn handle_updates(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        rows: Vec<Row>,
+        limited: bool,
+    ) -> Vec<FollowerAction> {
+        let catch_up = self.catching_up.clone().expect("updates answer a catch-up");
+        let mut actions = Vec::new();
+        let mut reached = None;
+        let mut index = 0;
+        while index < rows.len() {
+            let token = rows[index].0;
+            let group: Vec<Row> = rows[index..]
+                .iter()
+                .take_while(|(id, _)| *id == token)
+                .cloned()
+                .collect();
+            index += group.len();
+            generator.advance(&catch_up.instance, token);
+            actions.push(FollowerAction::Rows {
+                instance: catch_up.instance.clone(),
+                token,
+                rows: group,
+            });
+            reached = Some(token);
+        }
+        if limited {
+            let from = reached.expect("a limited read returned rows");
+            actions.push(FollowerAction::FetchMissing {
+                instance: catch_up.instance,
+                from,
+                upto: catch_up.new,
+            });
+            return actions;
+        }
+        self.catching_up = None;
+        actions.extend(self.finish_position(generator, &catch_up.instance, catch_up.new));
+        actions.extend(self.drain(generator));
+        actions
+    }
+
+    fn drain(&mut self, generator: &mut MultiWriterIdGenerator) -> Vec<FollowerAction> {
+        let mut actions = Vec::new();
+        while self.catching_up.is_none() {
+            let Some(inbound) = self.queue.pop_front() else {
+                break;
+            };
+            match inbound {
+                Inbound::Rdata {
+                    instance,
+                    token,
+                    row,
+                } => actions.extend(self.process_rdata(generator, instance, token, row)),
+                Inbound::Position {
+                    instance,
+                    prev,
+                    new,
+                } => actions.extend(self.process_position(generator, instance, prev, new)),
+            }
+        }
+        actions
+    }
+
+    fn process_rdata(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        instance: String,
+        token: Option<i64>,
+        row: Row,
+    ) -> Option<FollowerAction> {
+        if !self.connected {
+            // The following POSITION will fill the gap from the database (fix of B14).
+            return Some(FollowerAction::Discarded {
+                instance,
+                token,
+                reason: "stream not connected",
+            });
+        }
+        let Some(token) = token else {
+            self.pending_batch.push(row);
+            return None;
+        };
+        let mut rows = std::mem::take(&mut self.pending_batch);
+        rows.push(row);
+        if token <= generator.current_token_for_writer(&instance) {
+            // Already seen, e.g. fetched during a catch-up (fix of B15).
+            return Some(FollowerAction::Discarded {
+                instance,
+                token: Some(token),
+                reason: "already seen",
+            });
+        }
+        generator.advance(&instance, token);
+        Some(FollowerAction::Rows {
+            instance,
+            token,
+            rows,
+        })
+    }
+
+    fn process_position(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        instance: String,
+        prev: i64,
+        new: i64,
+    ) -> Vec<FollowerAction> {
+        if self.connected && new <= generator.current_token_for_writer(&instance) {
+            return vec![FollowerAction::Discarded {
+                instance,
+                token: Some(new),
+                reason: "position already reached",
+            }];
+        }
+        self.connected = false;
+        self.pending_batch.clear();
+        let current = generator.current_token_for_writer(&instance);
+        let missing = !(prev <= current && current <= new);
+        if missing && current < new {
+            self.catching_up = Some(CatchUp {
+                instance: instance.clone(),
+                new,
+            });
+            return vec![FollowerAction::FetchMissing {
+                instance,
+                from: current,
+                upto: new,
+            }];
+        }
+        // A POSITION behind us also "fetches", but the update function returns nothing.
+        self.finish_position(generator, &instance, new)
+    }
+
+    fn finish_position(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        instance: &str,
+        new: i64,
+    ) -> Vec<FollowerAction> {
+        generator.advance(instance, new);
+        self.connected = true;
+        vec![FollowerAction::Advanced {
+            instance: instance.to_owned(),
+            token: new,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Replication tests: a writer's announcer and a reader's follower over one database.
+
+use super::*;
+use crate::db::{Database, StreamRow};
+use crate::idgen::IdGenConfig;
+use crate::limits::UPDATES_FETCH_ROWS_MAX;
+use crate::wire::Command;
+
+fn start(db: &mut Database, instance: &str) -> MultiWriterIdGenerator {
+    MultiWriterIdGenerator::start(db, IdGenConfig::new(instance, &["w1", "w2"])).unwrap()
+}
+
+/// Allocates, writes and finishes one event on `generator`.
+fn persist(db: &mut Database, generator: &mut MultiWriterIdGenerator, event: &str) -> i64 {
+    let id = generator.allocate(db, 1).unwrap()[0];
+    let row = StreamRow {
+        stream_id: id,
+        instance_name: generator.instance_name().into(),
+        payload: Some(event.into()),
+    };
+    db.insert_rows_autocommit(generator.instance_name(), vec![row])
+        .unwrap();
+    generator.mark_finished(&[id]);
+    id
+}
+
+fn rows_of(db: &Database, writer: &str, from: i64, upto: i64) -> (Vec<Row>, bool) {
+    let rows = db.rows_between(writer, from, upto, UPDATES_FETCH_ROWS_MAX);
+    let limited = rows.len() == UPDATES_FETCH_ROWS_MAX;
+    (
+        rows.into_iter()
+            .map(|r| (r.stream_id, r.payload.unwrap_or_default()))
+            .collect(),
+        limited,
+    )
+}
+
+fn sent(actions: &[AnnouncerAction]) -> Vec<Command> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let AnnouncerAction::Send(c) = a {
+                Some(c.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn writer_announces_its_rows_then_idles_with_positions() {
+    let mut db = Database::new();
+    db.nextval().unwrap();
+    let mut w1 = start(&mut db, "w1");
+    let mut w2 = start(&mut db, "w2");
+    let mut announcer = StreamAnnouncer::new("events", &w1);
+    let a = persist(&mut db, &mut w1, "$a");
+    let actions = announcer.poke(&w1, true);
+    assert_eq!(
+        actions,
+        vec![AnnouncerAction::FetchOwnUpdates { from: 1, upto: a }]
+    );
+    let (rows, limited) = rows_of(&db, "w1", 1, a);
+    let commands = sent(&announcer.handle_updates(&w1, rows, limited));
+    assert_eq!(commands, vec![rdata("events", "w1", Some(a), "$a")]);
+    // w2 writes; w1 hears of it and is idle, so its own token follows and a POSITION goes out.
+    let b = persist(&mut db, &mut w2, "$b");
+    w1.advance("w2", b);
+    let commands = sent(&announcer.poke(&w1, true));
+    assert_eq!(commands, vec![Command::position("events", "w1", a, b)]);
+    assert!(announcer.poke(&w1, true).is_empty(), "nothing new");
+    announcer.handle_replicate();
+    assert_eq!(
+        sent(&announcer.poke(&w1, true)),
+        vec![Command::position("events", "w1", b, b)]
+    );
+}
+
+#[test]
+fn reader_fills_a_gap_announced_by_position_prev() {
+    let mut db = Database::new();
+    db.nextval().unwrap();
+    let mut w1 = start(&mut db, "w1");
+    let mut reader = start(&mut db, "r1");
+    let mut follower = StreamFollower::new("r1");
+    // The reader connects: the writer's position arrives first.
+    assert_eq!(
+        follower.handle_position(&mut reader, "w1", 1, 1),
+        vec![FollowerAction::Advanced {
+            instance: "w1".into(),
+            token: 1
+        }]
+    );
+    let a = persist(&mut db, &mut w1, "$a");
+    let b = persist(&mut db, &mut w1, "$b");
+    // The RDATA of a and b were lost; a POSITION says w1 wrote nothing in (b, b].
+    let actions = follower.handle_position(&mut reader, "w1", b, b);
+    assert_eq!(
+        actions,
+        vec![FollowerAction::FetchMissing {
+            instance: "w1".into(),
+            from: 1,
+            upto: b
+        }]
+    );
+    // While catching up, the late RDATA of b waits in the stream's queue.
+    assert!(follower
+        .handle_rdata(&mut reader, "w1", Some(b), (b, "$b".into()))
+        .is_empty());
+    let (rows, limited) = rows_of(&db, "w1", 1, b);
+    let actions = follower.handle_updates(&mut reader, rows, limited);
+    assert_eq!(
+        actions,
+        vec![
+            FollowerAction::Rows {
+                instance: "w1".into(),
+                token: a,
+                rows: vec![(a, "$a".into())]
+            },
+            FollowerAction::Rows {
+                instance: "w1".into(),
+                token: b,
+                rows: vec![(b, "$b".into())]
+            },
+            FollowerAction::Advanced {
+                instance: "w1".into(),
+                token: b
+            },
+            FollowerAction::Discarded {
+                instance: "w1".into(),
+                token: Some(b),
+                reason: "already seen"
+            },
+        ]
+    );
+    assert_eq!(reader.current_token_for_writer("w1"), b);
+}
+
+#[test]
+fn rdata_batches_and_unconnected_streams() {
+    let mut db = Database::new();
+    let mut reader = start(&mut db, "r1");
+    let mut follower = StreamFollower::new("r1");
+    let discarded = follower.handle_rdata(&mut reader, "w1", Some(5), (5, "$x".into()));
+    assert!(matches!(
+        discarded[0],
+        FollowerAction::Discarded {
+            reason: "stream not connected",
+            ..
+        }
+    ));
+    follower.handle_position(&mut reader, "w1", 1, 1);
+    assert!(follower
+        .handle_rdata(&mut reader, "w1", None, (7, "$a".into()))
+        .is_empty());
+    assert!(
+        follower
+            .handle_rdata(&mut reader, "r1", Some(9), (9, "$own".into()))
+            .is_empty(),
+        "own rows are dropped"
+    );
+    let actions = follower.handle_rdata(&mut reader, "w1", Some(7), (7, "$b".into()));
+    assert_eq!(
+        actions,
+        vec![FollowerAction::Rows {
+            instance: "w1".into(),
+            token: 7,
+            rows: vec![(7, "$a".into()), (7, "$b".into())]
+        }]
+    );
+    follower.handle_connection_lost();
+    assert!(!follower.is_connected());
+}
+
+#[test]
+fn limited_catch_up_reads_again_from_the_last_row() {
+    let mut db = Database::new();
+    db.nextval().unwrap();
+    let mut w1 = start(&mut db, "w1");
+    let mut reader = start(&mut db, "r1");
+    let mut follower = StreamFollower::new("r1");
+    follower.handle_position(&mut reader, "w1", 1, 1);
+    let ids: Vec<i64> = (0..UPDATES_FETCH_ROWS_MAX + 3)
+        .map(|i| persist(&mut db, &mut w1, &format!("$e{i}")))
+        .collect();
+    let top = *ids.last().unwrap();
+    let mut actions = follower.handle_position(&mut reader, "w1", top, top);
+    let mut delivered = Vec::new();
+    while let Some(FollowerAction::FetchMissing { from, upto, .. }) = actions.last().cloned() {
+        let (rows, limited) = rows_of(&db, "w1", from, upto);
+        actions = follower.handle_updates(&mut reader, rows, limited);
+        delivered.extend(actions.iter().filter_map(|a| {
+            if let FollowerAction::Rows { token, .. } = a {
+                Some(*token)
+            } else {
+                None
+            }
+        }));
+    }
+    assert_eq!(delivered, ids);
+    assert!(follower.is_connected() && !follower.is_catching_up());
+}
