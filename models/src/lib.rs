@@ -15,7 +15,9 @@
 //! - [`replication`]: the writer's announcer and the reader's follower of one stream.
 //! - [`opscript`]: the ID-generator op-script language run against [`idgen`] and [`db`].
 //! - [`wire`]: the replication line protocol codec.
+//! - [`connection`]: one direct-TCP replication connection (protocol.py's state machine).
 
+pub mod connection;
 pub mod db;
 pub mod idgen;
 pub mod limits;
