@@ -1,3 +1,12 @@
-//! streamsim-sim: the turmoil world that drives streamsim's models (hosts, faults, history,
-//! checks and the runner). It holds nothing yet beyond this crate boundary: the foundation
-//! issue builds the models first, and the world issue fills this crate.
+//! streamsim-sim: the world that drives streamsim's models, and the judgement of what
+//! happened in it.
+//!
+//! Code map:
+//! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
+//! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
+//!   `sometimes` coverage targets of a sweep.
+//!
+//! The turmoil world (hosts, faults, scenarios, runner) is being built on top of these.
+
+pub mod checks;
+pub mod history;

@@ -1,0 +1,451 @@
+//! The invariants of DESIGN.md as a registry of named properties over a [`History`].
+//!
+//! Each property is `always` (a violation anywhere fails the run), `eventually` (must hold by
+//! the end, measured from the last heal), or `sometimes` (a coverage target: a sweep where it
+//! never fires is vacuous, stateright-style). Checks never change what a model did: they only
+//! read the history and return [`Violation`] values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use streamsim_models::time::SimInstant;
+use streamsim_models::token::MultiWriterToken;
+
+use crate::history::{Event, History};
+
+/// How a property is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    Always,
+    Eventually,
+}
+
+/// A violated property, with everything a person needs to find it on the timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub at: SimInstant,
+    pub hosts: Vec<String>,
+    pub events: Vec<String>,
+    pub tokens: Vec<String>,
+    pub message: String,
+}
+
+/// What the checks need to know beyond the history.
+#[derive(Clone, Debug)]
+pub struct CheckContext {
+    /// Every reader host, so one that never handed out a token is still judged.
+    pub readers: Vec<String>,
+    /// Simulated time the run ended.
+    pub ended_at: SimInstant,
+    /// The scenario's `converge_within`, in milliseconds.
+    pub converge_within_ms: u64,
+}
+
+/// A named property.
+pub struct Check {
+    pub name: &'static str,
+    pub expectation: Expectation,
+    pub run: fn(&Facts, &CheckContext) -> Vec<Violation>,
+}
+
+/// A coverage target of a sweep.
+pub struct SometimesTarget {
+    pub name: &'static str,
+    pub reached: fn(&History) -> bool,
+}
+
+/// Every invariant, in DESIGN.md order.
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "tokens_never_regress",
+        expectation: Expectation::Always,
+        run: tokens_never_regress,
+    },
+    Check {
+        name: "no_missed_event",
+        expectation: Expectation::Always,
+        run: no_missed_event,
+    },
+    Check {
+        name: "no_early_or_phantom_event",
+        expectation: Expectation::Always,
+        run: no_early_or_phantom_event,
+    },
+    Check {
+        name: "no_duplicate",
+        expectation: Expectation::Always,
+        run: no_duplicate,
+    },
+    Check {
+        name: "unique_ids",
+        expectation: Expectation::Always,
+        run: unique_ids,
+    },
+    Check {
+        name: "liveness",
+        expectation: Expectation::Eventually,
+        run: liveness,
+    },
+];
+
+/// The interesting states a sweep must reach to mean anything.
+pub const SOMETIMES: &[SometimesTarget] = &[
+    SometimesTarget {
+        name: "gap filled from POSITION prev/new",
+        reached: |h| any(h, |e| matches!(e, Event::GapFilled { .. })),
+    },
+    SometimesTarget {
+        name: "restart with ids in flight",
+        reached: |h| {
+            any(
+                h,
+                |e| matches!(e, Event::Restarted { ids_in_flight, .. } if !ids_in_flight.is_empty()),
+            )
+        },
+    },
+    SometimesTarget {
+        name: "replication reconnect",
+        reached: |h| any(h, |e| matches!(e, Event::Reconnected { .. })),
+    },
+    SometimesTarget {
+        name: "out-of-order commit delivered",
+        reached: out_of_order_commit_delivered,
+    },
+];
+
+fn any(history: &History, predicate: impl Fn(&Event) -> bool) -> bool {
+    history.records().iter().any(|r| predicate(&r.event))
+}
+
+/// A row committed after a higher id of the same writer, and still delivered.
+fn out_of_order_commit_delivered(history: &History) -> bool {
+    let mut highest: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut late: BTreeSet<&str> = BTreeSet::new();
+    for record in history.records() {
+        match &record.event {
+            Event::Committed { host, rows } => {
+                for (id, event_id) in rows {
+                    if highest.get(host.as_str()).is_some_and(|h| h > id) {
+                        late.insert(event_id);
+                    }
+                    let top = highest.entry(host).or_insert(*id);
+                    *top = (*top).max(*id);
+                }
+            }
+            Event::Delivered { event_id, .. } if late.contains(event_id.as_str()) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Runs every check; violations in history order.
+pub fn check_all(history: &History, context: &CheckContext) -> Vec<Violation> {
+    let facts = Facts::from(history);
+    let mut violations: Vec<Violation> = CHECKS
+        .iter()
+        .flat_map(|check| (check.run)(&facts, context))
+        .collect();
+    violations.sort_by_key(|v| v.at);
+    violations
+}
+
+/// Which sometimes-targets a history reached.
+pub fn sometimes_reached(history: &History) -> BTreeMap<&'static str, bool> {
+    SOMETIMES
+        .iter()
+        .map(|t| (t.name, (t.reached)(history)))
+        .collect()
+}
+
+/// A committed event.
+#[derive(Clone, Debug)]
+struct Commit {
+    writer: String,
+    stream_id: i64,
+    at: SimInstant,
+}
+
+/// The history, indexed for the checks.
+pub struct Facts<'a> {
+    history: &'a History,
+    commits: BTreeMap<String, Commit>,
+    aborted: BTreeSet<(String, i64)>,
+    last_heal: Option<SimInstant>,
+}
+
+impl<'a> From<&'a History> for Facts<'a> {
+    fn from(history: &'a History) -> Self {
+        let mut commits = BTreeMap::new();
+        let mut aborted = BTreeSet::new();
+        let mut last_heal = None;
+        for record in history.records() {
+            match &record.event {
+                Event::Committed { host, rows } => {
+                    for (stream_id, event_id) in rows {
+                        commits.insert(
+                            event_id.clone(),
+                            Commit {
+                                writer: host.clone(),
+                                stream_id: *stream_id,
+                                at: record.at,
+                            },
+                        );
+                    }
+                }
+                Event::Aborted { host, ids } => {
+                    aborted.extend(ids.iter().map(|id| (host.clone(), *id)))
+                }
+                Event::Healed => last_heal = Some(record.at),
+                _ => {}
+            }
+        }
+        Facts {
+            history,
+            commits,
+            aborted,
+            last_heal,
+        }
+    }
+}
+
+fn violation(
+    invariant: &'static str,
+    at: SimInstant,
+    hosts: &[&str],
+    events: &[&str],
+    tokens: &[&MultiWriterToken],
+    message: String,
+) -> Violation {
+    Violation {
+        invariant,
+        at,
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        message,
+    }
+}
+
+/// Invariant 1: Every token a reader hands out is at or after every token it handed out before.
+fn tokens_never_regress(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    // The join of everything handed out so far: a later token must cover all of it.
+    let mut handed_out: BTreeMap<&str, MultiWriterToken> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        if let Event::TokenHandedOut { reader, to, token } = &record.event {
+            if let Some(before) = handed_out.get(reader.as_str()) {
+                if !before.is_before_or_eq(token) {
+                    violations.push(violation(
+                        "tokens_never_regress",
+                        record.at,
+                        &[reader, to],
+                        &[],
+                        &[before, token],
+                        format!("{reader} handed {to} token {token} after {before}"),
+                    ));
+                }
+            }
+            let joined = handed_out
+                .get(reader.as_str())
+                .map_or_else(|| token.clone(), |before| before.max(token));
+            handed_out.insert(reader, joined);
+        }
+    }
+    violations
+}
+
+/// Invariant 2: Once a reader handed out token T, every event at or before T was delivered by it, and
+/// no event at or before T commits later.
+fn no_missed_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    let mut delivered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        match &record.event {
+            Event::Delivered {
+                reader, event_id, ..
+            } => {
+                delivered.entry(reader).or_default().insert(event_id);
+            }
+            Event::TokenHandedOut { reader, to, token } => {
+                let seen = delivered.get(reader.as_str());
+                for (event_id, commit) in &facts.commits {
+                    if commit.stream_id > token.pos_for(&commit.writer) {
+                        continue;
+                    }
+                    let (problem, detail) = if commit.at > record.at {
+                        (
+                            true,
+                            "commits only after the token covering it was handed out",
+                        )
+                    } else {
+                        (
+                            !seen.is_some_and(|s| s.contains(event_id.as_str())),
+                            "was not delivered before the token covering it",
+                        )
+                    };
+                    if problem {
+                        violations.push(violation(
+                            "no_missed_event",
+                            record.at,
+                            &[reader, to, &commit.writer],
+                            &[event_id],
+                            &[token],
+                            format!(
+                                "event {event_id} ({}@{}) {detail} ({reader} -> {to})",
+                                commit.writer, commit.stream_id
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// Invariant 3: Nothing is delivered before it commits; aborted ids never.
+fn no_early_or_phantom_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        if let Event::Delivered {
+            reader,
+            writer,
+            stream_id,
+            event_id,
+        } = &record.event
+        {
+            let message = match facts.commits.get(event_id) {
+                _ if facts.aborted.contains(&(writer.clone(), *stream_id)) => Some(format!(
+                    "{reader} delivered aborted id {writer}@{stream_id}"
+                )),
+                None => Some(format!(
+                    "{reader} delivered {event_id}, which never committed"
+                )),
+                Some(commit) if commit.at > record.at => {
+                    Some(format!("{reader} delivered {event_id} before it committed"))
+                }
+                Some(_) => None,
+            };
+            if let Some(message) = message {
+                violations.push(violation(
+                    "no_early_or_phantom_event",
+                    record.at,
+                    &[reader, writer],
+                    &[event_id],
+                    &[],
+                    message,
+                ));
+            }
+        }
+    }
+    violations
+}
+
+/// Invariant 4: Each event reaches each reader's notifier, and each sync client's stream, at most once.
+fn no_duplicate(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        let (owner, events): (&str, Vec<&str>) = match &record.event {
+            Event::Delivered {
+                reader, event_id, ..
+            } => (reader, vec![event_id]),
+            Event::SyncPage { client, events, .. } => {
+                (client, events.iter().map(|(_, _, e)| e.as_str()).collect())
+            }
+            _ => continue,
+        };
+        for event_id in events {
+            if !seen.insert((owner.to_owned(), event_id.to_owned())) {
+                violations.push(violation(
+                    "no_duplicate",
+                    record.at,
+                    &[owner],
+                    &[event_id],
+                    &[],
+                    format!("{owner} received {event_id} twice"),
+                ));
+            }
+        }
+    }
+    violations
+}
+
+/// Invariant 5: No stream id is allocated twice, by any writer.
+fn unique_ids(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    let mut owners: BTreeMap<i64, &str> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        if let Event::Allocated { host, ids } = &record.event {
+            for id in ids {
+                if let Some(first) = owners.insert(*id, host) {
+                    violations.push(violation(
+                        "unique_ids",
+                        record.at,
+                        &[first, host],
+                        &[],
+                        &[],
+                        format!("stream id {id} allocated by {first} and again by {host}"),
+                    ));
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// Invariant 6: After the last fault heals, every reader converges: its last token covers every event
+/// committed at least `converge_within` before the end of the run. Inconclusive (no
+/// violation) when the run did not last `converge_within` past the last heal.
+fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
+    let Some(cutoff) = context
+        .ended_at
+        .as_ms()
+        .checked_sub(context.converge_within_ms)
+        .map(SimInstant::from_ms)
+    else {
+        return Vec::new();
+    };
+    if facts.last_heal.is_some_and(|healed| healed > cutoff) {
+        return Vec::new();
+    }
+    let mut last_token: BTreeMap<&str, &MultiWriterToken> = BTreeMap::new();
+    for record in facts.history.records() {
+        if let Event::TokenHandedOut { reader, token, .. } = &record.event {
+            last_token.insert(reader, token);
+        }
+    }
+    let start = MultiWriterToken::default();
+    let mut violations = Vec::new();
+    for reader in &context.readers {
+        let token = last_token.get(reader.as_str()).copied().unwrap_or(&start);
+        let behind: Vec<&str> = facts
+            .commits
+            .iter()
+            .filter(|(_, c)| c.at <= cutoff && c.stream_id > token.pos_for(&c.writer))
+            .map(|(event_id, _)| event_id.as_str())
+            .collect();
+        if let Some(first) = behind.first() {
+            violations.push(violation(
+                "liveness",
+                context.ended_at,
+                &[reader],
+                &behind[..behind.len().min(5)],
+                &[token],
+                format!(
+                    "{reader} ended at {token}: {} events committed by {cutoff} are not covered (first {first}); converge_within {}ms",
+                    behind.len(),
+                    context.converge_within_ms
+                ),
+            ));
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! The history of a run: every observable act, stamped with simulated time, in the order it
+//! happened. Hosts append to it; checks judge it; `--trace` writes it as JSON lines.
+//!
+//! Events are a typed serde enum (never strings to re-parse), so a trace is byte-identical for
+//! the same scenario, seed and switches.
+
+use serde::{Deserialize, Serialize};
+use streamsim_models::time::SimInstant;
+use streamsim_models::token::MultiWriterToken;
+
+/// One observable act.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A writer's id generator handed out stream ids.
+    Allocated { host: String, ids: Vec<i64> },
+    /// A writer's rows committed: `(stream id, event id)` pairs.
+    Committed {
+        host: String,
+        rows: Vec<(i64, String)>,
+    },
+    /// A batch failed after allocation: its ids are permanent gaps.
+    Aborted { host: String, ids: Vec<i64> },
+    /// A replication command went out (its wire line, without the newline).
+    Announced { host: String, line: String },
+    /// A reader handed an event to its notifier.
+    Delivered {
+        reader: String,
+        writer: String,
+        stream_id: i64,
+        event_id: String,
+    },
+    /// A reader handed out a token (to its notifier or a sync client).
+    TokenHandedOut {
+        reader: String,
+        to: String,
+        token: MultiWriterToken,
+    },
+    /// A sync client got one page: the events in `(since, next_batch]`.
+    SyncPage {
+        client: String,
+        reader: String,
+        since: Option<MultiWriterToken>,
+        next_batch: MultiWriterToken,
+        events: Vec<(String, i64, String)>,
+    },
+    /// A reader found a gap from a POSITION's prev token and fetched `(from, upto]` of `writer`.
+    GapFilled {
+        reader: String,
+        writer: String,
+        from: i64,
+        upto: i64,
+    },
+    /// A host (re)started; `ids_in_flight` of the crashed incarnation were never finished.
+    Restarted {
+        host: String,
+        ids_in_flight: Vec<i64>,
+    },
+    /// A replication connection was (re)established after a loss.
+    Reconnected { host: String, peer: String },
+    /// A fault from the schedule or the seed.
+    Fault { description: String },
+    /// The last fault healed: liveness is measured from here.
+    Healed,
+}
+
+/// An event and when it happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub at: SimInstant,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The whole history of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    records: Vec<Record>,
+}
+
+impl History {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an event; time never runs backwards within a history.
+    pub fn record(&mut self, at: SimInstant, event: Event) {
+        if let Some(last) = self.records.last() {
+            assert!(
+                last.at <= at,
+                "history time went backwards: {} after {}",
+                at,
+                last.at
+            );
+        }
+        self.records.push(Record { at, event });
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The history as JSON lines, one record per line.
+    pub fn to_json_lines(&self) -> String {
+        let mut out = String::new();
+        for record in &self.records {
+            out.push_str(&serde_json::to_string(record).expect("history records serialize"));
+            out.push('\n');
+        }
+        out
+    }
+}
