@@ -3,6 +3,7 @@
 //!
 //! Code map:
 //! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
+//! - [`scenario`]: scenario files (TOML) and their validation.
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
 //!
@@ -10,3 +11,4 @@
 
 pub mod checks;
 pub mod history;
+pub mod scenario;

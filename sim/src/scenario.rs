@@ -1,0 +1,272 @@
+//! Scenario files: the topology, workload, network and fault schedule of a run, in TOML.
+//!
+//! Unknown keys and bad values are errors naming the file, line, column and field, never a
+//! panic. Values a parser cannot judge alone (a fault naming a host that does not exist, a
+//! range whose minimum is above its maximum) are checked after parsing, against the spans the
+//! TOML reader kept, so they point at the line too.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Simulated length of the workload phase, in milliseconds.
+    pub duration_ms: u64,
+    /// After the last fault heals, every reader must converge within this, in milliseconds.
+    pub converge_within_ms: u64,
+    #[serde(default)]
+    pub transport: Transport,
+    pub topology: Topology,
+    pub workload: Workload,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+}
+
+/// How replication commands travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Direct TCP connections with the SERVER/NAME handshake (the seed protocol).
+    #[default]
+    Tcp,
+    /// A Redis pub/sub bus, as Synapse 1.163.2 runs between workers.
+    Redis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Writer hosts `w1..wN`.
+    pub writers: u32,
+    /// Reader hosts `r1..rN`.
+    pub readers: u32,
+    /// Sync-client hosts `c1..cN`, each paging through one reader.
+    #[serde(default)]
+    pub sync_clients: u32,
+}
+
+/// An inclusive range of values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Batches each writer starts per simulated second.
+    pub batches_per_second: u32,
+    /// Events per batch.
+    pub batch_size: Range,
+    /// Time between allocating a batch's ids and committing its rows, in milliseconds; the
+    /// spread is what makes batches commit out of order.
+    pub persist_delay_ms: Range,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub latency_ms: Range,
+    /// Probability that a link fails on a given step (turmoil's `fail_rate`), 0..=1.
+    #[serde(default)]
+    pub message_loss: f64,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            latency_ms: Range { min: 1, max: 5 },
+            message_loss: 0.0,
+        }
+    }
+}
+
+/// A scheduled fault. (serde cannot deny unknown fields through `flatten`; the variants of
+/// [`FaultKind`] deny them instead, which covers every key but `at_ms`.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// Both directions between two hosts.
+    Partition { hosts: [String; 2] },
+    /// Only `from` -> `to`.
+    PartitionOneway { from: String, to: String },
+    /// Repair every partition.
+    Heal,
+    /// The host dies: memory lost, the database keeps what was committed.
+    Crash { host: String },
+    /// The host starts again and rebuilds itself from the database.
+    Restart { host: String },
+    /// New latency on every link.
+    Latency { latency_ms: Range },
+    /// The reader stops reading for `for_ms`, so its peers' queues fill up.
+    SlowReader { host: String, for_ms: u64 },
+}
+
+/// Why a scenario file is not a scenario.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {field}: {message}", file.display())]
+pub struct ScenarioError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key path, e.g. `fault[2].host`, or `-` when the file itself is unreadable.
+    pub field: String,
+    pub message: String,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Parses and checks scenario text; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((0, 0), |span| line_column(text, span.start));
+            let field = e.message().split('`').nth(1).unwrap_or("-").to_owned();
+            ScenarioError {
+                file: path.to_owned(),
+                line,
+                column,
+                field,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        scenario.validate().map_err(|(field, message)| {
+            let (line, column) = locate(text, &field);
+            ScenarioError {
+                file: path.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            }
+        })?;
+        Ok(scenario)
+    }
+
+    /// Every host name the topology creates.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec!["db".to_owned()];
+        if self.transport == Transport::Redis {
+            hosts.push("redis".into());
+        }
+        hosts.extend((1..=self.topology.writers).map(|i| format!("w{i}")));
+        hosts.extend((1..=self.topology.readers).map(|i| format!("r{i}")));
+        hosts.extend((1..=self.topology.sync_clients).map(|i| format!("c{i}")));
+        hosts
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_owned(), message));
+        if self.topology.writers == 0 {
+            return fail("topology.writers", "at least one writer is needed".into());
+        }
+        for (field, range) in [
+            ("workload.batch_size", self.workload.batch_size),
+            ("workload.persist_delay_ms", self.workload.persist_delay_ms),
+            ("network.latency_ms", self.network.latency_ms),
+        ] {
+            if range.min > range.max {
+                return fail(
+                    field,
+                    format!("min {} is above max {}", range.min, range.max),
+                );
+            }
+        }
+        if self.workload.batch_size.min == 0 {
+            return fail(
+                "workload.batch_size",
+                "a batch holds at least one event".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.network.message_loss) {
+            return fail(
+                "network.message_loss",
+                format!("{} is not a probability", self.network.message_loss),
+            );
+        }
+        let hosts = self.hosts();
+        for (index, fault) in self.faults.iter().enumerate() {
+            if fault.at_ms > self.duration_ms {
+                return fail(
+                    &format!("fault[{index}].at_ms"),
+                    format!(
+                        "{} is after the end of the run ({} ms)",
+                        fault.at_ms, self.duration_ms
+                    ),
+                );
+            }
+            let named: Vec<(&str, &String)> = match &fault.kind {
+                FaultKind::Partition { hosts } => vec![("hosts", &hosts[0]), ("hosts", &hosts[1])],
+                FaultKind::PartitionOneway { from, to } => vec![("from", from), ("to", to)],
+                FaultKind::Crash { host }
+                | FaultKind::Restart { host }
+                | FaultKind::SlowReader { host, .. } => vec![("host", host)],
+                FaultKind::Heal | FaultKind::Latency { .. } => vec![],
+            };
+            for (key, host) in named {
+                if !hosts.contains(host) {
+                    return fail(
+                        &format!("fault[{index}].{key}"),
+                        format!("no host {host:?}; the topology has {}", hosts.join(", ")),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Where a dotted field (`network.latency_ms`, `fault[2].host`) is written in the file.
+fn locate(text: &str, field: &str) -> (usize, usize) {
+    // Find the table header, then the key below it; good enough for the shapes we accept.
+    let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
+    let mut search_from = 0;
+    if let Some(rest) = table.strip_prefix("fault[") {
+        let index: usize = rest.trim_end_matches(']').parse().unwrap_or(0);
+        let headers: Vec<usize> = text.match_indices("[[fault]]").map(|(i, _)| i).collect();
+        search_from = headers.get(index).copied().unwrap_or(0);
+    } else if !table.is_empty() {
+        search_from = text.find(&format!("[{table}]")).unwrap_or(0);
+    }
+    let found = text[search_from..]
+        .match_indices(key)
+        .map(|(i, _)| search_from + i)
+        .find(|&i| text[..i].ends_with('\n') || text[..i].ends_with(' ') || i == 0);
+    found.map_or((0, 0), |offset| line_column(text, offset))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Scenario parsing: a good file loads; every kind of bad file names its line and field.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"# A writer restarts while batches persist out of order.
+duration_ms = 20000
+converge_within_ms = 10000
+transport = "tcp"
+
+[topology]
+writers = 2
+readers = 1
+sync_clients = 1
+
+[workload]
+batches_per_second = 20
+batch_size = { min = 1, max = 4 }
+persist_delay_ms = { min = 1, max = 80 }
+
+[network]
+latency_ms = { min = 1, max = 10 }
+
+[[fault]]
+at_ms = 5000
+kind = "crash"
+host = "w1"
+
+[[fault]]
+at_ms = 6000
+kind = "restart"
+host = "w1"
+"#;
+
+fn error(text: &str) -> ScenarioError {
+    Scenario::parse(Path::new("s.toml"), text).expect_err("should be rejected")
+}
+
+#[test]
+fn a_good_scenario_loads() {
+    let scenario = Scenario::parse(Path::new("s.toml"), GOOD).unwrap();
+    assert_eq!(scenario.faults.len(), 2);
+    assert_eq!(
+        scenario.faults[0].kind,
+        FaultKind::Crash { host: "w1".into() }
+    );
+    assert_eq!(scenario.hosts(), vec!["db", "w1", "w2", "r1", "c1"]);
+}
+
+#[test]
+fn unknown_keys_name_line_column_and_field() {
+    let e = error(&GOOD.replace("readers = 1", "readers = 1\nreaderz = 2"));
+    assert_eq!((e.line, e.field.as_str()), (9, "readerz"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("s.toml:9:1: readerz: unknown field"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_their_line() {
+    let e = error(&GOOD.replace("duration_ms = 20000", "duration_ms = \"long\""));
+    assert_eq!(e.line, 2, "{e}");
+    let e = error(&GOOD.replace("transport = \"tcp\"", "transport = \"pigeon\""));
+    assert_eq!(e.line, 4, "{e}");
+    let e = error(&GOOD.replace("kind = \"crash\"", "kind = \"meteor\""));
+    assert!(e.line >= 19 && e.message.contains("unknown variant"), "{e}");
+    let e = error(&GOOD.replace(
+        "host = \"w1\"\n\n[[fault]]",
+        "host = \"w1\"\nhots = 1\n\n[[fault]]",
+    ));
+    assert!(e.line >= 19 && e.message.contains("hots"), "{e}");
+}
+
+#[test]
+fn checks_after_parsing_point_at_the_field() {
+    let e = error(&GOOD.replace("max = 80", "max = 0"));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("workload.persist_delay_ms", 14),
+        "{e}"
+    );
+    let e = error(&GOOD.replace("host = \"w1\"\n\n[[fault]]", "host = \"w9\"\n\n[[fault]]"));
+    assert_eq!((e.field.as_str(), e.line), ("fault[0].host", 22), "{e}");
+    let e = error(&GOOD.replace("at_ms = 6000", "at_ms = 60000"));
+    assert_eq!((e.field.as_str(), e.line), ("fault[1].at_ms", 25), "{e}");
+    let e = error(&GOOD.replace("writers = 2", "writers = 0"));
+    assert_eq!(e.field, "topology.writers", "{e}");
+}
+
+#[test]
+fn unreadable_files_are_errors_not_panics() {
+    let e = Scenario::load(Path::new("/nonexistent/scenario.toml")).unwrap_err();
+    assert!(e.to_string().contains("cannot read"), "{e}");
+}
