@@ -464,43 +464,54 @@ fn comparable(line: &str) -> String {
     }
 }
 
-fn compare(
-    seed: u64,
-    what: &str,
-    input_lines: &[&[u8]],
-    ours: &[u8],
-    theirs: &[u8],
-) -> Vec<String> {
-    let ours: Vec<&str> = std::str::from_utf8(ours)
-        .expect("ascii output")
-        .lines()
+/// Runs `streamsim wire <mode>` and the oracle on `input` (exactly [`LINES_PER_SEED`] lines
+/// per seed, in `seeds` order) and returns our output lines and every difference, each naming
+/// the seed that generated its line and the command that replays it.
+fn differential(
+    python: &std::path::Path,
+    mode: &str,
+    seeds: &[u64],
+    input: &[u8],
+) -> (String, Vec<String>) {
+    let ours = String::from_utf8(streamsim(&["wire", mode], input)).expect("ascii output");
+    let theirs =
+        String::from_utf8(oracle(python, "wire_oracle.py", &[mode], input)).expect("ascii output");
+    let input_lines: Vec<&[u8]> = input
+        .strip_suffix(b"\n")
+        .expect("ends with a newline")
+        .split(|&b| b == b'\n')
         .collect();
-    let theirs: Vec<&str> = std::str::from_utf8(theirs)
-        .expect("ascii output")
-        .lines()
-        .collect();
+    let (our_lines, their_lines): (Vec<&str>, Vec<&str>) =
+        (ours.lines().collect(), theirs.lines().collect());
     assert_eq!(
-        ours.len(),
-        theirs.len(),
-        "seed {seed} {what}: line counts differ"
-    );
-    assert_eq!(
-        ours.len(),
+        our_lines.len(),
         input_lines.len(),
-        "seed {seed} {what}: one output line per input line"
+        "{mode}: one output line per input line"
     );
-    (0..ours.len())
-        .filter(|&i| comparable(ours[i]) != comparable(theirs[i]))
+    assert_eq!(
+        their_lines.len(),
+        input_lines.len(),
+        "{mode}: the oracle gave one line per input line"
+    );
+    assert_eq!(
+        input_lines.len(),
+        seeds.len() * LINES_PER_SEED,
+        "{mode}: {LINES_PER_SEED} lines per seed"
+    );
+    let failures = (0..input_lines.len())
+        .filter(|&i| comparable(our_lines[i]) != comparable(their_lines[i]))
         .map(|i| {
+            let seed = seeds[i / LINES_PER_SEED];
             let shown = String::from_utf8_lossy(&input_lines[i][..input_lines[i].len().min(300)]).into_owned();
             format!(
-                "seed {seed} {what} line {}: {shown:?}\n  streamsim: {}\n  synapse:   {}\n  replay: STREAMSIM_DIFF_SEED={seed} cargo test --test it wire_",
-                i + 1,
-                &ours[i][..ours[i].len().min(300)],
-                &theirs[i][..theirs[i].len().min(300)]
+                "seed {seed} {mode} line {}: {shown:?}\n  streamsim: {}\n  synapse:   {}\n  replay: STREAMSIM_DIFF_SEED={seed} cargo test --test it wire_{mode}",
+                i % LINES_PER_SEED + 1,
+                &our_lines[i][..our_lines[i].len().min(300)],
+                &their_lines[i][..their_lines[i].len().min(300)]
             )
         })
-        .collect()
+        .collect();
+    (ours, failures)
 }
 
 #[test]
@@ -509,44 +520,30 @@ fn wire_decode_matches_synapse_parse() {
         return;
     };
     let seeds = diff_seeds(40, "STREAMSIM_WIRE_DIFF_SEEDS");
-    let inputs: Vec<Vec<u8>> = seeds
+    let input: Vec<u8> = seeds
         .iter()
-        .map(|s| {
+        .flat_map(|s| {
             LineGen {
                 rng: ChaCha8Rng::seed_from_u64(*s),
             }
             .decode_input()
         })
         .collect();
-    let all: Vec<u8> = inputs.concat();
-    let (ours, theirs) = (
-        streamsim(&["wire", "decode"], &all),
-        oracle(&python, "wire_oracle.py", &["decode"], &all),
-    );
-    let input_lines: Vec<&[u8]> = all
-        .strip_suffix(b"\n")
-        .expect("ends with a newline")
-        .split(|&b| b == b'\n')
-        .collect();
-    let failures = compare(seeds[0], "decode", &input_lines, &ours, &theirs);
-    let commands = std::str::from_utf8(&ours)
-        .expect("ascii")
+    let (ours, failures) = differential(&python, "decode", &seeds, &input);
+    let total = ours.lines().count();
+    let commands = ours
         .lines()
         .filter(|l| l.starts_with("{\"command\""))
         .count();
-    eprintln!(
-        "wire decode differential: {} lines compared, {commands} decoded as commands",
-        input_lines.len()
-    );
+    eprintln!("wire decode differential: {total} lines compared, {commands} decoded as commands");
     assert!(
-        commands * 4 > input_lines.len(),
+        commands * 4 > total,
         "too few valid commands ({commands}): the generator lost its aim"
     );
     assert!(
         failures.is_empty(),
-        "{} lines differ from Synapse (first seed {}):\n{}",
+        "{} lines differ from Synapse:\n{}",
         failures.len(),
-        seeds[0],
         failures.join("\n")
     );
 }
@@ -567,28 +564,16 @@ fn wire_encode_matches_synapse_to_line() {
             input.push(b'\n');
         }
     }
-    let (ours, theirs) = (
-        streamsim(&["wire", "encode"], &input),
-        oracle(&python, "wire_oracle.py", &["encode"], &input),
-    );
-    let input_lines: Vec<&[u8]> = input
-        .strip_suffix(b"\n")
-        .expect("ends with a newline")
-        .split(|&b| b == b'\n')
-        .collect();
-    let failures = compare(seeds[0], "encode", &input_lines, &ours, &theirs);
-    let sent = std::str::from_utf8(&ours)
-        .expect("ascii")
+    let (ours, failures) = differential(&python, "encode", &seeds, &input);
+    let total = ours.lines().count();
+    let sent = ours
         .lines()
         .filter(|l| !l.starts_with("{\"error\""))
         .count();
-    eprintln!(
-        "wire encode differential: {} commands compared, {sent} encoded",
-        input_lines.len()
-    );
+    eprintln!("wire encode differential: {total} commands compared, {sent} encoded");
     assert!(
-        sent * 3 > input_lines.len(),
-        "too few valid commands ({sent})"
+        sent * 3 > total,
+        "too few valid commands ({sent}): the generator lost its aim"
     );
     assert!(
         failures.is_empty(),
