@@ -6,9 +6,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
 use streamsim_models::{opscript, wire};
+use streamsim_sim::runner::{self, SeedResult};
+use streamsim_sim::scenario::Scenario;
+
+mod report;
 
 /// Deterministic simulation testbed for Synapse-style multi-writer event streams.
 ///
@@ -27,11 +31,73 @@ enum Command {
         /// The script, JSON lines; `-` reads standard input.
         script: PathBuf,
     },
+    /// Run one seed of a scenario and check every invariant (exit 1 on a violation).
+    Run(RunArgs),
+    /// Run a range of seeds of a scenario; one summary line, a replay command per failure.
+    Sweep(SweepArgs),
     /// The replication line protocol codec, byte-compatible with Synapse 1.163.2.
     Wire {
         #[command(subcommand)]
         direction: WireDirection,
     },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// The simulation seed: every random choice of the run comes from it.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the history as JSON lines (byte-identical for the same scenario and seed).
+    #[arg(long, value_name = "FILE.jsonl")]
+    trace: Option<PathBuf>,
+    /// Run the seed twice and compare the traces byte for byte (exit 1 if they differ).
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// The seed range, `A..B` (B excluded).
+    #[arg(long, value_name = "A..B", value_parser = parse_seed_range)]
+    seeds: std::ops::Range<u64>,
+    /// Take only shard K of N (K in 1..=N): the seeds A+K-1, A+K-1+N, ... so that N machines
+    /// can split one range.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<(u64, u64)>,
+    /// Seeds run in parallel on this many threads (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print one JSON line per seed (seed order) before the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let (start, end) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?} is not a range A..B"))?;
+    let start: u64 = start.parse().map_err(|e| format!("start {start:?}: {e}"))?;
+    let end: u64 = end.parse().map_err(|e| format!("end {end:?}: {e}"))?;
+    if start >= end {
+        return Err(format!("{text:?} is empty (A must be below B)"));
+    }
+    Ok(start..end)
+}
+
+fn parse_shard(text: &str) -> Result<(u64, u64), String> {
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not K/N"))?;
+    let k: u64 = k.parse().map_err(|e| format!("K {k:?}: {e}"))?;
+    let n: u64 = n.parse().map_err(|e| format!("N {n:?}: {e}"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("{text:?}: K must be in 1..=N"));
+    }
+    Ok((k, n))
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +127,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => return run_scenario(args),
+        Command::Sweep(args) => return sweep(args),
         Command::Idgen { script } => {
             let bytes = read_input(&script)?;
             let mut out = std::io::stdout().lock();
@@ -95,4 +163,99 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
         return Ok(bytes);
     }
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn load_scenario(path: &Path) -> Result<Scenario> {
+    Ok(Scenario::load(path)?)
+}
+
+fn run_scenario(args: RunArgs) -> Result<ExitCode> {
+    let scenario = load_scenario(&args.scenario)?;
+    let report = runner::run_seed(&scenario, args.seed);
+    let mut out = std::io::stdout().lock();
+    let replay = report::replay_command(&args.scenario, args.seed);
+    if let Some(path) = &args.trace {
+        std::fs::write(path, report.history.to_json_lines())
+            .with_context(|| format!("cannot write trace {}", path.display()))?;
+    }
+    report::print_run(&mut out, &report, &replay)?;
+    if args.check_determinism {
+        let again = runner::run_seed(&scenario, args.seed);
+        let first = report.history.to_json_lines();
+        let second = again.history.to_json_lines();
+        if first != second {
+            let line = first
+                .lines()
+                .zip(second.lines())
+                .position(|(a, b)| a != b)
+                .map_or(first.lines().count().min(second.lines().count()), |i| i);
+            writeln!(
+                out,
+                "NOT deterministic: the two traces of seed {} differ first at line {} (hashes {:016x} and {:016x})",
+                args.seed,
+                line + 1,
+                report::fnv64(first.as_bytes()),
+                report::fnv64(second.as_bytes())
+            )?;
+            return Ok(ExitCode::from(1));
+        }
+        writeln!(
+            out,
+            "deterministic: two runs gave the same trace ({} records, hash {:016x})",
+            report.history.records().len(),
+            report::fnv64(first.as_bytes())
+        )?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn sweep(args: SweepArgs) -> Result<ExitCode> {
+    let scenario = load_scenario(&args.scenario)?;
+    let seeds: Vec<u64> = match args.shard {
+        Some((k, n)) => args
+            .seeds
+            .clone()
+            .filter(|seed| (seed - args.seeds.start) % n == k - 1)
+            .collect(),
+        None => args.seeds.clone().collect(),
+    };
+    if seeds.is_empty() {
+        bail!("shard {:?} of {:?} holds no seeds", args.shard, args.seeds);
+    }
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let started = std::time::Instant::now();
+    let bar = report::progress_bar(seeds.len() as u64);
+    let results: Vec<SeedResult> = runner::sweep(&scenario, &seeds, jobs, &|result| {
+        bar.inc(1);
+        if !result.passed {
+            bar.set_message(format!("seed {} failed", result.seed));
+        }
+    });
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for result in &results {
+            writeln!(out, "{}", serde_json::to_string(result)?)?;
+        }
+    }
+    let label = match args.shard {
+        Some((k, n)) => format!(
+            "seeds {}..{} shard {k}/{n}",
+            args.seeds.start, args.seeds.end
+        ),
+        None => format!("seeds {}..{}", args.seeds.start, args.seeds.end),
+    };
+    let failed = report::print_sweep(&mut out, &args.scenario, &label, &results)?;
+    report::print_sweep_timing(&results, started.elapsed(), jobs);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -54,7 +54,7 @@ pub enum IdGenError {
 }
 
 /// What start-up reads from the database, in the one connection Synapse's constructor uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StartupState {
     /// `stream_positions` rows of configured writers, after stale rows were deleted.
     pub stored_positions: BTreeMap<String, i64>,

@@ -59,5 +59,26 @@ pub const STREAMER_IDLE_POKE_INTERVAL_MS: u64 = 1_000;
 /// 100 and halves it for event rows).
 pub const UPDATES_FETCH_ROWS_MAX: usize = 50;
 
+/// Bytes a connection's transport may hold unsent before it asks its producer to pause
+/// (`pauseProducing`): Twisted's `FileDescriptor.bufferSize`, 2**16. Above it Synapse queues
+/// commands in the protocol instead, up to [`PENDING_COMMANDS_MAX`].
+pub const TRANSPORT_BUFFER_BYTES: usize = 65_536;
+
+/// First delay before reconnecting a lost replication connection, in milliseconds (Twisted's
+/// `ReconnectingClientFactory.initialDelay` = 1.0 s).
+pub const RECONNECT_DELAY_INITIAL_MS: u64 = 1_000;
+
+/// Longest delay between reconnection attempts, in milliseconds (`SynapseRedisFactory.maxDelay`
+/// = 5 s; the delay grows by Twisted's factor e from the initial delay).
+pub const RECONNECT_DELAY_MAX_MS: u64 = 5_000;
+
+/// Interval of the Redis client's PING, in milliseconds (`_send_ping`'s `looping_call` of
+/// 30 s in synapse/replication/tcp/redis.py).
+pub const REDIS_PING_INTERVAL_MS: u64 = 30_000;
+
+/// How long the Redis client waits for any reply before dropping the connection, in
+/// milliseconds (txredisapi's `replyTimeout=30`).
+pub const REDIS_REPLY_TIMEOUT_MS: u64 = 30_000;
+
 const _: () = assert!(PING_INTERVAL_MS < PING_TIMEOUT_MS);
 const _: () = assert!(PYTHON_INT_DIGITS_MAX < LINE_BYTES_MAX);

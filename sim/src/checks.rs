@@ -37,6 +37,8 @@ pub struct Violation {
 pub struct CheckContext {
     /// Every reader host, so one that never handed out a token is still judged.
     pub readers: Vec<String>,
+    /// Every sync client and the reader it pages through.
+    pub clients: Vec<(String, String)>,
     /// Simulated time the run ended.
     pub ended_at: SimInstant,
     /// The scenario's `converge_within`, in milliseconds.
@@ -55,6 +57,9 @@ pub struct SometimesTarget {
     pub name: &'static str,
     pub reached: fn(&History) -> bool,
 }
+
+/// The recipient name of tokens a reader's notifier announces.
+pub const NOTIFIER: &str = "notifier";
 
 /// Every invariant, in DESIGN.md order.
 pub const CHECKS: &[Check] = &[
@@ -229,75 +234,153 @@ fn violation(
     }
 }
 
-/// Invariant 1: Every token a reader hands out is at or after every token it handed out before.
+/// Invariant 1: Every token a reader hands out to a recipient is at or after every token it
+/// handed that recipient before. A sync client keeps its token across the reader's restarts,
+/// so its tokens are compared across them; the notifier is the process's own memory and
+/// starts again with the process (its first release after a restart is compared with the
+/// tokens of that incarnation only).
 fn tokens_never_regress(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     // The join of everything handed out so far: a later token must cover all of it.
-    let mut handed_out: BTreeMap<&str, MultiWriterToken> = BTreeMap::new();
+    let mut handed_out: BTreeMap<(&str, &str), MultiWriterToken> = BTreeMap::new();
     let mut violations = Vec::new();
     for record in facts.history.records() {
-        if let Event::TokenHandedOut { reader, to, token } = &record.event {
-            if let Some(before) = handed_out.get(reader.as_str()) {
-                if !before.is_before_or_eq(token) {
-                    violations.push(violation(
-                        "tokens_never_regress",
-                        record.at,
-                        &[reader, to],
-                        &[],
-                        &[before, token],
-                        format!("{reader} handed {to} token {token} after {before}"),
-                    ));
-                }
+        match &record.event {
+            Event::Started { host, .. } => {
+                handed_out.remove(&(host.as_str(), NOTIFIER));
             }
-            let joined = handed_out
-                .get(reader.as_str())
-                .map_or_else(|| token.clone(), |before| before.max(token));
-            handed_out.insert(reader, joined);
+            Event::TokenHandedOut { reader, to, token } => {
+                let key = (reader.as_str(), to.as_str());
+                if let Some(before) = handed_out.get(&key) {
+                    if !before.is_before_or_eq(token) {
+                        violations.push(violation(
+                            "tokens_never_regress",
+                            record.at,
+                            &[reader, to],
+                            &[],
+                            &[before, token],
+                            format!("{reader} handed {to} token {token} after {before}"),
+                        ));
+                    }
+                }
+                let joined = handed_out
+                    .get(&key)
+                    .map_or_else(|| token.clone(), |before| before.max(token));
+                handed_out.insert(key, joined);
+            }
+            _ => {}
         }
     }
     violations
 }
 
-/// Invariant 2: Once a reader handed out token T, every event at or before T was delivered by it, and
-/// no event at or before T commits later.
+/// Invariant 2: Once a reader's notifier announced token T, every event at or before T that
+/// this incarnation of the reader had not already covered at its start was delivered by it, and
+/// no event at or before T commits later. Each /sync page holds every event of its range
+/// `(since, next_batch]`, and no event of that range commits after the page.
 fn no_missed_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     let mut delivered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut started: BTreeMap<&str, &MultiWriterToken> = BTreeMap::new();
     let mut violations = Vec::new();
+    let mut missed = |at,
+                      hosts: &[&str],
+                      event_id: &str,
+                      token: &MultiWriterToken,
+                      commit: &Commit,
+                      detail: &str| {
+        violations.push(violation(
+            "no_missed_event",
+            at,
+            hosts,
+            &[event_id],
+            &[token],
+            format!(
+                "event {event_id} ({}@{}) {detail}",
+                commit.writer, commit.stream_id
+            ),
+        ));
+    };
     for record in facts.history.records() {
         match &record.event {
+            Event::Started { host, token } => {
+                started.insert(host, token);
+            }
             Event::Delivered {
                 reader, event_id, ..
             } => {
                 delivered.entry(reader).or_default().insert(event_id);
             }
-            Event::TokenHandedOut { reader, to, token } => {
+            Event::TokenHandedOut { reader, to, token } if to == NOTIFIER => {
                 let seen = delivered.get(reader.as_str());
+                let start = started.get(reader.as_str());
                 for (event_id, commit) in &facts.commits {
-                    if commit.stream_id > token.pos_for(&commit.writer) {
+                    if commit.stream_id > token.pos_for(&commit.writer)
+                        || start.is_some_and(|s| commit.stream_id <= s.pos_for(&commit.writer))
+                    {
                         continue;
                     }
-                    let (problem, detail) = if commit.at > record.at {
-                        (
-                            true,
-                            "commits only after the token covering it was handed out",
-                        )
-                    } else {
-                        (
-                            !seen.is_some_and(|s| s.contains(event_id.as_str())),
-                            "was not delivered before the token covering it",
-                        )
-                    };
-                    if problem {
-                        violations.push(violation(
-                            "no_missed_event",
+                    let hosts = [reader.as_str(), to.as_str(), commit.writer.as_str()];
+                    if commit.at > record.at {
+                        missed(
                             record.at,
-                            &[reader, to, &commit.writer],
-                            &[event_id],
-                            &[token],
-                            format!(
-                                "event {event_id} ({}@{}) {detail} ({reader} -> {to})",
-                                commit.writer, commit.stream_id
+                            &hosts,
+                            event_id,
+                            token,
+                            commit,
+                            &format!("commits only after {reader} announced a token covering it"),
+                        );
+                    } else if !seen.is_some_and(|s| s.contains(event_id.as_str())) {
+                        missed(
+                            record.at,
+                            &hosts,
+                            event_id,
+                            token,
+                            commit,
+                            &format!(
+                            "was not delivered by {reader} before it announced a token covering it"
+                        ),
+                        );
+                    }
+                }
+            }
+            Event::SyncPage {
+                client,
+                reader,
+                since,
+                next_batch,
+                events,
+            } => {
+                let low = since.clone().unwrap_or_default();
+                let in_page: BTreeSet<&str> = events.iter().map(|(_, _, e)| e.as_str()).collect();
+                for (event_id, commit) in &facts.commits {
+                    if !MultiWriterToken::row_in_range(
+                        &low,
+                        next_batch,
+                        Some(&commit.writer),
+                        commit.stream_id,
+                    ) {
+                        continue;
+                    }
+                    let hosts = [client.as_str(), reader.as_str(), commit.writer.as_str()];
+                    if commit.at > record.at {
+                        missed(
+                            record.at,
+                            &hosts,
+                            event_id,
+                            next_batch,
+                            commit,
+                            &format!(
+                                "commits only after {client}'s page up to a token covering it"
                             ),
-                        ));
+                        );
+                    } else if !in_page.contains(event_id.as_str()) {
+                        missed(
+                            record.at,
+                            &hosts,
+                            event_id,
+                            next_batch,
+                            commit,
+                            &format!("is missing from {client}'s page since {low}"),
+                        );
                     }
                 }
             }
@@ -311,15 +394,25 @@ fn no_missed_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
 fn no_early_or_phantom_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     let mut violations = Vec::new();
     for record in facts.history.records() {
-        if let Event::Delivered {
-            reader,
-            writer,
-            stream_id,
-            event_id,
-        } = &record.event
-        {
+        let deliveries: Vec<(&str, &str, i64, &str)> = match &record.event {
+            Event::Delivered {
+                reader,
+                writer,
+                stream_id,
+                event_id,
+            } => vec![(reader, writer, *stream_id, event_id)],
+            Event::SyncPage { client, events, .. } => events
+                .iter()
+                .map(|(writer, id, event_id)| {
+                    (client.as_str(), writer.as_str(), *id, event_id.as_str())
+                })
+                .collect(),
+            _ => continue,
+        };
+        for (reader, writer, stream_id, event_id) in deliveries {
+            let stream_id = &stream_id;
             let message = match facts.commits.get(event_id) {
-                _ if facts.aborted.contains(&(writer.clone(), *stream_id)) => Some(format!(
+                _ if facts.aborted.contains(&(writer.to_owned(), *stream_id)) => Some(format!(
                     "{reader} delivered aborted id {writer}@{stream_id}"
                 )),
                 None => Some(format!(
@@ -398,9 +491,10 @@ fn unique_ids(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     violations
 }
 
-/// Invariant 6: After the last fault heals, every reader converges: its last token covers every event
-/// committed at least `converge_within` before the end of the run. Inconclusive (no
-/// violation) when the run did not last `converge_within` past the last heal.
+/// Invariant 6: After the last fault heals, everyone converges: each reader's last announced
+/// token, and each sync client's last `next_batch`, covers every event committed at least
+/// `converge_within` before the end of the run. Inconclusive (no violation) when the run did
+/// not last `converge_within` past the last heal.
 fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     let Some(cutoff) = context
         .ended_at
@@ -413,16 +507,26 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     if facts.last_heal.is_some_and(|healed| healed > cutoff) {
         return Vec::new();
     }
-    let mut last_token: BTreeMap<&str, &MultiWriterToken> = BTreeMap::new();
+    let mut last_token: BTreeMap<(&str, &str), &MultiWriterToken> = BTreeMap::new();
     for record in facts.history.records() {
-        if let Event::TokenHandedOut { reader, token, .. } = &record.event {
-            last_token.insert(reader, token);
+        if let Event::TokenHandedOut { reader, to, token } = &record.event {
+            last_token.insert((reader, to), token);
         }
     }
+    let recipients = context
+        .readers
+        .iter()
+        .map(|reader| (reader.as_str(), NOTIFIER))
+        .chain(
+            context
+                .clients
+                .iter()
+                .map(|(c, r)| (r.as_str(), c.as_str())),
+        );
     let start = MultiWriterToken::default();
     let mut violations = Vec::new();
-    for reader in &context.readers {
-        let token = last_token.get(reader.as_str()).copied().unwrap_or(&start);
+    for (reader, to) in recipients {
+        let token = last_token.get(&(reader, to)).copied().unwrap_or(&start);
         let behind: Vec<&str> = facts
             .commits
             .iter()
@@ -430,14 +534,19 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
             .map(|(event_id, _)| event_id.as_str())
             .collect();
         if let Some(first) = behind.first() {
+            let whose = if to == NOTIFIER {
+                format!("{reader}'s notifier")
+            } else {
+                format!("{to} (through {reader})")
+            };
             violations.push(violation(
                 "liveness",
                 context.ended_at,
-                &[reader],
+                &[reader, to],
                 &behind[..behind.len().min(5)],
                 &[token],
                 format!(
-                    "{reader} ended at {token}: {} events committed by {cutoff} are not covered (first {first}); converge_within {}ms",
+                    "{whose} ended at {token}: {} events committed by {cutoff} are not covered (first {first}); converge_within {}ms",
                     behind.len(),
                     context.converge_within_ms
                 ),

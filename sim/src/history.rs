@@ -56,6 +56,12 @@ pub enum Event {
         host: String,
         ids_in_flight: Vec<i64>,
     },
+    /// A process started (first start or restart) with its generator at `token`: a reader's
+    /// notifier starts there, so what was committed at or below it is not re-announced.
+    Started {
+        host: String,
+        token: MultiWriterToken,
+    },
     /// A replication connection was (re)established after a loss.
     Reconnected { host: String, peer: String },
     /// A fault from the schedule or the seed.

@@ -2,13 +2,18 @@
 //! happened in it.
 //!
 //! Code map:
-//! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
 //! - [`scenario`]: scenario files (TOML) and their validation.
+//! - [`world`]: the turmoil world of a run: hosts, transports, the fault driver.
+//! - [`faults`]: the fault schedule, scheduled and drawn from the seed.
+//! - [`net`]: simulated time, ports and request/response framing shared by the hosts.
+//! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
-//!
-//! The turmoil world (hosts, faults, scenarios, runner) is being built on top of these.
 
 pub mod checks;
+pub mod faults;
 pub mod history;
+pub mod net;
+pub mod runner;
 pub mod scenario;
+pub mod world;

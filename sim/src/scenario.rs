@@ -25,6 +25,43 @@ pub struct Scenario {
     pub network: Network,
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// Faults drawn from the seed, on top of the scheduled ones.
+    #[serde(default)]
+    pub random_faults: Option<RandomFaults>,
+}
+
+/// A fault mix drawn from the seed (swarm-style): each fault is followed by its repair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomFaults {
+    /// Faults start at or after this, in milliseconds.
+    #[serde(default)]
+    pub from_ms: u64,
+    /// Faults start before this, in milliseconds (default: the end of the workload).
+    #[serde(default)]
+    pub until_ms: Option<u64>,
+    /// Time from one fault to the next, in milliseconds.
+    pub every_ms: Range,
+    /// How long a fault lasts before its repair (heal, restart, latency back), in milliseconds.
+    pub lasting_ms: Range,
+    /// Which kinds to draw from, uniformly.
+    pub kinds: Vec<RandomFaultKind>,
+}
+
+/// The kinds of fault a seed may draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RandomFaultKind {
+    /// Both ways between a writer and another writer or a reader.
+    Partition,
+    /// One way between a writer and another writer or a reader.
+    PartitionOneway,
+    /// A writer or a reader crashes and restarts.
+    CrashRestart,
+    /// Every link slows down to 50-500 ms.
+    Latency,
+    /// A reader stops reading its replication sockets.
+    SlowReader,
 }
 
 /// How replication commands travel.
@@ -45,9 +82,13 @@ pub struct Topology {
     pub writers: u32,
     /// Reader hosts `r1..rN`.
     pub readers: u32,
-    /// Sync-client hosts `c1..cN`, each paging through one reader.
+    /// Sync-client hosts `c1..cN`, each paging through one reader (`c1` through `r1`, ...).
     #[serde(default)]
     pub sync_clients: u32,
+    /// Hosts that are down at the start and join with a `restart` fault. Late writers are not
+    /// in the initial writers config; a `reconfigure` fault adds them.
+    #[serde(default)]
+    pub late_hosts: Vec<String>,
 }
 
 /// An inclusive range of values.
@@ -112,6 +153,13 @@ pub enum FaultKind {
     Restart { host: String },
     /// New latency on every link.
     Latency { latency_ms: Range },
+    /// New message loss on every replication link (turmoil's link `fail_rate`).
+    MessageLoss { rate: f64 },
+    /// The writers config (Synapse's `stream_writers.events`) every process reads at its next
+    /// start; running processes keep theirs until restarted, as in Synapse.
+    Reconfigure { writers: Vec<String> },
+    /// The writer stops taking new batches (a clean shutdown begins); in-flight ones finish.
+    Quiesce { host: String },
     /// The reader stops reading for `for_ms`, so its peers' queues fill up.
     SlowReader { host: String, for_ms: u64 },
 }
@@ -181,6 +229,34 @@ impl Scenario {
         hosts
     }
 
+    pub fn writer_names(&self) -> Vec<String> {
+        (1..=self.topology.writers)
+            .map(|i| format!("w{i}"))
+            .collect()
+    }
+
+    pub fn reader_names(&self) -> Vec<String> {
+        (1..=self.topology.readers)
+            .map(|i| format!("r{i}"))
+            .collect()
+    }
+
+    /// Each sync client and the reader it pages through (`c1` → `r1`, wrapping around).
+    pub fn clients(&self) -> Vec<(String, String)> {
+        let readers = self.topology.readers.max(1);
+        (1..=self.topology.sync_clients)
+            .map(|i| (format!("c{i}"), format!("r{}", (i - 1) % readers + 1)))
+            .collect()
+    }
+
+    /// The writers config at the start: every writer that is not late.
+    pub fn initial_writers(&self) -> Vec<String> {
+        self.writer_names()
+            .into_iter()
+            .filter(|w| !self.topology.late_hosts.contains(w))
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let fail = |field: &str, message: String| Err((field.to_owned(), message));
         if self.topology.writers == 0 {
@@ -211,6 +287,36 @@ impl Scenario {
             );
         }
         let hosts = self.hosts();
+        if self.topology.sync_clients > 0 && self.topology.readers == 0 {
+            return fail(
+                "topology.sync_clients",
+                "sync clients need at least one reader".into(),
+            );
+        }
+        for host in &self.topology.late_hosts {
+            if !hosts.contains(host) || host == "db" || host == "redis" {
+                return fail(
+                    "topology.late_hosts",
+                    format!("{host:?} is not a writer, reader or client of the topology"),
+                );
+            }
+        }
+        if let Some(random) = &self.random_faults {
+            for (field, range) in [
+                ("random_faults.every_ms", random.every_ms),
+                ("random_faults.lasting_ms", random.lasting_ms),
+            ] {
+                if range.min > range.max || range.min == 0 {
+                    return fail(
+                        field,
+                        format!("{}..{} is not a positive range", range.min, range.max),
+                    );
+                }
+            }
+            if random.kinds.is_empty() {
+                return fail("random_faults.kinds", "name at least one kind".into());
+            }
+        }
         for (index, fault) in self.faults.iter().enumerate() {
             if fault.at_ms > self.duration_ms {
                 return fail(
@@ -226,8 +332,30 @@ impl Scenario {
                 FaultKind::PartitionOneway { from, to } => vec![("from", from), ("to", to)],
                 FaultKind::Crash { host }
                 | FaultKind::Restart { host }
+                | FaultKind::Quiesce { host }
                 | FaultKind::SlowReader { host, .. } => vec![("host", host)],
-                FaultKind::Heal | FaultKind::Latency { .. } => vec![],
+                FaultKind::Reconfigure { writers } => {
+                    writers.iter().map(|w| ("writers", w)).collect()
+                }
+                FaultKind::MessageLoss { rate } => {
+                    if !(0.0..=1.0).contains(rate) {
+                        return fail(
+                            &format!("fault[{index}].rate"),
+                            format!("{rate} is not a probability"),
+                        );
+                    }
+                    vec![]
+                }
+                FaultKind::Latency { latency_ms } => {
+                    if latency_ms.min > latency_ms.max {
+                        return fail(
+                            &format!("fault[{index}].latency_ms"),
+                            format!("min {} is above max {}", latency_ms.min, latency_ms.max),
+                        );
+                    }
+                    vec![]
+                }
+                FaultKind::Heal => vec![],
             };
             for (key, host) in named {
                 if !hosts.contains(host) {

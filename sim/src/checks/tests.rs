@@ -17,6 +17,7 @@ fn token(stream: i64, map: &[(&str, i64)]) -> MultiWriterToken {
 fn context(ended_at: u64) -> CheckContext {
     CheckContext {
         readers: vec!["r1".into()],
+        clients: Vec::new(),
         ended_at: SimInstant::from_ms(ended_at),
         converge_within_ms: 1_000,
     }
@@ -56,7 +57,7 @@ fn handed(h: &mut History, at: u64, token: MultiWriterToken) {
         SimInstant::from_ms(at),
         Event::TokenHandedOut {
             reader: "r1".into(),
-            to: "client".into(),
+            to: NOTIFIER.into(),
             token,
         },
     );
@@ -188,6 +189,6 @@ fn history_is_json_lines() {
     handed(&mut h, 7, token(2, &[("w2", 4)]));
     assert_eq!(
         h.to_json_lines(),
-        "{\"at\":7,\"kind\":\"token_handed_out\",\"reader\":\"r1\",\"to\":\"client\",\"token\":{\"stream\":2,\"instance_map\":{\"w2\":4}}}\n"
+        "{\"at\":7,\"kind\":\"token_handed_out\",\"reader\":\"r1\",\"to\":\"notifier\",\"token\":{\"stream\":2,\"instance_map\":{\"w2\":4}}}\n"
     );
 }

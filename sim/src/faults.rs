@@ -1,0 +1,128 @@
+//! The fault schedule of a run: the scenario's scheduled faults plus the ones drawn from the
+//! seed (`[random_faults]`), merged into one time-ordered list, each applied to the turmoil
+//! `Sim` between steps.
+//!
+//! A drawn fault always comes with its repair (heal, restart, latency back), so a drawn mix
+//! never leaves the world broken for longer than `lasting_ms`.
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::scenario::{Fault, FaultKind, RandomFaultKind, Range, Scenario};
+
+/// Latency of a drawn latency spike, in milliseconds.
+pub const SPIKE_LATENCY_MS: Range = Range { min: 50, max: 500 };
+
+/// Salt that separates the fault stream from the hosts' workload streams of the same seed.
+const FAULT_STREAM: u64 = 0x6661_756c_7473;
+
+/// Every fault of the run in time order (stable: scheduled before drawn at the same time).
+pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
+    let mut faults = scenario.faults.clone();
+    if let Some(random) = &scenario.random_faults {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ FAULT_STREAM);
+        let until = random
+            .until_ms
+            .unwrap_or(scenario.duration_ms)
+            .min(scenario.duration_ms);
+        let writers = scenario.writer_names();
+        let readers = scenario.reader_names();
+        let processes: Vec<String> = writers.iter().chain(&readers).cloned().collect();
+        let mut at = random.from_ms;
+        loop {
+            at += rng.random_range(random.every_ms.min..=random.every_ms.max);
+            if at >= until {
+                break;
+            }
+            let lasting = rng.random_range(random.lasting_ms.min..=random.lasting_ms.max);
+            let repair_at = (at + lasting).min(scenario.duration_ms);
+            let kind = *random.kinds.choose(&mut rng).expect("kinds is not empty");
+            match kind {
+                RandomFaultKind::Partition | RandomFaultKind::PartitionOneway => {
+                    let Some(writer) = writers.choose(&mut rng).cloned() else {
+                        continue;
+                    };
+                    let others: Vec<&String> = processes.iter().filter(|p| **p != writer).collect();
+                    let Some(other) = others.choose(&mut rng).map(|o| (*o).clone()) else {
+                        continue;
+                    };
+                    let (from, to) = if rng.random_bool(0.5) {
+                        (writer, other)
+                    } else {
+                        (other, writer)
+                    };
+                    let kind = if kind == RandomFaultKind::Partition {
+                        FaultKind::Partition { hosts: [from, to] }
+                    } else {
+                        FaultKind::PartitionOneway { from, to }
+                    };
+                    faults.push(Fault { at_ms: at, kind });
+                    faults.push(Fault {
+                        at_ms: repair_at,
+                        kind: FaultKind::Heal,
+                    });
+                }
+                RandomFaultKind::CrashRestart => {
+                    let Some(host) = processes.choose(&mut rng).cloned() else {
+                        continue;
+                    };
+                    faults.push(Fault {
+                        at_ms: at,
+                        kind: FaultKind::Crash { host: host.clone() },
+                    });
+                    faults.push(Fault {
+                        at_ms: repair_at,
+                        kind: FaultKind::Restart { host },
+                    });
+                }
+                RandomFaultKind::Latency => {
+                    faults.push(Fault {
+                        at_ms: at,
+                        kind: FaultKind::Latency {
+                            latency_ms: SPIKE_LATENCY_MS,
+                        },
+                    });
+                    faults.push(Fault {
+                        at_ms: repair_at,
+                        kind: FaultKind::Latency {
+                            latency_ms: scenario.network.latency_ms,
+                        },
+                    });
+                }
+                RandomFaultKind::SlowReader => {
+                    let Some(host) = readers.choose(&mut rng).cloned() else {
+                        continue;
+                    };
+                    faults.push(Fault {
+                        at_ms: at,
+                        kind: FaultKind::SlowReader {
+                            host,
+                            for_ms: lasting,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    faults.sort_by_key(|f| f.at_ms);
+    faults
+}
+
+/// One line describing a fault, for the history.
+pub fn describe(kind: &FaultKind) -> String {
+    match kind {
+        FaultKind::Partition { hosts } => format!("partition {} <-> {}", hosts[0], hosts[1]),
+        FaultKind::PartitionOneway { from, to } => format!("partition {from} -> {to}"),
+        FaultKind::Heal => "heal".into(),
+        FaultKind::Crash { host } => format!("crash {host}"),
+        FaultKind::Restart { host } => format!("restart {host}"),
+        FaultKind::Latency { latency_ms } => {
+            format!("latency {}..{} ms", latency_ms.min, latency_ms.max)
+        }
+        FaultKind::MessageLoss { rate } => format!("message loss {rate}"),
+        FaultKind::SlowReader { host, for_ms } => format!("slow reader {host} for {for_ms} ms"),
+        FaultKind::Reconfigure { writers } => format!("reconfigure writers {}", writers.join(",")),
+        FaultKind::Quiesce { host } => format!("quiesce {host}"),
+    }
+}

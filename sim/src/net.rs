@@ -1,0 +1,99 @@
+//! The plumbing every host shares: simulated time as [`SimInstant`], the well-known ports, and
+//! JSON-lines request/response framing over turmoil TCP.
+//!
+//! Nothing here models Synapse; it is how the simulated processes talk to the simulated
+//! database, the sync clients to their reader, and the Redis bus to its clients.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use streamsim_models::time::SimInstant;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use turmoil::net::TcpStream;
+
+/// The database host's port (PostgreSQL's).
+pub const DB_PORT: u16 = 5432;
+/// A writer's replication server port (Synapse's conventional `replication` listener).
+pub const REPLICATION_PORT: u16 = 9092;
+/// A reader's client-serving (/sync) port.
+pub const SYNC_PORT: u16 = 8008;
+/// The Redis host's port.
+pub const REDIS_PORT: u16 = 6379;
+
+/// The simulated time of the running host.
+pub fn now() -> SimInstant {
+    let elapsed = turmoil::sim_elapsed().expect("called inside the simulation");
+    SimInstant::from_ms(u64::try_from(elapsed.as_millis()).expect("simulated time fits u64"))
+}
+
+/// Sleeps until `deadline` in simulated time (returns at once if it has passed).
+pub async fn sleep_until(deadline: SimInstant) {
+    let now = now();
+    if deadline > now {
+        tokio::time::sleep(Duration::from_millis(deadline.ms_since(now))).await;
+    }
+}
+
+/// Why a framed exchange failed. The world only needs to know that the peer is unusable now.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("no answer within {0} ms")]
+    TimedOut(u64),
+    #[error("bad frame: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// One end of a JSON-lines connection.
+pub struct FramedStream {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    line: String,
+}
+
+impl FramedStream {
+    pub fn new(stream: TcpStream) -> Self {
+        let (read, writer) = stream.into_split();
+        FramedStream {
+            reader: BufReader::new(read),
+            writer,
+            line: String::new(),
+        }
+    }
+
+    pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
+        let mut bytes = serde_json::to_vec(value)?;
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// The next frame; `Ok(None)` when the peer closed cleanly between frames.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        self.line.clear();
+        if self.reader.read_line(&mut self.line).await? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_str(&self.line)?))
+    }
+
+    /// Sends a request and waits at most `timeout_ms` for its answer.
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &mut self,
+        request: &Q,
+        timeout_ms: u64,
+    ) -> Result<A, FrameError> {
+        let exchange = async {
+            self.send(request).await?;
+            self.recv().await?.ok_or(FrameError::Closed)
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
+            .await
+            .map_err(|_| FrameError::TimedOut(timeout_ms))?
+    }
+}

@@ -1,0 +1,139 @@
+//! Running seeds: one run (simulate, then judge), and a sweep over a seed range, in parallel
+//! threads, each seed its own independent simulation.
+//!
+//! Results are plain values; the CLI prints them. A sweep's results come back in seed order
+//! whatever the thread interleaving, so its output is deterministic too.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use streamsim_models::time::SimInstant;
+
+use crate::checks::{check_all, sometimes_reached, CheckContext, Violation};
+use crate::history::{Event, History};
+use crate::scenario::Scenario;
+use crate::world;
+
+/// The verdict and the evidence of one seed.
+#[derive(Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub violations: Vec<Violation>,
+    pub history: History,
+    pub ended_at: SimInstant,
+    /// Replication commands put on a wire.
+    pub messages: u64,
+    /// Events committed to the database.
+    pub events: u64,
+    /// Wall time of the simulation and the checks (for the CLI's timing output only).
+    pub wall: Duration,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Simulates one seed and applies every check.
+pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
+    let started = Instant::now();
+    let outcome = world::simulate(scenario, seed);
+    let context = CheckContext {
+        readers: scenario.reader_names(),
+        clients: scenario.clients(),
+        ended_at: outcome.ended_at,
+        converge_within_ms: scenario.converge_within_ms,
+    };
+    let mut violations = Vec::new();
+    if let Some(failure) = &outcome.host_failure {
+        violations.push(Violation {
+            invariant: "host_failure",
+            at: outcome.ended_at,
+            hosts: Vec::new(),
+            events: Vec::new(),
+            tokens: Vec::new(),
+            message: format!("a host's software failed: {failure}"),
+        });
+    }
+    violations.extend(check_all(&outcome.history, &context));
+    let events = outcome
+        .history
+        .records()
+        .iter()
+        .map(|r| match &r.event {
+            Event::Committed { rows, .. } => rows.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    RunReport {
+        seed,
+        violations,
+        history: outcome.history,
+        ended_at: outcome.ended_at,
+        messages: outcome.messages,
+        events,
+        wall: started.elapsed(),
+    }
+}
+
+/// What a sweep keeps of each seed (histories are dropped to bound memory).
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub passed: bool,
+    pub violations: Vec<Violation>,
+    pub events: u64,
+    pub messages: u64,
+    pub sim_ms: u64,
+    /// Sometimes-targets this seed reached.
+    pub reached: Vec<&'static str>,
+}
+
+/// Runs `seeds` on `jobs` threads; `progress` is called once per finished seed (from any
+/// thread). Results are in seed order.
+pub fn sweep(
+    scenario: &Scenario,
+    seeds: &[u64],
+    jobs: usize,
+    progress: &(dyn Fn(&SeedResult) + Sync),
+) -> Vec<SeedResult> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<SeedResult>>> = Mutex::new(vec![None; seeds.len()]);
+    let finished = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(index) else {
+                    return;
+                };
+                let report = run_seed(scenario, seed);
+                let reached = sometimes_reached(&report.history)
+                    .into_iter()
+                    .filter_map(|(name, hit)| hit.then_some(name))
+                    .collect();
+                let result = SeedResult {
+                    seed,
+                    passed: report.passed(),
+                    violations: report.violations,
+                    events: report.events,
+                    messages: report.messages,
+                    sim_ms: report.ended_at.as_ms(),
+                    reached,
+                };
+                progress(&result);
+                finished.fetch_add(1, Ordering::Relaxed);
+                results.lock().expect("no thread panics holding it")[index] = Some(result);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no thread panics holding it")
+        .into_iter()
+        .map(|r| r.expect("every seed ran"))
+        .collect()
+}

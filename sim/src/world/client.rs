@@ -1,0 +1,55 @@
+//! A sync-client host: pages through one reader's stream with /sync, each request `since` the
+//! `next_batch` of the last answer, as a Matrix client does, and records every page it got.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use streamsim_models::token::MultiWriterToken;
+use turmoil::net::TcpStream;
+
+use super::reader::{SyncAnswer, SyncQuery};
+use super::Shared;
+use crate::history::Event;
+use crate::net::{FramedStream, SYNC_PORT};
+
+/// Pause between a client's /sync requests, in milliseconds.
+pub const SYNC_CLIENT_INTERVAL_MS: u64 = 250;
+
+/// How long a client waits for a /sync answer before it reconnects, in milliseconds: more
+/// than the 10.5 s a /sync may wait for a token from the future.
+pub const SYNC_CLIENT_TIMEOUT_MS: u64 = 15_000;
+
+pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::Result {
+    let mut since: Option<MultiWriterToken> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(SYNC_CLIENT_INTERVAL_MS)).await;
+        let Ok(stream) = TcpStream::connect((reader.as_str(), SYNC_PORT)).await else {
+            continue;
+        };
+        let mut framed = FramedStream::new(stream);
+        loop {
+            let query = SyncQuery {
+                client: name.clone(),
+                since: since.clone(),
+            };
+            let answer: SyncAnswer = match framed.call(&query, SYNC_CLIENT_TIMEOUT_MS).await {
+                Ok(answer) => answer,
+                Err(_) => break,
+            };
+            shared.record(Event::SyncPage {
+                client: name.clone(),
+                reader: reader.clone(),
+                since: since.clone(),
+                next_batch: answer.next_batch.clone(),
+                events: answer.events,
+            });
+            shared.record(Event::TokenHandedOut {
+                reader: reader.clone(),
+                to: name.clone(),
+                token: answer.next_batch.clone(),
+            });
+            since = Some(answer.next_batch);
+            tokio::time::sleep(Duration::from_millis(SYNC_CLIENT_INTERVAL_MS)).await;
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The `db` host: the database model ([`Database`]) behind a small JSON-lines
+//! request/response protocol over turmoil TCP, and the client every process uses to reach it.
+//!
+//! The database is the one thing a crash never loses. It is also the authority on what
+//! happened to the stream: it records every allocation and every commit in the history at the
+//! moment it performs it, so a writer that dies between its commit and the answer still leaves
+//! a truthful history.
+//!
+//! Fencing: each request carries its process's incarnation; once a process has restarted, the
+//! database refuses requests of its earlier incarnations (as if their sessions had been
+//! terminated). Without it a commit sent just before a crash could land after the restarted
+//! process read its start-up state, which Synapse rules out by assuming a dead process's
+//! transactions are gone before it starts again.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use streamsim_models::db::{Database, StreamRow};
+use streamsim_models::idgen::{read_startup_state, IdGenConfig, StartupState};
+use turmoil::net::{TcpListener, TcpStream};
+
+use super::Shared;
+use crate::history::Event;
+use crate::net::{FrameError, FramedStream, DB_PORT};
+
+/// How long a process waits for the database before it treats the call as failed, in
+/// milliseconds. Synapse has no such bound on a query; the simulation needs one because a
+/// partitioned turmoil TCP stream hangs forever, where a real one would be reset.
+pub const DB_CALL_TIMEOUT_MS: u64 = 10_000;
+
+/// What a process asks of the database.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DbRequest {
+    /// The id generator's constructor reads (and its sequence repair); registers a new
+    /// incarnation of the caller.
+    Startup { writers: Vec<String> },
+    /// `nextval` `count` times (one autocommit round trip).
+    NextvalMany { count: u64 },
+    /// Insert the rows in one transaction.
+    Commit { rows: Vec<(i64, String)> },
+    /// Upsert the caller's `stream_positions` row if greater (autocommit).
+    UpsertPosition { position: i64 },
+    /// `writer`'s rows with `from < id <= upto`, at most `limit` of them, in id order.
+    RowsBetween {
+        writer: String,
+        from: i64,
+        upto: i64,
+        limit: usize,
+    },
+    /// Every row with `from < id <= upto`: (writer, id, event id), in id order.
+    RowsInRange { from: i64, upto: i64 },
+    /// The sequence's highest allocated value (`get_max_allocated_token`).
+    MaxAllocated,
+}
+
+/// The database's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "ok", rename_all = "snake_case")]
+pub enum DbResponse {
+    Startup {
+        state: StartupState,
+    },
+    Ids {
+        ids: Vec<i64>,
+    },
+    Done,
+    Rows {
+        rows: Vec<(i64, String)>,
+    },
+    Range {
+        rows: Vec<(String, i64, String)>,
+    },
+    Value {
+        value: i64,
+    },
+    /// The request failed (a database error, or a fenced-off incarnation).
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    owner: String,
+    incarnation: u32,
+    request: DbRequest,
+}
+
+/// The database host's state: the model and the latest incarnation of each process.
+pub struct DbServer {
+    database: Database,
+    incarnations: BTreeMap<String, u32>,
+}
+
+impl DbServer {
+    pub fn new() -> Self {
+        DbServer {
+            database: Database::new(),
+            incarnations: BTreeMap::new(),
+        }
+    }
+
+    fn handle(&mut self, shared: &Shared, envelope: Envelope) -> DbResponse {
+        let Envelope {
+            owner,
+            incarnation,
+            request,
+        } = envelope;
+        let latest = self
+            .incarnations
+            .entry(owner.clone())
+            .or_insert(incarnation);
+        if let DbRequest::Startup { .. } = request {
+            *latest = (*latest).max(incarnation);
+        }
+        if incarnation < *latest {
+            return DbResponse::Error {
+                message: format!("{owner} incarnation {incarnation} was terminated"),
+            };
+        }
+        let result = match request {
+            DbRequest::Startup { writers } => {
+                let names: Vec<&str> = writers.iter().map(String::as_str).collect();
+                read_startup_state(&mut self.database, &IdGenConfig::new(&owner, &names))
+                    .map(|state| DbResponse::Startup { state })
+                    .map_err(|e| e.to_string())
+            }
+            DbRequest::NextvalMany { count } => self
+                .database
+                .nextval_many(count)
+                .map(|ids| {
+                    shared.record(Event::Allocated {
+                        host: owner.clone(),
+                        ids: ids.clone(),
+                    });
+                    DbResponse::Ids { ids }
+                })
+                .map_err(|e| e.to_string()),
+            DbRequest::Commit { rows } => self.commit(shared, &owner, rows),
+            DbRequest::UpsertPosition { position } => self
+                .database
+                .upsert_position_if_greater_autocommit(&owner, &owner, position)
+                .map(|()| DbResponse::Done)
+                .map_err(|e| e.to_string()),
+            DbRequest::RowsBetween {
+                writer,
+                from,
+                upto,
+                limit,
+            } => Ok(DbResponse::Rows {
+                rows: self
+                    .database
+                    .rows_between(&writer, from, upto, limit)
+                    .into_iter()
+                    .map(|row| (row.stream_id, row.payload.unwrap_or_default()))
+                    .collect(),
+            }),
+            DbRequest::RowsInRange { from, upto } => {
+                let mut rows: Vec<(String, i64, String)> = self
+                    .database
+                    .rows()
+                    .iter()
+                    .filter(|row| row.stream_id > from && row.stream_id <= upto)
+                    .map(|row| {
+                        let payload = row.payload.clone().unwrap_or_default();
+                        (row.instance_name.clone(), row.stream_id, payload)
+                    })
+                    .collect();
+                rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                Ok(DbResponse::Range { rows })
+            }
+            DbRequest::MaxAllocated => Ok(DbResponse::Value {
+                value: self.database.sequence().max_allocated(),
+            }),
+        };
+        result.unwrap_or_else(|message| DbResponse::Error { message })
+    }
+
+    fn commit(
+        &mut self,
+        shared: &Shared,
+        owner: &str,
+        rows: Vec<(i64, String)>,
+    ) -> Result<DbResponse, String> {
+        let txn = self.database.begin(owner);
+        for (stream_id, payload) in &rows {
+            let row = StreamRow {
+                stream_id: *stream_id,
+                instance_name: owner.to_owned(),
+                payload: Some(payload.clone()),
+            };
+            if let Err(error) = self.database.insert_row(txn, row) {
+                self.database.rollback(txn).map_err(|e| e.to_string())?;
+                return Err(error.to_string());
+            }
+        }
+        self.database.commit(txn).map_err(|e| e.to_string())?;
+        shared.record(Event::Committed {
+            host: owner.to_owned(),
+            rows,
+        });
+        Ok(DbResponse::Done)
+    }
+}
+
+impl Default for DbServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `db` host: accepts connections forever and answers each request at once, in order.
+pub async fn serve(shared: Rc<Shared>, server: Rc<RefCell<DbServer>>) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let shared = shared.clone();
+        let server = server.clone();
+        tokio::task::spawn_local(async move {
+            let mut framed = FramedStream::new(stream);
+            while let Ok(Some(envelope)) = framed.recv::<Envelope>().await {
+                let response = server.borrow_mut().handle(&shared, envelope);
+                if framed.send(&response).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Why a database call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbCallError {
+    /// The database answered with an error: the outcome is known (nothing happened).
+    #[error("database error: {0}")]
+    Rejected(String),
+    /// No answer: the outcome is unknown (a commit may or may not have happened).
+    #[error("database unreachable: {0}")]
+    Unreachable(#[from] FrameError),
+}
+
+/// A process's connection pool to the database.
+pub struct DbClient {
+    owner: String,
+    incarnation: u32,
+    idle: RefCell<Vec<FramedStream>>,
+}
+
+impl DbClient {
+    pub fn new(owner: &str, incarnation: u32) -> Self {
+        DbClient {
+            owner: owner.to_owned(),
+            incarnation,
+            idle: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// One request on an idle pooled connection (or a new one); a connection that failed is
+    /// dropped, not reused.
+    pub async fn call(&self, request: DbRequest) -> Result<DbResponse, DbCallError> {
+        let pooled = self.idle.borrow_mut().pop();
+        let mut stream = match pooled {
+            Some(stream) => stream,
+            None => FramedStream::new(
+                TcpStream::connect(("db", DB_PORT))
+                    .await
+                    .map_err(FrameError::from)?,
+            ),
+        };
+        let envelope = Envelope {
+            owner: self.owner.clone(),
+            incarnation: self.incarnation,
+            request,
+        };
+        let response: DbResponse = stream.call(&envelope, DB_CALL_TIMEOUT_MS).await?;
+        self.idle.borrow_mut().push(stream);
+        match response {
+            DbResponse::Error { message } => Err(DbCallError::Rejected(message)),
+            other => Ok(other),
+        }
+    }
+
+    pub async fn startup(&self, writers: &[String]) -> Result<StartupState, DbCallError> {
+        match self
+            .call(DbRequest::Startup {
+                writers: writers.to_vec(),
+            })
+            .await?
+        {
+            DbResponse::Startup { state } => Ok(state),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn nextval_many(&self, count: u64) -> Result<Vec<i64>, DbCallError> {
+        match self.call(DbRequest::NextvalMany { count }).await? {
+            DbResponse::Ids { ids } => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn commit(&self, rows: Vec<(i64, String)>) -> Result<(), DbCallError> {
+        match self.call(DbRequest::Commit { rows }).await? {
+            DbResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn upsert_position(&self, position: i64) -> Result<(), DbCallError> {
+        match self.call(DbRequest::UpsertPosition { position }).await? {
+            DbResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `writer`'s rows in `(from, upto]`, and whether the read stopped at `limit`.
+    pub async fn rows_between(
+        &self,
+        writer: &str,
+        from: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<(Vec<(i64, String)>, bool), DbCallError> {
+        let request = DbRequest::RowsBetween {
+            writer: writer.to_owned(),
+            from,
+            upto,
+            limit,
+        };
+        match self.call(request).await? {
+            DbResponse::Rows { rows } => {
+                let limited = rows.len() >= limit;
+                Ok((rows, limited))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn rows_in_range(
+        &self,
+        from: i64,
+        upto: i64,
+    ) -> Result<Vec<(String, i64, String)>, DbCallError> {
+        match self.call(DbRequest::RowsInRange { from, upto }).await? {
+            DbResponse::Range { rows } => Ok(rows),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn max_allocated(&self) -> Result<i64, DbCallError> {
+        match self.call(DbRequest::MaxAllocated).await? {
+            DbResponse::Value { value } => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(response: DbResponse) -> DbCallError {
+    DbCallError::Rejected(format!("unexpected answer {response:?}"))
+}

@@ -1,0 +1,84 @@
+//! The client side of direct-TCP replication: a process connects to every other configured
+//! writer, runs the protocol over each connection, and reconnects with Twisted's back-off when
+//! one is lost. Each connection feeds its own stream follower.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use streamsim_models::connection::Role;
+use streamsim_models::limits::{RECONNECT_DELAY_INITIAL_MS, RECONNECT_DELAY_MAX_MS};
+use streamsim_models::time::SimInstant;
+use streamsim_models::wire::Command;
+use tokio::sync::mpsc;
+use turmoil::net::TcpStream;
+
+use super::link::{self, LinkHandler};
+use super::process::Process;
+use super::HOMESERVER_NAME;
+use crate::history::Event;
+use crate::net::REPLICATION_PORT;
+
+/// Starts one follower task per configured writer other than the process itself.
+pub fn follow_writers(process: &Rc<Process>) {
+    let writers = process.shared.writers();
+    for writer in writers.into_iter().filter(|w| *w != process.name) {
+        tokio::task::spawn_local(follow(process.clone(), writer));
+    }
+}
+
+/// `ReconnectingClientFactory`: the delay starts at 1 s and grows by e up to 5 s; a
+/// successful connection resets it.
+fn next_delay(delay_ms: u64) -> u64 {
+    ((delay_ms as f64 * std::f64::consts::E) as u64).min(RECONNECT_DELAY_MAX_MS)
+}
+
+async fn follow(process: Rc<Process>, writer: String) {
+    let mut connected_before = false;
+    let mut delay_ms = RECONNECT_DELAY_INITIAL_MS;
+    loop {
+        if let Ok(stream) = TcpStream::connect((writer.as_str(), REPLICATION_PORT)).await {
+            if connected_before {
+                process.shared.record(Event::Reconnected {
+                    host: process.name.clone(),
+                    peer: writer.clone(),
+                });
+            }
+            connected_before = true;
+            delay_ms = RECONNECT_DELAY_INITIAL_MS;
+            // The process never sends commands of its own on this connection beyond what the
+            // protocol does (NAME, PING, REPLICATE); the sender lives as long as the link.
+            let (_sender, receiver) = mpsc::unbounded_channel::<Command>();
+            let handler: Rc<dyn LinkHandler> = Rc::new(ClientSide {
+                process: process.clone(),
+                writer: writer.clone(),
+            });
+            let role = Role::Client {
+                client_name: process.name.clone(),
+                server_name: HOMESERVER_NAME.to_owned(),
+            };
+            link::drive(stream, role, Vec::new(), receiver, handler).await;
+            process.on_link_lost(&writer);
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        delay_ms = next_delay(delay_ms);
+    }
+}
+
+struct ClientSide {
+    process: Rc<Process>,
+    writer: String,
+}
+
+impl LinkHandler for ClientSide {
+    fn on_command(&self, command: Command) {
+        self.process.on_command(&self.writer, &command);
+    }
+
+    fn on_transmit(&self, _line: &[u8]) {
+        self.process.shared.count_message();
+    }
+
+    fn slow_until(&self) -> Option<SimInstant> {
+        self.process.shared.slow_until(&self.process.name)
+    }
+}

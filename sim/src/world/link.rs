@@ -1,0 +1,146 @@
+//! Drives one [`Connection`] (the sans-IO protocol state machine) over a turmoil TCP stream:
+//! bytes in, timers, outbound commands, and the transport's buffer.
+//!
+//! The transport copies what Twisted does for Synapse: writes go into a buffer drained by a
+//! separate task; above [`TRANSPORT_BUFFER_BYTES`] unsent the connection is paused (the model
+//! then queues commands itself, up to its "failed to keep up" limit), and it is resumed once the
+//! buffer is empty. A reader made slow by a fault stops reading its socket for a while, which
+//! is what fills its peer's buffers.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use streamsim_models::connection::{Connection, ConnectionState, Output, Role};
+use streamsim_models::limits::TRANSPORT_BUFFER_BYTES;
+use streamsim_models::time::SimInstant;
+use streamsim_models::wire::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+use turmoil::net::TcpStream;
+
+use crate::net::{now, sleep_until};
+
+/// What the host does with the connection's inbound traffic.
+pub trait LinkHandler {
+    /// A valid inbound command for the application.
+    fn on_command(&self, command: Command);
+    /// A line went out on the wire (for the history and the message count).
+    fn on_transmit(&self, line: &[u8]);
+    /// Until when (if at all) this process stops reading its sockets.
+    fn slow_until(&self) -> Option<SimInstant>;
+}
+
+enum WriteOp {
+    Bytes(Vec<u8>),
+    /// `loseConnection`: flush what is buffered, then close.
+    Close,
+}
+
+/// Runs the connection until the transport is gone. `outbound` carries the host's commands
+/// to send; the future returns when the connection closed (either side, or a time-out).
+pub async fn drive(
+    stream: TcpStream,
+    role: Role,
+    new_connection: Vec<Command>,
+    mut outbound: mpsc::UnboundedReceiver<Command>,
+    handler: Rc<dyn LinkHandler>,
+) {
+    let (mut read_half, mut write_half) = stream.into_split();
+    let buffered = Rc::new(Cell::new(0usize));
+    let drained = Rc::new(Notify::new());
+    let (write_tx, mut write_rx) = mpsc::unbounded_channel::<WriteOp>();
+    let writer_done = Rc::new(Notify::new());
+    {
+        let buffered = buffered.clone();
+        let drained = drained.clone();
+        let writer_done = writer_done.clone();
+        tokio::task::spawn_local(async move {
+            while let Some(op) = write_rx.recv().await {
+                match op {
+                    WriteOp::Bytes(bytes) => {
+                        if write_half.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                        buffered.set(buffered.get() - bytes.len());
+                        if buffered.get() == 0 {
+                            drained.notify_one();
+                        }
+                    }
+                    WriteOp::Close => {
+                        let _ = write_half.shutdown().await;
+                        break;
+                    }
+                }
+            }
+            writer_done.notify_one();
+        });
+    }
+
+    let mut connection = Connection::new(role, now());
+    connection.handle_connected(now(), new_connection);
+    let mut read_buffer = vec![0u8; 4096];
+    let mut closing = false;
+    let mut gone = false;
+    loop {
+        // Carry out everything the connection asked for, in order.
+        while let Some(output) = connection.poll_output() {
+            match output {
+                Output::Transmit(bytes) => {
+                    handler.on_transmit(&bytes);
+                    buffered.set(buffered.get() + bytes.len());
+                    let _ = write_tx.send(WriteOp::Bytes(bytes));
+                    if buffered.get() > TRANSPORT_BUFFER_BYTES
+                        && connection.state() == ConnectionState::Established
+                    {
+                        connection.pause_producing();
+                    }
+                }
+                Output::Command(command) => handler.on_command(command),
+                Output::Event(_) => {}
+                Output::Close { .. } => {
+                    closing = true;
+                    let _ = write_tx.send(WriteOp::Close);
+                }
+                Output::Abort { .. } => {
+                    connection.handle_closed(now());
+                    return;
+                }
+            }
+        }
+        if gone || (connection.state() == ConnectionState::Closed && !closing) {
+            return;
+        }
+        let timer = connection.poll_timeout();
+        let slow = handler.slow_until().filter(|until| *until > now());
+        tokio::select! {
+            read = read_half.read(&mut read_buffer), if slow.is_none() => match read {
+                Ok(0) | Err(_) => {
+                    connection.handle_closed(now());
+                    gone = true;
+                }
+                Ok(n) => connection.handle_bytes(now(), &read_buffer[..n]),
+            },
+            () = sleep_until(slow.unwrap_or(SimInstant::from_ms(0))), if slow.is_some() => {}
+            command = outbound.recv(), if !closing => match command {
+                Some(command) => {
+                    // An unencodable command is the caller's bug in Synapse too: it raises to
+                    // the caller and nothing is sent.
+                    let _ = connection.send(now(), command);
+                }
+                None => return,
+            },
+            () = sleep_until(timer.unwrap_or(SimInstant::from_ms(0))), if timer.is_some() => {
+                connection.handle_timeout(now());
+            }
+            () = drained.notified() => {
+                if connection.state() == ConnectionState::Paused {
+                    connection.resume_producing(now());
+                }
+            }
+            () = writer_done.notified(), if closing => {
+                connection.handle_closed(now());
+                gone = true;
+            }
+        }
+    }
+}

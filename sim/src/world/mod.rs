@@ -1,0 +1,352 @@
+//! The turmoil world: from a scenario and a seed, a `Sim` with a `db` host, an optional `redis`
+//! host, writer hosts, reader hosts and sync-client hosts, driven step by step with the fault
+//! schedule applied between steps, and every observable act recorded in one [`History`].
+//!
+//! Hosts are async tasks on turmoil's single thread, so what they share with the driver lives
+//! in [`Shared`] behind `Rc`/`RefCell`: the history, the writers config a (re)starting process
+//! reads, and the observer's bookkeeping (which ids each writer has in flight, for the
+//! `Restarted` record). None of it is host memory: a crash loses only what hosts keep in
+//! their own tasks.
+
+mod client;
+mod db;
+mod follow;
+mod link;
+mod process;
+mod reader;
+mod redis;
+mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use streamsim_models::time::SimInstant;
+
+use crate::faults;
+use crate::history::{Event, History};
+use crate::scenario::{FaultKind, Range, Scenario, Transport};
+
+pub use db::DB_CALL_TIMEOUT_MS;
+
+/// The homeserver name every process shares (the SERVER greeting carries it).
+pub const HOMESERVER_NAME: &str = "streamsim.test";
+
+/// Simulated time per turmoil step, in milliseconds. Latencies are whole milliseconds, so a
+/// coarser tick would bunch deliveries together.
+pub const TICK_MS: u64 = 1;
+
+/// What hosts and the driver share.
+pub struct Shared {
+    pub scenario: Scenario,
+    pub seed: u64,
+    history: RefCell<History>,
+    incarnations: RefCell<BTreeMap<String, u32>>,
+    writers: RefCell<Vec<String>>,
+    unfinished: RefCell<BTreeMap<String, BTreeSet<i64>>>,
+    slow_until: RefCell<BTreeMap<String, SimInstant>>,
+    quiesced: RefCell<BTreeSet<String>>,
+    messages: Cell<u64>,
+}
+
+impl Shared {
+    fn new(scenario: Scenario, seed: u64) -> Self {
+        let writers = scenario.initial_writers();
+        Shared {
+            scenario,
+            seed,
+            history: RefCell::new(History::new()),
+            incarnations: RefCell::default(),
+            writers: RefCell::new(writers),
+            unfinished: RefCell::default(),
+            slow_until: RefCell::default(),
+            quiesced: RefCell::default(),
+            messages: Cell::new(0),
+        }
+    }
+
+    /// Records an event at the running host's simulated time.
+    pub fn record(&self, event: Event) {
+        self.record_at(crate::net::now(), event);
+    }
+
+    fn record_at(&self, at: SimInstant, event: Event) {
+        tracing::debug!(at = %at, ?event);
+        self.history.borrow_mut().record(at, event);
+    }
+
+    /// A process starts: its incarnation number (1 for the first start).
+    pub fn begin_incarnation(&self, host: &str) -> u32 {
+        let mut incarnations = self.incarnations.borrow_mut();
+        let count = incarnations.entry(host.to_owned()).or_insert(0);
+        *count += 1;
+        *count
+    }
+
+    /// The writers config a process reads when it starts.
+    pub fn writers(&self) -> Vec<String> {
+        self.writers.borrow().clone()
+    }
+
+    /// The random stream of one incarnation of one host, derived from the run's seed.
+    pub fn rng_for(&self, host: &str, incarnation: u32) -> ChaCha8Rng {
+        // FNV-1a: stable across platforms and releases, unlike `DefaultHasher`.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in host.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        ChaCha8Rng::seed_from_u64(
+            self.seed ^ hash ^ u64::from(incarnation).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        )
+    }
+
+    pub fn add_unfinished(&self, host: &str, ids: &[i64]) {
+        self.unfinished
+            .borrow_mut()
+            .entry(host.to_owned())
+            .or_default()
+            .extend(ids);
+    }
+
+    pub fn remove_unfinished(&self, host: &str, ids: &[i64]) {
+        if let Some(set) = self.unfinished.borrow_mut().get_mut(host) {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// The ids a crashed incarnation left unfinished, forgotten once reported.
+    pub fn take_unfinished(&self, host: &str) -> Vec<i64> {
+        self.unfinished
+            .borrow_mut()
+            .remove(host)
+            .map(|set| set.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn slow_until(&self, host: &str) -> Option<SimInstant> {
+        self.slow_until.borrow().get(host).copied()
+    }
+
+    pub fn is_quiesced(&self, host: &str) -> bool {
+        self.quiesced.borrow().contains(host)
+    }
+
+    /// One replication command went out on a wire.
+    pub fn count_message(&self) {
+        self.messages.set(self.messages.get() + 1);
+    }
+}
+
+/// What one simulated run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub history: History,
+    /// Simulated time at the end of the run.
+    pub ended_at: SimInstant,
+    /// Replication commands put on a wire.
+    pub messages: u64,
+    /// A host's software failed (a model assertion, a panic): the run stopped there.
+    pub host_failure: Option<String>,
+}
+
+/// Runs `scenario` with `seed`: the workload for `duration_ms`, then `converge_within_ms`
+/// with every fault repaired.
+pub fn simulate(scenario: &Scenario, seed: u64) -> RunOutcome {
+    let shared = Rc::new(Shared::new(scenario.clone(), seed));
+    let total_ms = scenario.duration_ms + scenario.converge_within_ms;
+    let latency = scenario.network.latency_ms;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(Duration::from_millis(TICK_MS))
+        .simulation_duration(Duration::from_millis(total_ms + 60_000))
+        .min_message_latency(Duration::from_millis(latency.min))
+        .max_message_latency(Duration::from_millis(latency.max))
+        .enable_random_order()
+        .build();
+    let database = Rc::new(RefCell::new(db::DbServer::new()));
+    {
+        let shared = shared.clone();
+        sim.host("db", move || db::serve(shared.clone(), database.clone()));
+    }
+    if scenario.transport == Transport::Redis {
+        sim.host("redis", redis::serve);
+    }
+    for name in scenario.writer_names() {
+        let shared = shared.clone();
+        let host = name.clone();
+        sim.host(host.as_str(), move || {
+            writer::run(shared.clone(), name.clone())
+        });
+    }
+    for name in scenario.reader_names() {
+        let shared = shared.clone();
+        let host = name.clone();
+        sim.host(host.as_str(), move || {
+            reader::run(shared.clone(), name.clone())
+        });
+    }
+    for (name, reader) in scenario.clients() {
+        let shared = shared.clone();
+        let host = name.clone();
+        sim.host(host.as_str(), move || {
+            client::run(shared.clone(), name.clone(), reader.clone())
+        });
+    }
+    let mut driver = Driver {
+        shared: shared.clone(),
+        partitions: BTreeSet::new(),
+        oneway: BTreeSet::new(),
+    };
+    for host in &scenario.topology.late_hosts {
+        sim.crash(host.as_str());
+    }
+    driver.set_loss(&mut sim, scenario.network.message_loss);
+
+    let schedule = faults::schedule(scenario, seed);
+    let mut next_fault = 0;
+    let mut healed = false;
+    let mut host_failure = None;
+    loop {
+        let elapsed = elapsed_ms(&sim);
+        while next_fault < schedule.len() && schedule[next_fault].at_ms <= elapsed {
+            driver.apply(&mut sim, &schedule[next_fault].kind);
+            next_fault += 1;
+        }
+        if !healed && elapsed >= scenario.duration_ms {
+            driver.heal_all(&mut sim);
+            healed = true;
+        }
+        if elapsed >= total_ms {
+            break;
+        }
+        if let Err(error) = sim.step() {
+            host_failure = Some(error.to_string());
+            break;
+        }
+    }
+    let ended_at = SimInstant::from_ms(elapsed_ms(&sim));
+    drop(sim);
+    RunOutcome {
+        history: shared.history.take(),
+        ended_at,
+        messages: shared.messages.get(),
+        host_failure,
+    }
+}
+
+fn elapsed_ms(sim: &turmoil::Sim) -> u64 {
+    u64::try_from(sim.elapsed().as_millis()).expect("simulated time fits u64")
+}
+
+/// Applies faults to the `Sim` and remembers what must be repaired.
+struct Driver {
+    shared: Rc<Shared>,
+    partitions: BTreeSet<(String, String)>,
+    oneway: BTreeSet<(String, String)>,
+}
+
+impl Driver {
+    fn now(sim: &turmoil::Sim) -> SimInstant {
+        SimInstant::from_ms(elapsed_ms(sim))
+    }
+
+    fn apply(&mut self, sim: &mut turmoil::Sim, kind: &FaultKind) {
+        let now = Self::now(sim);
+        self.shared.record_at(
+            now,
+            Event::Fault {
+                description: faults::describe(kind),
+            },
+        );
+        match kind {
+            FaultKind::Partition { hosts: [a, b] } => {
+                sim.partition(a.as_str(), b.as_str());
+                self.partitions.insert((a.clone(), b.clone()));
+            }
+            FaultKind::PartitionOneway { from, to } => {
+                sim.partition_oneway(from.as_str(), to.as_str());
+                self.oneway.insert((from.clone(), to.clone()));
+            }
+            FaultKind::Heal => {
+                self.repair(sim);
+                self.shared.record_at(now, Event::Healed);
+            }
+            FaultKind::Crash { host } => {
+                if sim.is_host_running(host.as_str()) {
+                    sim.crash(host.as_str());
+                }
+            }
+            FaultKind::Restart { host } => {
+                // A restart of a running host is a crash and a start.
+                sim.bounce(host.as_str());
+            }
+            FaultKind::Latency { latency_ms } => self.set_latency(sim, *latency_ms),
+            FaultKind::MessageLoss { rate } => self.set_loss(sim, *rate),
+            FaultKind::SlowReader { host, for_ms } => {
+                self.shared
+                    .slow_until
+                    .borrow_mut()
+                    .insert(host.clone(), now + *for_ms);
+            }
+            FaultKind::Reconfigure { writers } => {
+                *self.shared.writers.borrow_mut() = writers.clone();
+            }
+            FaultKind::Quiesce { host } => {
+                self.shared.quiesced.borrow_mut().insert(host.clone());
+            }
+        }
+    }
+
+    fn repair(&mut self, sim: &mut turmoil::Sim) {
+        for (a, b) in std::mem::take(&mut self.partitions) {
+            sim.repair(a.as_str(), b.as_str());
+        }
+        for (from, to) in std::mem::take(&mut self.oneway) {
+            sim.repair_oneway(from.as_str(), to.as_str());
+        }
+    }
+
+    /// The end of the workload: every partition repaired, latency and loss back to the
+    /// scenario's network, slow readers reading again. Crashed hosts stay down unless the
+    /// scenario restarts them (a writer removed from the config is meant to stay gone).
+    fn heal_all(&mut self, sim: &mut turmoil::Sim) {
+        let now = Self::now(sim);
+        self.repair(sim);
+        self.set_latency(sim, self.shared.scenario.network.latency_ms);
+        self.set_loss(sim, 0.0);
+        self.shared.slow_until.borrow_mut().clear();
+        self.shared.record_at(now, Event::Healed);
+    }
+
+    fn set_latency(&self, sim: &mut turmoil::Sim, latency: Range) {
+        let hosts = self.shared.scenario.hosts();
+        for (index, a) in hosts.iter().enumerate() {
+            for b in &hosts[index + 1..] {
+                sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(latency.min));
+                sim.set_link_max_message_latency(
+                    a.as_str(),
+                    b.as_str(),
+                    Duration::from_millis(latency.max),
+                );
+            }
+        }
+    }
+
+    /// Message loss applies to replication and client links, not to the database's: losing
+    /// a database round trip would wedge a turmoil stream that Postgres would have reset.
+    fn set_loss(&self, sim: &mut turmoil::Sim, rate: f64) {
+        let hosts = self.shared.scenario.hosts();
+        for (index, a) in hosts.iter().enumerate() {
+            for b in &hosts[index + 1..] {
+                if a != "db" && b != "db" {
+                    sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! One simulated Synapse process (a writer or a reader of the events stream): its id
+//! generator, its followers of the other writers, and for a writer its persister and
+//! announcer, for a reader its notifier. This is the state a crash loses.
+//!
+//! Everything here is synchronous glue between the models; the async tasks that feed it live
+//! in `writer`, `reader`, `follow` and `redis`. Borrows of the state never live across an
+//! `await`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use streamsim_models::db::STREAM_NAME;
+use streamsim_models::idgen::{IdGenConfig, MultiWriterIdGenerator};
+use streamsim_models::limits::UPDATES_FETCH_ROWS_MAX;
+use streamsim_models::notifier::{Notifier, RoomEvent};
+use streamsim_models::persister::Persister;
+use streamsim_models::replication::{AnnouncerAction, FollowerAction, StreamAnnouncer};
+use streamsim_models::token::MultiWriterToken;
+use streamsim_models::wire::pyjson::PyValue;
+use streamsim_models::wire::Command;
+use tokio::sync::mpsc;
+
+use super::db::DbClient;
+use super::redis::BusPublisher;
+use super::Shared;
+use crate::history::Event;
+
+/// How long a process waits before retrying a database read it needs (start-up, a catch-up),
+/// in milliseconds.
+pub const DB_RETRY_DELAY_MS: u64 = 1_000;
+
+/// What a replication command means to a process.
+pub enum Inbound {
+    Rdata {
+        instance: String,
+        token: Option<i64>,
+        event_id: String,
+    },
+    Position {
+        instance: String,
+        prev: i64,
+        new: i64,
+    },
+    Replicate,
+    /// Anything else valid (USER_SYNC, ...): no stream consequence here.
+    Other,
+}
+
+impl Inbound {
+    pub fn from_command(command: &Command) -> Inbound {
+        let text = |s: &streamsim_models::wire::pytext::PyStr| s.to_utf8().unwrap_or_default();
+        match command {
+            Command::Rdata {
+                stream_name,
+                instance_name,
+                token,
+                row,
+            } if stream_name.eq_str(STREAM_NAME) => {
+                let event_id = match row.iterate().as_deref() {
+                    Some([PyValue::Str(event_id), ..]) => text(event_id),
+                    _ => String::new(),
+                };
+                Inbound::Rdata {
+                    instance: text(instance_name),
+                    token: token.as_ref().and_then(|t| t.to_i64()),
+                    event_id,
+                }
+            }
+            Command::Position {
+                stream_name,
+                instance_name,
+                prev_token,
+                new_token,
+            } if stream_name.eq_str(STREAM_NAME) => match (prev_token.to_i64(), new_token.to_i64())
+            {
+                (Some(prev), Some(new)) => Inbound::Position {
+                    instance: text(instance_name),
+                    prev,
+                    new,
+                },
+                _ => Inbound::Other,
+            },
+            Command::Replicate => Inbound::Replicate,
+            _ => Inbound::Other,
+        }
+    }
+}
+
+/// The writer half of a process.
+pub struct WriterPart {
+    pub persister: Persister,
+    pub announcer: StreamAnnouncer,
+}
+
+/// A process's memory.
+pub struct ProcessState {
+    pub generator: MultiWriterIdGenerator,
+    /// One follower per replication link (a writer's name over TCP, `bus` over Redis).
+    pub followers: BTreeMap<String, streamsim_models::replication::StreamFollower>,
+    pub notifier: Option<Notifier>,
+    pub writer: Option<WriterPart>,
+    /// Server-side replication connections (TCP transport), by connection number.
+    pub links: BTreeMap<u64, mpsc::UnboundedSender<Command>>,
+    pub next_link: u64,
+    /// The Redis publisher, once subscribed (Redis transport).
+    pub bus: Option<BusPublisher>,
+}
+
+/// A running process.
+pub struct Process {
+    pub shared: Rc<Shared>,
+    pub name: String,
+    pub incarnation: u32,
+    pub db: DbClient,
+    pub state: RefCell<ProcessState>,
+}
+
+/// A command's wire line without the newline (`NAME␠args`), or `None` if it cannot be sent.
+pub fn command_line(command: &Command) -> Option<String> {
+    let args = command.to_line().ok()?.to_utf8().ok()?;
+    Some(format!("{} {args}", command.name().as_str()))
+}
+
+/// The room token a process reads (`get_room_max_token()`).
+pub fn room_token(generator: &MultiWriterIdGenerator) -> MultiWriterToken {
+    MultiWriterToken::from_positions(generator.current_token(), generator.positions())
+}
+
+impl Process {
+    /// Starts a process from the database (retrying until the database answers), as
+    /// Synapse's constructors do, and records the start.
+    pub async fn start(shared: Rc<Shared>, name: &str, is_writer: bool) -> Rc<Process> {
+        let incarnation = shared.begin_incarnation(name);
+        let writers = shared.writers();
+        let db = DbClient::new(name, incarnation);
+        let startup = loop {
+            match db.startup(&writers).await {
+                Ok(state) => break state,
+                Err(error) => {
+                    tracing::debug!(host = name, %error, "start-up read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
+                }
+            }
+        };
+        let writer_names: Vec<&str> = writers.iter().map(String::as_str).collect();
+        let generator = MultiWriterIdGenerator::from_startup_state(
+            IdGenConfig::new(name, &writer_names),
+            startup,
+        );
+        let token = room_token(&generator);
+        if incarnation > 1 {
+            shared.record(Event::Restarted {
+                host: name.to_owned(),
+                ids_in_flight: shared.take_unfinished(name),
+            });
+        }
+        shared.record(Event::Started {
+            host: name.to_owned(),
+            token: token.clone(),
+        });
+        let writer = is_writer.then(|| WriterPart {
+            persister: Persister::new(),
+            announcer: StreamAnnouncer::new(STREAM_NAME, &generator),
+        });
+        let notifier = (!is_writer).then(|| Notifier::new(token));
+        Rc::new(Process {
+            shared,
+            name: name.to_owned(),
+            incarnation,
+            db,
+            state: RefCell::new(ProcessState {
+                generator,
+                followers: BTreeMap::new(),
+                notifier,
+                writer,
+                links: BTreeMap::new(),
+                next_link: 0,
+                bus: None,
+            }),
+        })
+    }
+
+    /// A replication command arrived on `link`.
+    pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
+        let actions = {
+            let state = &mut *self.state.borrow_mut();
+            let follower = state
+                .followers
+                .entry(link.to_owned())
+                .or_insert_with(|| streamsim_models::replication::StreamFollower::new(&self.name));
+            match Inbound::from_command(command) {
+                Inbound::Rdata {
+                    instance,
+                    token,
+                    event_id,
+                } => follower.handle_rdata(
+                    &mut state.generator,
+                    &instance,
+                    token,
+                    (token.unwrap_or_default(), event_id),
+                ),
+                Inbound::Position {
+                    instance,
+                    prev,
+                    new,
+                } => follower.handle_position(&mut state.generator, &instance, prev, new),
+                Inbound::Replicate => {
+                    if let Some(writer) = &mut state.writer {
+                        writer.announcer.handle_replicate();
+                    }
+                    Vec::new()
+                }
+                Inbound::Other => Vec::new(),
+            }
+        };
+        self.apply_follower(link, actions);
+        if matches!(Inbound::from_command(command), Inbound::Replicate) {
+            self.poke();
+        }
+    }
+
+    /// The link's connection is gone: its stream is disconnected until the next POSITION.
+    pub fn on_link_lost(&self, link: &str) {
+        if let Some(follower) = self.state.borrow_mut().followers.get_mut(link) {
+            follower.handle_connection_lost();
+        }
+    }
+
+    fn apply_follower(self: &Rc<Self>, link: &str, actions: Vec<FollowerAction>) {
+        for action in actions {
+            match action {
+                FollowerAction::Rows {
+                    instance,
+                    token,
+                    rows,
+                } => self.notify_rows(&instance, token, rows),
+                FollowerAction::FetchMissing {
+                    instance,
+                    from,
+                    upto,
+                } => {
+                    let process = self.clone();
+                    let link = link.to_owned();
+                    tokio::task::spawn_local(async move {
+                        process.fetch_missing(&link, &instance, from, upto).await;
+                    });
+                }
+                FollowerAction::Advanced { .. } => {}
+                FollowerAction::Discarded {
+                    instance,
+                    token,
+                    reason,
+                } => tracing::trace!(host = %self.name, %instance, ?token, reason, "discarded"),
+            }
+        }
+    }
+
+    async fn fetch_missing(self: Rc<Self>, link: &str, instance: &str, from: i64, upto: i64) {
+        let (rows, limited) = loop {
+            match self
+                .db
+                .rows_between(instance, from, upto, UPDATES_FETCH_ROWS_MAX)
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(error) => {
+                    tracing::debug!(host = %self.name, %error, "catch-up read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
+                }
+            }
+        };
+        if !rows.is_empty() {
+            self.shared.record(Event::GapFilled {
+                reader: self.name.clone(),
+                writer: instance.to_owned(),
+                from,
+                upto: rows.last().map_or(upto, |(id, _)| *id),
+            });
+        }
+        let actions = {
+            let state = &mut *self.state.borrow_mut();
+            let follower = state
+                .followers
+                .get_mut(link)
+                .expect("a catch-up belongs to a follower");
+            follower.handle_updates(&mut state.generator, rows, limited)
+        };
+        self.apply_follower(link, actions);
+    }
+
+    /// New rows of `instance` reached this process: a reader's notifier announces them.
+    fn notify_rows(&self, instance: &str, _token: i64, rows: Vec<(i64, String)>) {
+        let state = &mut *self.state.borrow_mut();
+        let Some(notifier) = &mut state.notifier else {
+            return;
+        };
+        let events = rows
+            .iter()
+            .map(|(id, event_id)| RoomEvent::new(instance, *id, event_id))
+            .collect();
+        let outcome = notifier.on_new_room_events(events, room_token(&state.generator));
+        if let Some(announcement) = outcome.announcement {
+            for event in &announcement.events {
+                self.shared.record(Event::Delivered {
+                    reader: self.name.clone(),
+                    writer: event.instance.clone(),
+                    stream_id: event.stream_id,
+                    event_id: event.event_id.clone(),
+                });
+            }
+            self.shared.record(Event::TokenHandedOut {
+                reader: self.name.clone(),
+                to: "notifier".to_owned(),
+                token: announcement.token,
+            });
+        }
+    }
+
+    /// `on_notifier_poke`: one turn of the writer's announcer.
+    pub fn poke(self: &Rc<Self>) {
+        let actions = {
+            let state = &mut *self.state.borrow_mut();
+            let has_connections = !state.links.is_empty() || state.bus.is_some();
+            match &mut state.writer {
+                Some(writer) => writer.announcer.poke(&state.generator, has_connections),
+                None => return,
+            }
+        };
+        self.apply_announcer(actions);
+    }
+
+    fn apply_announcer(self: &Rc<Self>, actions: Vec<AnnouncerAction>) {
+        for action in actions {
+            match action {
+                AnnouncerAction::Send(command) => self.broadcast(command),
+                AnnouncerAction::FetchOwnUpdates { from, upto } => {
+                    let process = self.clone();
+                    tokio::task::spawn_local(async move {
+                        process.fetch_own_updates(from, upto).await;
+                    });
+                }
+            }
+        }
+    }
+
+    async fn fetch_own_updates(self: Rc<Self>, from: i64, upto: i64) {
+        let (rows, limited) = loop {
+            match self
+                .db
+                .rows_between(&self.name, from, upto, UPDATES_FETCH_ROWS_MAX)
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(error) => {
+                    tracing::debug!(host = %self.name, %error, "own-updates read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
+                }
+            }
+        };
+        let actions = {
+            let state = &mut *self.state.borrow_mut();
+            let writer = state
+                .writer
+                .as_mut()
+                .expect("only writers fetch own updates");
+            writer
+                .announcer
+                .handle_updates(&state.generator, rows, limited)
+        };
+        self.apply_announcer(actions);
+    }
+
+    /// Sends a command to every connection (TCP) or publishes it (Redis).
+    pub fn broadcast(&self, command: Command) {
+        let Some(line) = command_line(&command) else {
+            tracing::warn!(host = %self.name, ?command, "unencodable command not sent");
+            return;
+        };
+        self.shared.record(Event::Announced {
+            host: self.name.clone(),
+            line: line.clone(),
+        });
+        let state = self.state.borrow();
+        for link in state.links.values() {
+            let _ = link.send(command.clone());
+        }
+        if let Some(bus) = &state.bus {
+            bus.publish(&line);
+        }
+    }
+
+    /// Registers a server-side connection's sender; returns its number.
+    pub fn add_link(&self, sender: mpsc::UnboundedSender<Command>) -> u64 {
+        let state = &mut *self.state.borrow_mut();
+        let id = state.next_link;
+        state.next_link += 1;
+        state.links.insert(id, sender);
+        id
+    }
+
+    pub fn remove_link(&self, id: u64) {
+        self.state.borrow_mut().links.remove(&id);
+    }
+}

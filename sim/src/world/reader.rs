@@ -1,0 +1,116 @@
+//! A reader host (a worker serving clients): follows every writer's stream into its id
+//! generator and notifier, and answers /sync requests from sync clients.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use streamsim_models::notifier::{RoomEvent, SyncPoll, SyncRequest};
+use streamsim_models::token::MultiWriterToken;
+use turmoil::net::TcpListener;
+
+use super::process::{room_token, Process, DB_RETRY_DELAY_MS};
+use super::{follow, Shared};
+use crate::net::{now, sleep_until, FramedStream, SYNC_PORT};
+use crate::scenario::Transport;
+
+/// A /sync request: the client's name (for the history) and its `since` token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncQuery {
+    pub client: String,
+    pub since: Option<MultiWriterToken>,
+}
+
+/// A /sync answer: the events in `(since, next_batch]` as (writer, stream id, event id).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    pub events: Vec<(String, i64, String)>,
+    pub next_batch: MultiWriterToken,
+    pub timed_out: bool,
+}
+
+pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
+    let process = Process::start(shared.clone(), &name, false).await;
+    match shared.scenario.transport {
+        Transport::Tcp => follow::follow_writers(&process),
+        Transport::Redis => super::redis::subscribe(&process),
+    }
+    let listener = TcpListener::bind(("0.0.0.0", SYNC_PORT)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let process = process.clone();
+        tokio::task::spawn_local(async move {
+            let mut framed = FramedStream::new(stream);
+            while let Ok(Some(query)) = framed.recv::<SyncQuery>().await {
+                let answer = sync(&process, query).await;
+                if framed.send(&answer).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// One /sync: bound a token from the future, wait for this process to catch up with it (or
+/// give up), then read the events in range from the database.
+async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
+    let max_allocated = retry(|| process.db.max_allocated()).await;
+    let mut request = {
+        let state = process.state.borrow();
+        SyncRequest::new(
+            query.since,
+            &room_token(&state.generator),
+            max_allocated,
+            now(),
+        )
+    };
+    loop {
+        let current = room_token(&process.state.borrow().generator);
+        let caught_up = request
+            .since()
+            .is_none_or(|since| since.is_before_or_eq(&current));
+        let events: Vec<RoomEvent> = if caught_up {
+            let from = request.since().map_or(0, MultiWriterToken::stream);
+            retry(|| process.db.rows_in_range(from, current.max_pos()))
+                .await
+                .into_iter()
+                .map(|(writer, id, event_id)| RoomEvent::new(&writer, id, &event_id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let poll = {
+            let state = &mut *process.state.borrow_mut();
+            let notifier = state.notifier.as_mut().expect("a reader has a notifier");
+            notifier.poll_sync(&mut request, now(), &current, &events)
+        };
+        match poll {
+            SyncPoll::Pending { next_poll_at } => sleep_until(next_poll_at).await,
+            SyncPoll::Ready(response) => {
+                return SyncAnswer {
+                    events: response
+                        .events
+                        .into_iter()
+                        .map(|e| (e.instance, e.stream_id, e.event_id))
+                        .collect(),
+                    next_batch: response.next_batch,
+                    timed_out: response.timed_out,
+                }
+            }
+        }
+    }
+}
+
+/// Retries a database read until it answers (a /sync waits on its database too).
+async fn retry<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, super::db::DbCallError>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(_) => tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await,
+        }
+    }
+}

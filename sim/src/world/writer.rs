@@ -1,0 +1,194 @@
+//! A writer host (an event persister): the scenario's workload, each batch persisted through
+//! the persister model with the database over the network, and the replication server that
+//! announces what it wrote.
+//!
+//! Batches run concurrently: each waits its persist delay between getting its ids and
+//! committing, so a later batch with higher ids can commit first.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use rand::Rng;
+use streamsim_models::connection::Role;
+use streamsim_models::limits::STREAMER_IDLE_POKE_INTERVAL_MS;
+use streamsim_models::persister::Action;
+use tokio::sync::mpsc;
+use turmoil::net::TcpListener;
+
+use super::db::DbCallError;
+use super::link::{self, LinkHandler};
+use super::process::Process;
+use super::{follow, Shared, HOMESERVER_NAME};
+use crate::history::Event;
+use crate::net::{now, REPLICATION_PORT};
+use crate::scenario::Transport;
+
+/// The writer host's software: start, serve replication, follow the other writers, run the
+/// workload until the scenario's workload phase ends.
+pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
+    let process = Process::start(shared.clone(), &name, true).await;
+    match shared.scenario.transport {
+        Transport::Tcp => {
+            tokio::task::spawn_local(serve_replication(process.clone()));
+            follow::follow_writers(&process);
+        }
+        Transport::Redis => super::redis::subscribe(&process),
+    }
+    tokio::task::spawn_local(idle_pokes(process.clone()));
+    workload(process).await;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// The streamer's timer: pokes the announcer so an idle writer announces its position.
+async fn idle_pokes(process: Rc<Process>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(STREAMER_IDLE_POKE_INTERVAL_MS)).await;
+        process.poke();
+    }
+}
+
+/// Starts batches at the scenario's rate until the workload phase ends or the host is
+/// quiesced.
+async fn workload(process: Rc<Process>) {
+    let shared = process.shared.clone();
+    let mut rng = shared.rng_for(&process.name, process.incarnation);
+    let workload = shared.scenario.workload.clone();
+    let interval_ms = (1_000 / u64::from(workload.batches_per_second.max(1))).max(1);
+    let mut sequence = 0u64;
+    loop {
+        let jittered = rng.random_range(interval_ms / 2..=interval_ms + interval_ms / 2);
+        tokio::time::sleep(Duration::from_millis(jittered.max(1))).await;
+        if now().as_ms() >= shared.scenario.duration_ms || shared.is_quiesced(&process.name) {
+            return;
+        }
+        let size = rng.random_range(workload.batch_size.min..=workload.batch_size.max);
+        let delay = rng.random_range(workload.persist_delay_ms.min..=workload.persist_delay_ms.max);
+        let events = (0..size)
+            .map(|_| {
+                sequence += 1;
+                format!("${}.{}.{}", process.name, process.incarnation, sequence)
+            })
+            .collect();
+        tokio::task::spawn_local(persist(process.clone(), events, delay));
+    }
+}
+
+/// One batch through the persister: ids, delay, commit, finish, announce.
+async fn persist(process: Rc<Process>, events: Vec<String>, delay_ms: u64) {
+    let submitted = {
+        let state = &mut *process.state.borrow_mut();
+        let writer = state.writer.as_mut().expect("a writer process");
+        writer.persister.submit(&mut state.generator, events)
+    };
+    let (batch, count) = match submitted {
+        Ok((batch, Action::FetchIds { batch: _, count })) => (batch, count),
+        Ok((_, other)) => unreachable!("submit answers FetchIds, not {other:?}"),
+        Err(error) => {
+            // Not a configured writer (removed from the config): Synapse refuses too.
+            tracing::debug!(host = %process.name, %error, "batch refused");
+            return;
+        }
+    };
+    let ids = match process.db.nextval_many(count).await {
+        Ok(ids) => ids,
+        Err(error) => {
+            tracing::debug!(host = %process.name, %error, "sequence call failed");
+            let state = &mut *process.state.borrow_mut();
+            let writer = state.writer.as_mut().expect("a writer process");
+            writer
+                .persister
+                .handle_fetch_failed(&mut state.generator, batch);
+            return;
+        }
+    };
+    process.shared.add_unfinished(&process.name, &ids);
+    let rows = {
+        let state = &mut *process.state.borrow_mut();
+        let writer = state.writer.as_mut().expect("a writer process");
+        match writer
+            .persister
+            .handle_ids(&mut state.generator, batch, ids.clone())
+        {
+            Action::CommitRows { rows, .. } => rows,
+            other => unreachable!("ids answer CommitRows, not {other:?}"),
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let committed = process.db.commit(rows).await;
+    let actions = {
+        let state = &mut *process.state.borrow_mut();
+        let writer = state.writer.as_mut().expect("a writer process");
+        match &committed {
+            Ok(()) => writer
+                .persister
+                .handle_committed(&mut state.generator, batch),
+            Err(_) => vec![writer
+                .persister
+                .handle_commit_failed(&mut state.generator, batch)],
+        }
+    };
+    process.shared.remove_unfinished(&process.name, &ids);
+    if let Err(DbCallError::Rejected(message)) = &committed {
+        // The database said no: the ids are a permanent gap. (Without an answer the outcome
+        // is unknown, so nothing is claimed.)
+        tracing::debug!(host = %process.name, %message, "commit rejected");
+        process.shared.record(Event::Aborted {
+            host: process.name.clone(),
+            ids: ids.clone(),
+        });
+    }
+    // `__aexit__`: ids finished, then `notify_replication`, then the position upsert.
+    process.poke();
+    for action in actions {
+        if let Action::UpsertPosition { position } = action {
+            if let Err(error) = process.db.upsert_position(position).await {
+                tracing::debug!(host = %process.name, %error, "position upsert failed");
+            }
+        }
+    }
+}
+
+/// The replication server: one protocol connection per client.
+async fn serve_replication(process: Rc<Process>) {
+    let listener = TcpListener::bind(("0.0.0.0", REPLICATION_PORT))
+        .await
+        .expect("the replication port is free");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let id = process.add_link(sender);
+        let process = process.clone();
+        tokio::task::spawn_local(async move {
+            let handler: Rc<dyn LinkHandler> = Rc::new(ServerSide {
+                process: process.clone(),
+            });
+            let role = Role::Server {
+                server_name: HOMESERVER_NAME.to_owned(),
+            };
+            link::drive(stream, role, Vec::new(), receiver, handler).await;
+            process.remove_link(id);
+        });
+    }
+}
+
+struct ServerSide {
+    process: Rc<Process>,
+}
+
+impl LinkHandler for ServerSide {
+    fn on_command(&self, command: streamsim_models::wire::Command) {
+        // Clients send REPLICATE (and USER_SYNC etc.); the server follows no stream from them.
+        self.process.on_command("clients", &command);
+    }
+
+    fn on_transmit(&self, _line: &[u8]) {
+        self.process.shared.count_message();
+    }
+
+    fn slow_until(&self) -> Option<streamsim_models::time::SimInstant> {
+        None
+    }
+}

@@ -1,0 +1,147 @@
+//! How the CLI shows runs and sweeps to people: verdicts, violations with their replay
+//! command, sometimes-coverage, the summary line, timing, and the progress bar.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use streamsim_sim::checks::{Violation, SOMETIMES};
+use streamsim_sim::runner::{RunReport, SeedResult};
+
+/// The command that replays one seed.
+pub fn replay_command(scenario: &Path, seed: u64) -> String {
+    format!("streamsim run {} --seed {seed}", scenario.display())
+}
+
+/// FNV-1a over bytes: a stable fingerprint of a trace (not a security hash).
+pub fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03} s", ms / 1000, ms % 1000)
+}
+
+pub fn print_violation(out: &mut impl Write, violation: &Violation) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  [{}] at {}: {}",
+        violation.invariant,
+        seconds(violation.at.as_ms()),
+        violation.message
+    )?;
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    writeln!(
+        out,
+        "      hosts: {}; events: {}; tokens: {}",
+        list(&violation.hosts),
+        list(&violation.events),
+        list(&violation.tokens)
+    )
+}
+
+/// The verdict of one run; at most the first 20 violations, then a count.
+pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std::io::Result<()> {
+    let sim_s = report.ended_at.as_ms() as f64 / 1000.0;
+    let wall_s = report.wall.as_secs_f64();
+    let verdict = if report.passed() {
+        "passed".to_owned()
+    } else {
+        format!("FAILED, {} violations", report.violations.len())
+    };
+    writeln!(
+        out,
+        "seed {}: {verdict} ({} events, {} messages, {sim_s:.1} s simulated in {wall_s:.2} s wall, {:.0}x)",
+        report.seed,
+        report.events,
+        report.messages,
+        sim_s / wall_s.max(1e-9)
+    )?;
+    for violation in report.violations.iter().take(20) {
+        print_violation(out, violation)?;
+    }
+    if report.violations.len() > 20 {
+        writeln!(out, "  ... and {} more", report.violations.len() - 20)?;
+    }
+    if !report.passed() {
+        writeln!(out, "replay: {replay} --trace seed-{}.jsonl", report.seed)?;
+    }
+    Ok(())
+}
+
+/// Failures with their replay commands, sometimes-coverage, then the summary line. Returns
+/// the number of failed seeds.
+pub fn print_sweep(
+    out: &mut impl Write,
+    scenario: &Path,
+    label: &str,
+    results: &[SeedResult],
+) -> std::io::Result<usize> {
+    let mut failed = 0;
+    for result in results.iter().filter(|r| !r.passed) {
+        failed += 1;
+        let first = &result.violations[0];
+        writeln!(
+            out,
+            "FAIL seed {}: {} violations, first [{}] at {}: {}",
+            result.seed,
+            result.violations.len(),
+            first.invariant,
+            seconds(first.at.as_ms()),
+            first.message
+        )?;
+        writeln!(out, "  replay: {}", replay_command(scenario, result.seed))?;
+    }
+    let coverage: Vec<String> = SOMETIMES
+        .iter()
+        .map(|target| {
+            let hits = results
+                .iter()
+                .filter(|r| r.reached.contains(&target.name))
+                .count();
+            format!("{} {hits}/{}", target.name, results.len())
+        })
+        .collect();
+    writeln!(out, "sometimes: {}", coverage.join("; "))?;
+    writeln!(
+        out,
+        "{label}: {} passed, {failed} failed",
+        results.len() - failed
+    )?;
+    Ok(failed)
+}
+
+/// Timing on stderr, so stdout stays byte-identical between runs.
+pub fn print_sweep_timing(results: &[SeedResult], wall: Duration, jobs: usize) {
+    let sim_ms: u64 = results.iter().map(|r| r.sim_ms).sum();
+    let wall_s = wall.as_secs_f64();
+    eprintln!(
+        "swept {} seeds on {jobs} threads in {wall_s:.2} s wall ({:.1} seeds/s; {:.0} s simulated, {:.0}x)",
+        results.len(),
+        results.len() as f64 / wall_s.max(1e-9),
+        sim_ms as f64 / 1000.0,
+        sim_ms as f64 / 1000.0 / wall_s.max(1e-9)
+    );
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (CI logs stay clean).
+pub fn progress_bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {elapsed} (eta {eta}) {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
