@@ -2,6 +2,7 @@
 //! happened in it.
 //!
 //! Code map:
+//! - [`bench`]: the two ceiling figures of `streamsim bench` (turmoil echo, models alone).
 //! - [`scenario`]: scenario files (TOML) and their validation.
 //! - [`world`]: the turmoil world of a run: hosts, transports, the fault driver.
 //! - [`faults`]: the fault schedule, scheduled and drawn from the seed.
@@ -10,6 +11,7 @@
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
 
+pub mod bench;
 pub mod checks;
 pub mod faults;
 pub mod history;
