@@ -128,6 +128,10 @@ pub struct Database {
     /// In insertion order, as a freshly created heap table without updates returns them; ties on
     /// stream_id keep this order when Synapse sorts rows at start-up.
     rows: Vec<StreamRow>,
+    /// The primary-key index: stream id -> positions in `rows` (ids may repeat only through
+    /// test helpers that write exact ids). Keeps range reads logarithmic, as Postgres's index
+    /// does, so long simulations do not go quadratic.
+    by_stream_id: BTreeMap<i64, Vec<usize>>,
     stream_positions: BTreeMap<String, i64>,
     open: BTreeMap<TxnId, OpenTxn>,
     next_txn: u64,
@@ -254,7 +258,13 @@ impl Database {
             .open
             .remove(&txn)
             .ok_or(DbError::UnknownTransaction(txn))?;
-        self.rows.extend(open.rows);
+        for row in open.rows {
+            self.by_stream_id
+                .entry(row.stream_id)
+                .or_default()
+                .push(self.rows.len());
+            self.rows.push(row);
+        }
         for write in open.position_writes {
             self.apply_position_write(write);
         }
@@ -328,35 +338,56 @@ impl Database {
 
     /// `GREATEST(MAX(stream_id), 0)` over the committed rows.
     pub fn max_row_id(&self) -> i64 {
-        self.rows
-            .iter()
-            .map(|r| r.stream_id)
-            .max()
-            .unwrap_or(0)
+        self.by_stream_id
+            .last_key_value()
+            .map_or(0, |(id, _)| *id)
             .max(0)
+    }
+
+    /// Indexes in `rows` of the rows with `from < stream_id <= upto`, in id order.
+    fn indexes_between(&self, from: i64, upto: i64) -> impl Iterator<Item = usize> + '_ {
+        use std::ops::Bound::{Excluded, Included};
+        let range =
+            (from < upto).then(|| self.by_stream_id.range((Excluded(from), Included(upto))));
+        range
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, indexes)| indexes.iter().copied())
+    }
+
+    /// Committed rows with `from < stream_id <= upto` in id order (ties in table order).
+    pub fn rows_in_range(&self, from: i64, upto: i64) -> Vec<&StreamRow> {
+        self.indexes_between(from, upto)
+            .map(|index| &self.rows[index])
+            .collect()
     }
 
     /// `SELECT instance_name, stream_id FROM foobar WHERE ? <= stream_id`, in table order.
     pub fn rows_from(&self, min_stream_id: i64) -> Vec<(String, i64)> {
-        self.rows
-            .iter()
-            .filter(|r| r.stream_id >= min_stream_id)
-            .map(|r| (r.instance_name.clone(), r.stream_id))
+        let mut indexes: Vec<usize> = self
+            .by_stream_id
+            .range(min_stream_id..)
+            .flat_map(|(_, indexes)| indexes.iter().copied())
+            .collect();
+        indexes.sort_unstable();
+        indexes
+            .into_iter()
+            .map(|index| {
+                let row = &self.rows[index];
+                (row.instance_name.clone(), row.stream_id)
+            })
             .collect()
     }
 
     /// Committed rows of one writer with `from < stream_id <= upto`, ascending, at most `limit`
     /// (the shape of a stream's `get_updates_since` query).
     pub fn rows_between(&self, writer: &str, from: i64, upto: i64, limit: usize) -> Vec<StreamRow> {
-        let mut rows: Vec<StreamRow> = self
-            .rows
-            .iter()
-            .filter(|r| r.instance_name == writer && r.stream_id > from && r.stream_id <= upto)
+        self.indexes_between(from, upto)
+            .map(|index| &self.rows[index])
+            .filter(|row| row.instance_name == writer)
+            .take(limit)
             .cloned()
-            .collect();
-        rows.sort_by_key(|r| r.stream_id);
-        rows.truncate(limit);
-        rows
+            .collect()
     }
 
     fn apply_position_write(&mut self, write: PositionWrite) {

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 
 use crate::idgen::MultiWriterIdGenerator;
+use crate::token::MultiWriterToken;
 use crate::wire::pyjson::PyValue;
 use crate::wire::Command;
 
@@ -170,6 +171,11 @@ impl StreamAnnouncer {
     }
 }
 
+/// The room token a process reads (`get_room_max_token()`).
+pub fn room_token(generator: &MultiWriterIdGenerator) -> MultiWriterToken {
+    MultiWriterToken::from_positions(generator.current_token(), generator.positions())
+}
+
 /// What the reader side reports or wants done.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FollowerAction {
@@ -179,6 +185,10 @@ pub enum FollowerAction {
         instance: String,
         token: i64,
         rows: Vec<Row>,
+        /// The room token right after this advance (`get_room_max_token()` as `on_rdata` reads
+        /// it): what the notifier announces these rows with. A catch-up advances group by
+        /// group, so each group has its own, not the token at the end of the catch-up.
+        room_token: MultiWriterToken,
     },
     /// A POSITION's `prev` was ahead of what we had: read `instance`'s rows with
     /// `from < id <= upto` from the writer or the database; answer with `handle_updates`.
@@ -325,6 +335,7 @@ impl StreamFollower {
                 instance: catch_up.instance.clone(),
                 token,
                 rows: group,
+                room_token: room_token(generator),
             });
             reached = Some(token);
         }
@@ -384,8 +395,12 @@ impl StreamFollower {
             self.pending_batch.push(row);
             return None;
         };
-        let mut rows = std::mem::take(&mut self.pending_batch);
-        rows.push(row);
+        // The rows of a batch only learn their stream id from the row that closes it.
+        let mut rows: Vec<Row> = std::mem::take(&mut self.pending_batch)
+            .into_iter()
+            .map(|(_, event)| (token, event))
+            .collect();
+        rows.push((token, row.1));
         if token <= generator.current_token_for_writer(&instance) {
             // Already seen, e.g. fetched during a catch-up (fix of B15).
             return Some(FollowerAction::Discarded {
@@ -399,6 +414,7 @@ impl StreamFollower {
             instance,
             token,
             rows,
+            room_token: room_token(generator),
         })
     }
 

@@ -407,11 +407,16 @@ impl Reader {
         let mut work: VecDeque<FollowerAction> = actions.into();
         while let Some(action) = work.pop_front() {
             match action {
-                FollowerAction::Rows { instance, rows, .. } => {
+                FollowerAction::Rows {
+                    instance,
+                    rows,
+                    room_token,
+                    ..
+                } => {
                     // `on_rdata`: one `notify_new_room_events` per event row, with the room
                     // token read after the advance.
                     for (stream_id, event) in rows {
-                        let token = room_token(&self.generator);
+                        let token = room_token.clone();
                         let event = RoomEvent::new(&instance, stream_id, &event);
                         let outcome = self.notifier.on_new_room_events(vec![event], token);
                         for event in outcome.announcement.map(|a| a.events).unwrap_or_default() {

@@ -81,12 +81,14 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                         at_ms: at,
                         kind: FaultKind::Latency {
                             latency_ms: SPIKE_LATENCY_MS,
+                            host: None,
                         },
                     });
                     faults.push(Fault {
                         at_ms: repair_at,
                         kind: FaultKind::Latency {
                             latency_ms: scenario.network.latency_ms,
+                            host: None,
                         },
                     });
                 }
@@ -117,9 +119,12 @@ pub fn describe(kind: &FaultKind) -> String {
         FaultKind::Heal => "heal".into(),
         FaultKind::Crash { host } => format!("crash {host}"),
         FaultKind::Restart { host } => format!("restart {host}"),
-        FaultKind::Latency { latency_ms } => {
-            format!("latency {}..{} ms", latency_ms.min, latency_ms.max)
-        }
+        FaultKind::Latency { latency_ms, host } => format!(
+            "latency {}..{} ms on {}",
+            latency_ms.min,
+            latency_ms.max,
+            host.as_deref().unwrap_or("every link")
+        ),
         FaultKind::MessageLoss { rate } => format!("message loss {rate}"),
         FaultKind::SlowReader { host, for_ms } => format!("slow reader {host} for {for_ms} ms"),
         FaultKind::Reconfigure { writers } => format!("reconfigure writers {}", writers.join(",")),

@@ -151,8 +151,12 @@ pub enum FaultKind {
     Crash { host: String },
     /// The host starts again and rebuilds itself from the database.
     Restart { host: String },
-    /// New latency on every link.
-    Latency { latency_ms: Range },
+    /// New latency on every link of `host` (every link when absent).
+    Latency {
+        latency_ms: Range,
+        #[serde(default)]
+        host: Option<String>,
+    },
     /// New message loss on every replication link (turmoil's link `fail_rate`).
     MessageLoss { rate: f64 },
     /// The writers config (Synapse's `stream_writers.events`) every process reads at its next
@@ -346,14 +350,14 @@ impl Scenario {
                     }
                     vec![]
                 }
-                FaultKind::Latency { latency_ms } => {
+                FaultKind::Latency { latency_ms, host } => {
                     if latency_ms.min > latency_ms.max {
                         return fail(
                             &format!("fault[{index}].latency_ms"),
                             format!("min {} is above max {}", latency_ms.min, latency_ms.max),
                         );
                     }
-                    vec![]
+                    host.iter().map(|h| ("host", h)).collect()
                 }
                 FaultKind::Heal => vec![],
             };

@@ -4,6 +4,7 @@ use super::*;
 use crate::db::{Database, StreamRow};
 use crate::idgen::IdGenConfig;
 use crate::limits::UPDATES_FETCH_ROWS_MAX;
+use crate::token::MultiWriterToken;
 use crate::wire::Command;
 
 fn start(db: &mut Database, instance: &str) -> MultiWriterIdGenerator {
@@ -110,18 +111,32 @@ fn reader_fills_a_gap_announced_by_position_prev() {
         .is_empty());
     let (rows, limited) = rows_of(&db, "w1", 1, b);
     let actions = follower.handle_updates(&mut reader, rows, limited);
+    let announced: Vec<i64> = actions
+        .iter()
+        .filter_map(|action| match action {
+            FollowerAction::Rows { room_token, .. } => Some(room_token.pos_for("w1")),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        actions,
+        announced,
+        vec![a, b],
+        "each group is announced with its own token"
+    );
+    assert_eq!(
+        without_room_tokens(actions),
         vec![
             FollowerAction::Rows {
                 instance: "w1".into(),
                 token: a,
-                rows: vec![(a, "$a".into())]
+                rows: vec![(a, "$a".into())],
+                room_token: MultiWriterToken::default(),
             },
             FollowerAction::Rows {
                 instance: "w1".into(),
                 token: b,
-                rows: vec![(b, "$b".into())]
+                rows: vec![(b, "$b".into())],
+                room_token: MultiWriterToken::default(),
             },
             FollowerAction::Advanced {
                 instance: "w1".into(),
@@ -162,11 +177,12 @@ fn rdata_batches_and_unconnected_streams() {
     );
     let actions = follower.handle_rdata(&mut reader, "w1", Some(7), (7, "$b".into()));
     assert_eq!(
-        actions,
+        without_room_tokens(actions),
         vec![FollowerAction::Rows {
             instance: "w1".into(),
             token: 7,
-            rows: vec![(7, "$a".into()), (7, "$b".into())]
+            rows: vec![(7, "$a".into()), (7, "$b".into())],
+            room_token: MultiWriterToken::default(),
         }]
     );
     follower.handle_connection_lost();
@@ -200,4 +216,25 @@ fn limited_catch_up_reads_again_from_the_last_row() {
     }
     assert_eq!(delivered, ids);
     assert!(follower.is_connected() && !follower.is_catching_up());
+}
+
+/// The actions with every `Rows`' room token blanked, to compare the rest literally.
+fn without_room_tokens(actions: Vec<FollowerAction>) -> Vec<FollowerAction> {
+    actions
+        .into_iter()
+        .map(|action| match action {
+            FollowerAction::Rows {
+                instance,
+                token,
+                rows,
+                ..
+            } => FollowerAction::Rows {
+                instance,
+                token,
+                rows,
+                room_token: MultiWriterToken::default(),
+            },
+            other => other,
+        })
+        .collect()
 }

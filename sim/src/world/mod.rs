@@ -73,7 +73,7 @@ impl Shared {
         self.record_at(crate::net::now(), event);
     }
 
-    fn record_at(&self, at: SimInstant, event: Event) {
+    pub(crate) fn record_at(&self, at: SimInstant, event: Event) {
         tracing::debug!(at = %at, ?event);
         self.history.borrow_mut().record(at, event);
     }
@@ -168,7 +168,7 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> RunOutcome {
         .max_message_latency(Duration::from_millis(latency.max))
         .enable_random_order()
         .build();
-    let database = Rc::new(RefCell::new(db::DbServer::new()));
+    let database = Rc::new(RefCell::new(db::DbServer::new(&shared)));
     {
         let shared = shared.clone();
         sim.host("db", move || db::serve(shared.clone(), database.clone()));
@@ -285,7 +285,9 @@ impl Driver {
                 // A restart of a running host is a crash and a start.
                 sim.bounce(host.as_str());
             }
-            FaultKind::Latency { latency_ms } => self.set_latency(sim, *latency_ms),
+            FaultKind::Latency { latency_ms, host } => {
+                self.set_latency(sim, *latency_ms, host.as_deref())
+            }
             FaultKind::MessageLoss { rate } => self.set_loss(sim, *rate),
             FaultKind::SlowReader { host, for_ms } => {
                 self.shared
@@ -317,16 +319,19 @@ impl Driver {
     fn heal_all(&mut self, sim: &mut turmoil::Sim) {
         let now = Self::now(sim);
         self.repair(sim);
-        self.set_latency(sim, self.shared.scenario.network.latency_ms);
+        self.set_latency(sim, self.shared.scenario.network.latency_ms, None);
         self.set_loss(sim, 0.0);
         self.shared.slow_until.borrow_mut().clear();
         self.shared.record_at(now, Event::Healed);
     }
 
-    fn set_latency(&self, sim: &mut turmoil::Sim, latency: Range) {
+    fn set_latency(&self, sim: &mut turmoil::Sim, latency: Range, only: Option<&str>) {
         let hosts = self.shared.scenario.hosts();
         for (index, a) in hosts.iter().enumerate() {
             for b in &hosts[index + 1..] {
+                if only.is_some_and(|host| host != a && host != b) {
+                    continue;
+                }
                 sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(latency.min));
                 sim.set_link_max_message_latency(
                     a.as_str(),

@@ -123,10 +123,7 @@ pub fn command_line(command: &Command) -> Option<String> {
     Some(format!("{} {args}", command.name().as_str()))
 }
 
-/// The room token a process reads (`get_room_max_token()`).
-pub fn room_token(generator: &MultiWriterIdGenerator) -> MultiWriterToken {
-    MultiWriterToken::from_positions(generator.current_token(), generator.positions())
-}
+pub use streamsim_models::replication::room_token;
 
 impl Process {
     /// Starts a process from the database (retrying until the database answers), as
@@ -233,9 +230,10 @@ impl Process {
             match action {
                 FollowerAction::Rows {
                     instance,
-                    token,
                     rows,
-                } => self.notify_rows(&instance, token, rows),
+                    room_token,
+                    ..
+                } => self.notify_rows(&instance, rows, room_token),
                 FollowerAction::FetchMissing {
                     instance,
                     from,
@@ -291,7 +289,7 @@ impl Process {
     }
 
     /// New rows of `instance` reached this process: a reader's notifier announces them.
-    fn notify_rows(&self, instance: &str, _token: i64, rows: Vec<(i64, String)>) {
+    fn notify_rows(&self, instance: &str, rows: Vec<(i64, String)>, max_token: MultiWriterToken) {
         let state = &mut *self.state.borrow_mut();
         let Some(notifier) = &mut state.notifier else {
             return;
@@ -300,7 +298,7 @@ impl Process {
             .iter()
             .map(|(id, event_id)| RoomEvent::new(instance, *id, event_id))
             .collect();
-        let outcome = notifier.on_new_room_events(events, room_token(&state.generator));
+        let outcome = notifier.on_new_room_events(events, max_token);
         if let Some(announcement) = outcome.announcement {
             for event in &announcement.events {
                 self.shared.record(Event::Delivered {
