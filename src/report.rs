@@ -72,6 +72,14 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
     if report.violations.len() > 20 {
         writeln!(out, "  ... and {} more", report.violations.len() - 20)?;
     }
+    if let Some(first) = report.advisories.first() {
+        writeln!(
+            out,
+            "note: {} advisory findings (guarantees Synapse does not give; not failures), first:",
+            report.advisories.len()
+        )?;
+        print_violation(out, first)?;
+    }
     if !report.passed() {
         writeln!(out, "replay: {replay} --trace seed-{}.jsonl", report.seed)?;
     }
@@ -112,6 +120,14 @@ pub fn print_sweep(
         })
         .collect();
     writeln!(out, "sometimes: {}", coverage.join("; "))?;
+    let advisory_seeds = results.iter().filter(|r| !r.advisories.is_empty()).count();
+    if advisory_seeds > 0 {
+        writeln!(
+            out,
+            "advisory: {advisory_seeds}/{} seeds fell short of a guarantee Synapse does not give (see `streamsim run` of one)",
+            results.len()
+        )?;
+    }
     writeln!(
         out,
         "{label}: {} passed, {failed} failed",

@@ -22,6 +22,26 @@ pub const SYNC_PORT: u16 = 8008;
 /// The Redis host's port.
 pub const REDIS_PORT: u16 = 6379;
 
+/// How long a TCP connect may take before it fails, in milliseconds: Twisted's `connectTCP`
+/// default time-out of 30 s. turmoil never fails a connect whose SYN-ACK is lost (a one-way
+/// partition), where a real kernel would give up.
+pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
+
+/// Connects to `host:port`, failing after [`CONNECT_TIMEOUT_MS`].
+pub async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    tokio::time::timeout(
+        Duration::from_millis(CONNECT_TIMEOUT_MS),
+        TcpStream::connect((host, port)),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connect to {host}:{port} timed out"),
+        ))
+    })
+}
+
 /// The simulated time of the running host.
 pub fn now() -> SimInstant {
     let elapsed = turmoil::sim_elapsed().expect("called inside the simulation");

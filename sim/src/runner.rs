@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use streamsim_models::time::SimInstant;
 
-use crate::checks::{check_all, sometimes_reached, CheckContext, Violation};
+use crate::checks::{check_advisories, check_all, sometimes_reached, CheckContext, Violation};
 use crate::history::{Event, History};
 use crate::scenario::Scenario;
 use crate::world;
@@ -21,6 +21,8 @@ use crate::world;
 pub struct RunReport {
     pub seed: u64,
     pub violations: Vec<Violation>,
+    /// Where the run fell short of a guarantee Synapse does not give (never a failure).
+    pub advisories: Vec<Violation>,
     pub history: History,
     pub ended_at: SimInstant,
     /// Replication commands put on a wire.
@@ -59,6 +61,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
         });
     }
     violations.extend(check_all(&outcome.history, &context));
+    let advisories = check_advisories(&outcome.history, &context);
     let events = outcome
         .history
         .records()
@@ -71,6 +74,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
     RunReport {
         seed,
         violations,
+        advisories,
         history: outcome.history,
         ended_at: outcome.ended_at,
         messages: outcome.messages,
@@ -85,6 +89,8 @@ pub struct SeedResult {
     pub seed: u64,
     pub passed: bool,
     pub violations: Vec<Violation>,
+    /// Advisory findings of this seed (Synapse's own gaps), by check name.
+    pub advisories: Vec<&'static str>,
     pub events: u64,
     pub messages: u64,
     pub sim_ms: u64,
@@ -119,6 +125,12 @@ pub fn sweep(
                     seed,
                     passed: report.passed(),
                     violations: report.violations,
+                    advisories: {
+                        let mut names: Vec<&'static str> =
+                            report.advisories.iter().map(|a| a.invariant).collect();
+                        names.dedup();
+                        names
+                    },
                     events: report.events,
                     messages: report.messages,
                     sim_ms: report.ended_at.as_ms(),

@@ -5,7 +5,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use streamsim_models::token::MultiWriterToken;
-use turmoil::net::TcpStream;
 
 use super::reader::{SyncAnswer, SyncQuery};
 use super::Shared;
@@ -23,7 +22,7 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::R
     let mut since: Option<MultiWriterToken> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(SYNC_CLIENT_INTERVAL_MS)).await;
-        let Ok(stream) = TcpStream::connect((reader.as_str(), SYNC_PORT)).await else {
+        let Ok(stream) = crate::net::connect(&reader, SYNC_PORT).await else {
             continue;
         };
         let mut framed = FramedStream::new(stream);

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use streamsim_models::db::{Database, StreamRow};
 use streamsim_models::idgen::{read_startup_state, IdGenConfig, StartupState};
-use turmoil::net::{TcpListener, TcpStream};
+use turmoil::net::TcpListener;
 
 use super::Shared;
 use crate::history::Event;
@@ -281,7 +281,7 @@ impl DbClient {
         let mut stream = match pooled {
             Some(stream) => stream,
             None => FramedStream::new(
-                TcpStream::connect(("db", DB_PORT))
+                crate::net::connect("db", DB_PORT)
                     .await
                     .map_err(FrameError::from)?,
             ),

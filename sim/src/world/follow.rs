@@ -10,7 +10,6 @@ use streamsim_models::limits::{RECONNECT_DELAY_INITIAL_MS, RECONNECT_DELAY_MAX_M
 use streamsim_models::time::SimInstant;
 use streamsim_models::wire::Command;
 use tokio::sync::mpsc;
-use turmoil::net::TcpStream;
 
 use super::link::{self, LinkHandler};
 use super::process::Process;
@@ -36,7 +35,7 @@ async fn follow(process: Rc<Process>, writer: String) {
     let mut connected_before = false;
     let mut delay_ms = RECONNECT_DELAY_INITIAL_MS;
     loop {
-        if let Ok(stream) = TcpStream::connect((writer.as_str(), REPLICATION_PORT)).await {
+        if let Ok(stream) = crate::net::connect(&writer, REPLICATION_PORT).await {
             if connected_before {
                 process.shared.record(Event::Reconnected {
                     host: process.name.clone(),
@@ -80,5 +79,9 @@ impl LinkHandler for ClientSide {
 
     fn slow_until(&self) -> Option<SimInstant> {
         self.process.shared.slow_until(&self.process.name)
+    }
+
+    fn outbound_cut(&self) -> bool {
+        self.process.shared.is_cut(&self.process.name, &self.writer)
     }
 }

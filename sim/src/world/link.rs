@@ -28,7 +28,13 @@ pub trait LinkHandler {
     fn on_transmit(&self, line: &[u8]);
     /// Until when (if at all) this process stops reading its sockets.
     fn slow_until(&self) -> Option<SimInstant>;
+    /// Whether a one-way partition cuts this process off from its peer in the outbound
+    /// direction right now.
+    fn outbound_cut(&self) -> bool;
 }
+
+/// How often a write blocked by a one-way partition looks again, in milliseconds.
+const CUT_POLL_MS: u64 = 10;
 
 enum WriteOp {
     Bytes(Vec<u8>),
@@ -54,8 +60,14 @@ pub async fn drive(
         let buffered = buffered.clone();
         let drained = drained.clone();
         let writer_done = writer_done.clone();
+        let handler = handler.clone();
         tokio::task::spawn_local(async move {
             while let Some(op) = write_rx.recv().await {
+                // A one-way partition as TCP lives it: nothing is lost, the bytes wait in the
+                // send buffer (which fills, pausing the producer) until the path heals.
+                while handler.outbound_cut() {
+                    tokio::time::sleep(std::time::Duration::from_millis(CUT_POLL_MS)).await;
+                }
                 match op {
                     WriteOp::Bytes(bytes) => {
                         if write_half.write_all(&bytes).await.is_err() {

@@ -49,6 +49,8 @@ pub struct Shared {
     unfinished: RefCell<BTreeMap<String, BTreeSet<i64>>>,
     slow_until: RefCell<BTreeMap<String, SimInstant>>,
     quiesced: RefCell<BTreeSet<String>>,
+    /// One-way partitions in force: (from, to).
+    cut: RefCell<BTreeSet<(String, String)>>,
     messages: Cell<u64>,
 }
 
@@ -64,6 +66,7 @@ impl Shared {
             unfinished: RefCell::default(),
             slow_until: RefCell::default(),
             quiesced: RefCell::default(),
+            cut: RefCell::default(),
             messages: Cell::new(0),
         }
     }
@@ -130,6 +133,13 @@ impl Shared {
 
     pub fn slow_until(&self, host: &str) -> Option<SimInstant> {
         self.slow_until.borrow().get(host).copied()
+    }
+
+    /// Whether a one-way partition stops `from`'s bytes reaching `to`.
+    pub fn is_cut(&self, from: &str, to: &str) -> bool {
+        self.cut
+            .borrow()
+            .contains(&(from.to_owned(), to.to_owned()))
     }
 
     pub fn is_quiesced(&self, host: &str) -> bool {
@@ -200,7 +210,6 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> RunOutcome {
     let mut driver = Driver {
         shared: shared.clone(),
         partitions: BTreeSet::new(),
-        oneway: BTreeSet::new(),
     };
     for host in &scenario.topology.late_hosts {
         sim.crash(host.as_str());
@@ -247,7 +256,6 @@ fn elapsed_ms(sim: &turmoil::Sim) -> u64 {
 struct Driver {
     shared: Rc<Shared>,
     partitions: BTreeSet<(String, String)>,
-    oneway: BTreeSet<(String, String)>,
 }
 
 impl Driver {
@@ -265,12 +273,20 @@ impl Driver {
         );
         match kind {
             FaultKind::Partition { hosts: [a, b] } => {
-                sim.partition(a.as_str(), b.as_str());
+                // TCP loses nothing while a connection lives: segments wait (turmoil's hold)
+                // and arrive after the heal, unless a ping time-out closed the connection
+                // first. turmoil's `partition` would drop them, and without retransmission
+                // a stream would then stay wedged forever, which real TCP never does.
+                sim.hold(a.as_str(), b.as_str());
                 self.partitions.insert((a.clone(), b.clone()));
             }
             FaultKind::PartitionOneway { from, to } => {
-                sim.partition_oneway(from.as_str(), to.as_str());
-                self.oneway.insert((from.clone(), to.clone()));
+                // turmoil cannot hold one direction only; the replication links hold the
+                // bytes in their send buffers instead (see `link`).
+                self.shared
+                    .cut
+                    .borrow_mut()
+                    .insert((from.clone(), to.clone()));
             }
             FaultKind::Heal => {
                 self.repair(sim);
@@ -306,11 +322,9 @@ impl Driver {
 
     fn repair(&mut self, sim: &mut turmoil::Sim) {
         for (a, b) in std::mem::take(&mut self.partitions) {
-            sim.repair(a.as_str(), b.as_str());
+            sim.release(a.as_str(), b.as_str());
         }
-        for (from, to) in std::mem::take(&mut self.oneway) {
-            sim.repair_oneway(from.as_str(), to.as_str());
-        }
+        self.shared.cut.borrow_mut().clear();
     }
 
     /// The end of the workload: every partition repaired, latency and loss back to the

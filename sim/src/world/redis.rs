@@ -109,7 +109,7 @@ impl BusPublisher {
             let mut connection: Option<TcpStream> = None;
             while let Some(line) = receiver.recv().await {
                 if connection.is_none() {
-                    connection = TcpStream::connect(("redis", REDIS_PORT)).await.ok();
+                    connection = crate::net::connect("redis", REDIS_PORT).await.ok();
                 }
                 if let Some(stream) = &mut connection {
                     let frame = format!("PUBLISH {line}\n");
@@ -137,7 +137,7 @@ async fn subscriber(process: Rc<Process>) {
     let mut subscribed_before = false;
     let mut delay_ms = RECONNECT_DELAY_INITIAL_MS;
     loop {
-        if let Ok(stream) = TcpStream::connect(("redis", REDIS_PORT)).await {
+        if let Ok(stream) = crate::net::connect("redis", REDIS_PORT).await {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             let subscribed = async {

@@ -155,15 +155,17 @@ async fn serve_replication(process: Rc<Process>) {
         .await
         .expect("the replication port is free");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        let peer = turmoil::reverse_lookup(peer.ip()).unwrap_or_default();
         let (sender, receiver) = mpsc::unbounded_channel();
         let id = process.add_link(sender);
         let process = process.clone();
         tokio::task::spawn_local(async move {
             let handler: Rc<dyn LinkHandler> = Rc::new(ServerSide {
                 process: process.clone(),
+                peer,
             });
             let role = Role::Server {
                 server_name: HOMESERVER_NAME.to_owned(),
@@ -176,6 +178,7 @@ async fn serve_replication(process: Rc<Process>) {
 
 struct ServerSide {
     process: Rc<Process>,
+    peer: String,
 }
 
 impl LinkHandler for ServerSide {
@@ -190,5 +193,9 @@ impl LinkHandler for ServerSide {
 
     fn slow_until(&self) -> Option<streamsim_models::time::SimInstant> {
         None
+    }
+
+    fn outbound_cut(&self) -> bool {
+        self.process.shared.is_cut(&self.process.name, &self.peer)
     }
 }
