@@ -35,6 +35,15 @@ enum Command {
     Run(RunArgs),
     /// Run a range of seeds of a scenario; one summary line, a replay command per failure.
     Sweep(SweepArgs),
+    /// Speed of the standard (or given) scenario against the models alone and turmoil's raw
+    /// TCP echo, and how wall time grows with writers and readers.
+    Bench {
+        /// A scenario file (default: the built-in standard scenario).
+        scenario: Option<PathBuf>,
+        /// End with one JSON line of the figures (DESIGN.md's field names).
+        #[arg(long)]
+        json: bool,
+    },
     /// The replication line protocol codec, byte-compatible with Synapse 1.163.2.
     Wire {
         #[command(subcommand)]
@@ -129,6 +138,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => return run_scenario(args),
         Command::Sweep(args) => return sweep(args),
+        Command::Bench { scenario, json } => return bench(scenario.as_deref(), json),
         Command::Idgen { script } => {
             let bytes = read_input(&script)?;
             let mut out = std::io::stdout().lock();
@@ -258,4 +268,41 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
+    use streamsim_sim::bench;
+    let scenario = match path {
+        Some(path) => load_scenario(path)?,
+        None => Scenario::parse(Path::new("<standard>"), bench::STANDARD_SCENARIO)?,
+    };
+    let figures = bench::measure(&scenario);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "standard scenario: {} events, {:.1} s simulated in {:.3} s wall ({:.0}x)",
+        figures.events, figures.sim_s, figures.wall_s, figures.sim_over_wall
+    )?;
+    writeln!(
+        out,
+        "  {:.0} events/s, {:.0} replication messages/s (wall)",
+        figures.events_per_wall_s, figures.msgs_per_wall_s
+    )?;
+    writeln!(
+        out,
+        "  models alone (no network): {:.0} events/s; turmoil TCP echo: {:.0} messages/s",
+        figures.model_only_events_per_wall_s, figures.turmoil_echo_msgs_per_wall_s
+    )?;
+    writeln!(out, "scaling (seed 0, wall time):")?;
+    for point in bench::scaling(&scenario) {
+        writeln!(
+            out,
+            "  writers {:>2} readers {:>2}: {:>6} events in {:.3} s",
+            point.writers, point.readers, point.events, point.wall_s
+        )?;
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&figures)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

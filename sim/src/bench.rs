@@ -664,3 +664,95 @@ mod tests {
         assert_eq!((figures.events, figures.deliveries), (100, 0));
     }
 }
+
+/// The standard scenario `streamsim bench` measures when given none: two writers committing
+/// out of order, two readers, one sync client, no faults.
+pub const STANDARD_SCENARIO: &str = r#"
+duration_ms = 30_000
+converge_within_ms = 10_000
+
+[topology]
+writers = 2
+readers = 2
+sync_clients = 1
+
+[workload]
+batches_per_second = 20
+batch_size = { min = 1, max = 5 }
+persist_delay_ms = { min = 0, max = 200 }
+"#;
+
+/// What `streamsim bench` reports (its `--json` line, field for field).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchFigures {
+    pub events: u64,
+    pub wall_s: f64,
+    pub sim_s: f64,
+    pub events_per_wall_s: f64,
+    pub msgs_per_wall_s: f64,
+    pub sim_over_wall: f64,
+    pub model_only_events_per_wall_s: f64,
+    pub turmoil_echo_msgs_per_wall_s: f64,
+}
+
+/// Wall time of one seed of `scenario` with a different topology.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ScalingPoint {
+    pub writers: u32,
+    pub readers: u32,
+    pub events: u64,
+    pub wall_s: f64,
+}
+
+/// Runs seed 0 of `scenario` and the two ceilings with the same workload size.
+pub fn measure(scenario: &crate::scenario::Scenario) -> BenchFigures {
+    let report = crate::runner::run_seed(scenario, 0);
+    let wall_s = report.wall.as_secs_f64().max(1e-9);
+    let sim_s = report.ended_at.as_ms() as f64 / 1000.0;
+    let model = model_only(&ModelOnlyConfig {
+        seed: 0,
+        writers: scenario.topology.writers,
+        readers: scenario.topology.readers.max(1),
+        events: report.events.max(1),
+        batch_size_max: scenario.workload.batch_size.max.max(1),
+    });
+    let echo = turmoil_echo(&EchoConfig::default());
+    BenchFigures {
+        events: report.events,
+        wall_s,
+        sim_s,
+        events_per_wall_s: report.events as f64 / wall_s,
+        msgs_per_wall_s: report.messages as f64 / wall_s,
+        sim_over_wall: sim_s / wall_s,
+        model_only_events_per_wall_s: model.events_per_wall_s,
+        turmoil_echo_msgs_per_wall_s: echo.msgs_per_wall_s,
+    }
+}
+
+/// Wall time as the topology grows: writers 1, 2, 4, 8 (with the scenario's readers), then
+/// readers 1, 4, 16 (with the scenario's writers).
+pub fn scaling(scenario: &crate::scenario::Scenario) -> Vec<ScalingPoint> {
+    let mut shapes: Vec<(u32, u32)> = [1, 2, 4, 8]
+        .iter()
+        .map(|w| (*w, scenario.topology.readers))
+        .collect();
+    shapes.extend([1, 4, 16].iter().map(|r| (scenario.topology.writers, *r)));
+    shapes
+        .into_iter()
+        .map(|(writers, readers)| {
+            let mut shaped = scenario.clone();
+            shaped.topology.writers = writers;
+            shaped.topology.readers = readers;
+            shaped.topology.sync_clients = scenario.topology.sync_clients.min(readers);
+            shaped.topology.late_hosts.clear();
+            shaped.faults.clear();
+            let report = crate::runner::run_seed(&shaped, 0);
+            ScalingPoint {
+                writers,
+                readers,
+                events: report.events,
+                wall_s: report.wall.as_secs_f64(),
+            }
+        })
+        .collect()
+}

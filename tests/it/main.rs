@@ -12,3 +12,4 @@ mod readme;
 mod support;
 mod tidy;
 mod wire_diff;
+mod world;
