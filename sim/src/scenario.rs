@@ -118,13 +118,25 @@ pub struct Network {
     /// Probability that a link fails on a given step (turmoil's `fail_rate`), 0..=1.
     #[serde(default)]
     pub message_loss: f64,
+    /// Simulated time per turmoil step, in milliseconds. 1 keeps every whole-millisecond
+    /// latency distinct; larger ticks run faster but deliver a tick's messages together.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
 }
+
+fn default_tick_ms() -> u64 {
+    1
+}
+
+/// Largest accepted tick, in milliseconds: beyond it every exchange of a run happens in lockstep.
+pub const TICK_MS_MAX: u64 = 100;
 
 impl Default for Network {
     fn default() -> Self {
         Network {
             latency_ms: Range { min: 1, max: 5 },
             message_loss: 0.0,
+            tick_ms: default_tick_ms(),
         }
     }
 }
@@ -288,6 +300,12 @@ impl Scenario {
             return fail(
                 "network.message_loss",
                 format!("{} is not a probability", self.network.message_loss),
+            );
+        }
+        if !(1..=TICK_MS_MAX).contains(&self.network.tick_ms) {
+            return fail(
+                "network.tick_ms",
+                format!("{} is not in 1..={TICK_MS_MAX}", self.network.tick_ms),
             );
         }
         let hosts = self.hosts();

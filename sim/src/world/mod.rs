@@ -35,10 +35,6 @@ pub use db::DB_CALL_TIMEOUT_MS;
 /// The homeserver name every process shares (the SERVER greeting carries it).
 pub const HOMESERVER_NAME: &str = "streamsim.test";
 
-/// Simulated time per turmoil step, in milliseconds. Latencies are whole milliseconds, so a
-/// coarser tick would bunch deliveries together.
-pub const TICK_MS: u64 = 1;
-
 /// What hosts and the driver share.
 pub struct Shared {
     pub scenario: Scenario,
@@ -172,7 +168,7 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> RunOutcome {
     let latency = scenario.network.latency_ms;
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        .tick_duration(Duration::from_millis(TICK_MS))
+        .tick_duration(Duration::from_millis(scenario.network.tick_ms))
         .simulation_duration(Duration::from_millis(total_ms + 60_000))
         .min_message_latency(Duration::from_millis(latency.min))
         .max_message_latency(Duration::from_millis(latency.max))
