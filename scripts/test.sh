@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: style gates, then every test, with the differential
-# tests against real Synapse 1.163.2 on PostgreSQL required (not skipped).
+# tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), then a short
+# fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10).
 #
 #   bash scripts/test.sh
 #
@@ -25,5 +26,17 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 stage "cargo test"
 cargo test --workspace --quiet
+
+# The scenario regression suite: a fixed-seed sweep of every shipped scenario with the clean
+# model. Any failure prints the `streamsim run` command that replays it.
+SWEEP_SEEDS="${STREAMSIM_CI_SWEEP_SEEDS:-0..10}"
+stage "sweep every scenario, seeds $SWEEP_SEEDS"
+cargo build --release --quiet
+status=0
+while IFS= read -r scenario; do
+  target/release/streamsim sweep "$scenario" --seeds "$SWEEP_SEEDS" --jobs 2 \
+    | sed "s|^|$scenario: |" || status=1
+done < <(find scenarios -name '*.toml' | sort)
+[ "$status" -eq 0 ] || { echo "a scenario sweep failed"; exit 1; }
 
 stage "done"

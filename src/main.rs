@@ -189,6 +189,14 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write trace {}", path.display()))?;
     }
     report::print_run(&mut out, &report, &replay)?;
+    let invariants: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+    if let Some(known) = scenario.known_failure_for(args.seed, &invariants) {
+        writeln!(
+            out,
+            "known failure: this seed is listed in the scenario as finding {} (tools/synapse/FINDINGS.md)",
+            known.finding
+        )?;
+    }
     if args.check_determinism {
         let again = runner::run_seed(&scenario, args.seed);
         let first = report.history.to_json_lines();

@@ -86,8 +86,8 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
     Ok(())
 }
 
-/// Failures with their replay commands, sometimes-coverage, then the summary line. Returns
-/// the number of failed seeds.
+/// Failures with their replay commands, known failures, sometimes-coverage, then the summary
+/// line. Returns the number of failed seeds (known failures do not count).
 pub fn print_sweep(
     out: &mut impl Write,
     scenario: &Path,
@@ -95,7 +95,17 @@ pub fn print_sweep(
     results: &[SeedResult],
 ) -> std::io::Result<usize> {
     let mut failed = 0;
+    let mut known = 0;
     for result in results.iter().filter(|r| !r.passed) {
+        if let Some(finding) = &result.known {
+            known += 1;
+            writeln!(
+                out,
+                "known seed {}: fails [{}] as expected, finding {finding} (tools/synapse/FINDINGS.md)",
+                result.seed, result.violations[0].invariant
+            )?;
+            continue;
+        }
         failed += 1;
         let first = &result.violations[0];
         writeln!(
@@ -128,10 +138,15 @@ pub fn print_sweep(
             results.len()
         )?;
     }
+    let known_text = if known > 0 {
+        format!(", {known} known")
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{label}: {} passed, {failed} failed",
-        results.len() - failed
+        "{label}: {} passed, {failed} failed{known_text}",
+        results.len() - failed - known
     )?;
     Ok(failed)
 }

@@ -88,6 +88,9 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
 pub struct SeedResult {
     pub seed: u64,
     pub passed: bool,
+    /// The finding (e.g. `F1`) when this seed failed exactly as the scenario's
+    /// `[[known_failure]]` says it does.
+    pub known: Option<String>,
     pub violations: Vec<Violation>,
     /// Advisory findings of this seed (Synapse's own gaps), by check name.
     pub advisories: Vec<&'static str>,
@@ -121,9 +124,14 @@ pub fn sweep(
                     .into_iter()
                     .filter_map(|(name, hit)| hit.then_some(name))
                     .collect();
+                let invariants: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+                let known = scenario
+                    .known_failure_for(seed, &invariants)
+                    .map(|k| k.finding.clone());
                 let result = SeedResult {
                     seed,
                     passed: report.passed(),
+                    known,
                     violations: report.violations,
                     advisories: {
                         let mut names: Vec<&'static str> =

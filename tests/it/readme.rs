@@ -58,3 +58,25 @@ fn readme_wire_examples_are_true() {
         .collect();
     assert_eq!(encoded.lines().collect::<Vec<_>>(), shown);
 }
+
+#[test]
+fn readme_scenario_example_parses_and_named_scenarios_exist() {
+    let readme = readme();
+    let begin = readme.find("```toml\n").expect("README shows a scenario") + "```toml\n".len();
+    let text = &readme[begin..begin + readme[begin..].find("```").expect("fence end")];
+    let scenario =
+        streamsim_sim::scenario::Scenario::parse(std::path::Path::new("README.md"), text)
+            .unwrap_or_else(|e| panic!("README's scenario example: {e}"));
+    assert_eq!(scenario.topology.writers, 2);
+    for word in readme.split(|c: char| c.is_whitespace() || c == '`') {
+        if let Some(path) = word
+            .strip_prefix("scenarios/")
+            .filter(|p| p.ends_with(".toml"))
+        {
+            assert!(
+                repo_root().join("scenarios").join(path).is_file(),
+                "README names scenarios/{path}, which does not exist"
+            );
+        }
+    }
+}
