@@ -131,3 +131,84 @@ pub fn describe(kind: &FaultKind) -> String {
         FaultKind::Quiesce { host } => format!("quiesce {host}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn soak() -> Scenario {
+        Scenario::parse(
+            Path::new("soak.toml"),
+            r#"
+duration_ms = 60_000
+converge_within_ms = 10_000
+[topology]
+writers = 2
+readers = 2
+[workload]
+batches_per_second = 1
+batch_size = { min = 1, max = 1 }
+persist_delay_ms = { min = 0, max = 0 }
+[random_faults]
+from_ms = 1_000
+every_ms = { min = 2_000, max = 5_000 }
+lasting_ms = { min = 1_000, max = 4_000 }
+kinds = ["partition", "partition_oneway", "crash_restart", "latency", "slow_reader"]
+[[fault]]
+at_ms = 30_000
+kind = "crash"
+host = "w1"
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_seed_draws_one_schedule_and_every_fault_is_repaired_in_time() {
+        let scenario = soak();
+        let schedule = schedule(&scenario, 7);
+        assert_eq!(
+            schedule,
+            super::schedule(&scenario, 7),
+            "same seed, same faults"
+        );
+        assert_ne!(
+            schedule,
+            super::schedule(&scenario, 8),
+            "another seed, other faults"
+        );
+        assert!(schedule.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        assert!(schedule.iter().all(|f| f.at_ms <= scenario.duration_ms));
+        let scheduled_crash = FaultKind::Crash { host: "w1".into() };
+        assert!(schedule
+            .iter()
+            .any(|f| f.kind == scheduled_crash && f.at_ms == 30_000));
+        let crashes = schedule
+            .iter()
+            .filter(|f| matches!(&f.kind, FaultKind::Crash { .. }))
+            .count();
+        let drawn_crashes = crashes - 1;
+        let restarts = schedule
+            .iter()
+            .filter(|f| matches!(f.kind, FaultKind::Restart { .. }))
+            .count();
+        assert_eq!(drawn_crashes, restarts, "each drawn crash has its restart");
+        let partitions = schedule
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    FaultKind::Partition { .. } | FaultKind::PartitionOneway { .. }
+                )
+            })
+            .count();
+        let heals = schedule
+            .iter()
+            .filter(|f| f.kind == FaultKind::Heal)
+            .count();
+        assert_eq!(partitions, heals, "each drawn partition has its heal");
+        assert!(schedule.len() > 10, "a minute of faults every 2-5 s");
+    }
+}
