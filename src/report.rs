@@ -26,9 +26,13 @@ fn seconds(ms: u64) -> String {
 }
 
 pub fn print_violation(out: &mut impl Write, violation: &Violation) -> std::io::Result<()> {
+    let known = violation
+        .finding
+        .map(|f| format!(" (known Synapse bug {f})"))
+        .unwrap_or_default();
     writeln!(
         out,
-        "  [{}] at {}: {}",
+        "  [{}] at {}: {}{known}",
         violation.invariant,
         seconds(violation.at.as_ms()),
         violation.message
@@ -101,9 +105,10 @@ pub fn print_sweep(
             known += 1;
             writeln!(
                 out,
-                "known seed {}: fails [{}] as expected, finding {finding} (tools/synapse/FINDINGS.md)",
+                "known seed {}: [{}] diagnosed as Synapse bug {finding} (tools/synapse/FINDINGS.md)",
                 result.seed, result.violations[0].invariant
             )?;
+            writeln!(out, "  replay: {}", replay_command(scenario, result.seed))?;
             continue;
         }
         failed += 1;

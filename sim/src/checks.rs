@@ -33,6 +33,17 @@ pub struct Violation {
     pub events: Vec<String>,
     pub tokens: Vec<String>,
     pub message: String,
+    /// The known bug of real Synapse this violation is diagnosed as (e.g. `F1`,
+    /// tools/synapse/FINDINGS.md): the model reproduces Synapse faithfully here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<&'static str>,
+}
+
+impl Violation {
+    /// Whether this violation is explained by a known bug of real Synapse.
+    pub fn is_known(&self) -> bool {
+        self.finding.is_some()
+    }
 }
 
 /// What the checks need to know beyond the history.
@@ -203,6 +214,10 @@ pub struct Facts<'a> {
     last_heal: Option<SimInstant>,
     /// Each writer's commits as (stream id, event id, commit time), sorted by stream id.
     by_writer: BTreeMap<&'a str, Vec<(i64, &'a str, SimInstant)>>,
+    /// When each stream id was allocated.
+    allocated_at: BTreeMap<i64, SimInstant>,
+    /// Every process start: (time, host, its generator's token).
+    starts: Vec<(SimInstant, &'a str, &'a MultiWriterToken)>,
 }
 
 impl<'a> From<&'a History> for Facts<'a> {
@@ -211,8 +226,16 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut aborted = BTreeSet::new();
         let mut last_heal = None;
         let mut by_writer: BTreeMap<&str, Vec<(i64, &str, SimInstant)>> = BTreeMap::new();
+        let mut allocated_at = BTreeMap::new();
+        let mut starts = Vec::new();
         for record in history.records() {
             match &record.event {
+                Event::Allocated { ids, .. } => {
+                    for id in ids {
+                        allocated_at.entry(*id).or_insert(record.at);
+                    }
+                }
+                Event::Started { host, token } => starts.push((record.at, host.as_str(), token)),
                 Event::Committed { host, rows } => {
                     for (stream_id, event_id) in rows {
                         by_writer
@@ -245,6 +268,8 @@ impl<'a> From<&'a History> for Facts<'a> {
             aborted,
             last_heal,
             by_writer,
+            allocated_at,
+            starts,
         }
     }
 }
@@ -264,6 +289,7 @@ fn violation(
         events: events.iter().map(|e| (*e).to_owned()).collect(),
         tokens: tokens.iter().map(|t| t.to_string()).collect(),
         message,
+        finding: None,
     }
 }
 
@@ -334,14 +360,16 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
                       writer: &str,
                       stream_id: i64,
                       detail: &str| {
-        violations.push(violation(
+        let mut found = violation(
             "no_missed_event",
             at,
             hosts,
             &[event_id],
             &[token],
             format!("event {event_id} ({writer}@{stream_id}) {detail}"),
-        ));
+        );
+        found.finding = diagnose_f1(facts, writer, stream_id, at);
+        violations.push(found);
     };
     for record in facts.history.records() {
         match &record.event {
@@ -455,6 +483,38 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
 /// their next /sync, which `no_missed_event` checks. See README's findings.
 fn notifier_announces_every_event(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     missed_events(facts, context, true)
+}
+
+/// Finding F1 (tools/synapse/FINDINGS.md): an event of `writer` covered before it committed,
+/// because another writer restarted while the event's id was allocated and not yet committed,
+/// and took a position at or above it from the sequence. Only an event that *did* commit
+/// after the cover qualifies; anything else stays an unexplained violation.
+fn diagnose_f1(
+    facts: &Facts,
+    writer: &str,
+    stream_id: i64,
+    covered_at: SimInstant,
+) -> Option<&'static str> {
+    let allocated = *facts.allocated_at.get(&stream_id)?;
+    let committed = facts
+        .by_writer
+        .get(writer)?
+        .iter()
+        .find(|(id, _, _)| *id == stream_id)?
+        .2;
+    if committed <= covered_at {
+        return None;
+    }
+    facts
+        .starts
+        .iter()
+        .any(|(at, host, token)| {
+            *host != writer
+                && allocated <= *at
+                && *at <= covered_at
+                && token.pos_for(host) >= stream_id
+        })
+        .then_some("F1")
 }
 
 /// The commits of one writer with `from < stream id <= upto` (commits sorted by id).

@@ -28,32 +28,6 @@ pub struct Scenario {
     /// Faults drawn from the seed, on top of the scheduled ones.
     #[serde(default)]
     pub random_faults: Option<RandomFaults>,
-    /// Seeds known to fail because of a bug of real Synapse that the model reproduces
-    /// faithfully (an expected failure, pytest's `xfail`): a sweep counts them apart and
-    /// still fails if such a seed breaks any other invariant.
-    #[serde(default, rename = "known_failure")]
-    pub known_failures: Vec<KnownFailure>,
-}
-
-/// One expected failure: a seed, the invariant it breaks, and the finding that explains it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KnownFailure {
-    pub seed: u64,
-    pub invariant: String,
-    /// The finding, e.g. `F1` (tools/synapse/FINDINGS.md).
-    pub finding: String,
-}
-
-impl Scenario {
-    /// The known failure of `seed`, if every violation of the run is the one it expects.
-    pub fn known_failure_for(&self, seed: u64, invariants: &[&str]) -> Option<&KnownFailure> {
-        self.known_failures.iter().find(|known| {
-            known.seed == seed
-                && !invariants.is_empty()
-                && invariants.iter().all(|i| *i == known.invariant)
-        })
-    }
 }
 
 /// A fault mix drawn from the seed (swarm-style): each fault is followed by its repair.
@@ -328,19 +302,6 @@ impl Scenario {
                 format!("{} is not a probability", self.network.message_loss),
             );
         }
-        for (index, known) in self.known_failures.iter().enumerate() {
-            let names: Vec<&str> = crate::checks::CHECKS.iter().map(|c| c.name).collect();
-            if !names.contains(&known.invariant.as_str()) {
-                return fail(
-                    &format!("known_failure[{index}].invariant"),
-                    format!(
-                        "no invariant {:?}; the checks are {}",
-                        known.invariant,
-                        names.join(", ")
-                    ),
-                );
-            }
-        }
         if !(1..=TICK_MS_MAX).contains(&self.network.tick_ms) {
             return fail(
                 "network.tick_ms",
@@ -443,7 +404,7 @@ fn locate(text: &str, field: &str) -> (usize, usize) {
     // Find the table header, then the key below it; good enough for the shapes we accept.
     let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
     let mut search_from = 0;
-    let array_table = ["fault", "known_failure"]
+    let array_table = ["fault"]
         .into_iter()
         .find_map(|name| Some((name, table.strip_prefix(name)?.strip_prefix('[')?)));
     if let Some((name, rest)) = array_table {

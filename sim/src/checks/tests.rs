@@ -192,3 +192,43 @@ fn history_is_json_lines() {
         "{\"at\":7,\"kind\":\"token_handed_out\",\"reader\":\"r1\",\"to\":\"notifier\",\"token\":{\"stream\":2,\"instance_map\":{\"w2\":4}}}\n"
     );
 }
+
+#[test]
+fn an_early_cover_after_another_writers_restart_is_diagnosed_as_f1() {
+    let early_cover = |restart_claims: i64| {
+        let mut h = History::new();
+        h.record(
+            SimInstant::from_ms(1),
+            Event::Allocated {
+                host: "w1".into(),
+                ids: vec![5],
+            },
+        );
+        h.record(
+            SimInstant::from_ms(2),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", restart_claims)]),
+            },
+        );
+        handed(&mut h, 3, token(5, &[]));
+        committed(&mut h, 4, "w1", 5);
+        let violations = check_all(&h, &context(100));
+        let missed: Vec<_> = violations
+            .into_iter()
+            .filter(|v| v.invariant == "no_missed_event")
+            .collect();
+        assert_eq!(missed.len(), 1, "{missed:?}");
+        missed[0].finding
+    };
+    assert_eq!(
+        early_cover(5),
+        Some("F1"),
+        "w2 restarted claiming w1's in-flight id 5"
+    );
+    assert_eq!(
+        early_cover(4),
+        None,
+        "w2's claim stops below the id: not F1"
+    );
+}

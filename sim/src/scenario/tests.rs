@@ -95,19 +95,3 @@ fn unreadable_files_are_errors_not_panics() {
     let e = Scenario::load(Path::new("/nonexistent/scenario.toml")).unwrap_err();
     assert!(e.to_string().contains("cannot read"), "{e}");
 }
-
-#[test]
-fn a_known_failure_must_name_a_registered_invariant() {
-    let text = format!(
-        "{}\n[[known_failure]]\nseed = 3\ninvariant = \"no_such_check\"\nfinding = \"F1\"\n",
-        GOOD
-    );
-    let error = Scenario::parse(Path::new("k.toml"), &text).unwrap_err();
-    assert_eq!(error.field, "known_failure[0].invariant");
-    assert!(
-        error.message.contains("no_missed_event"),
-        "{}",
-        error.message
-    );
-    assert!(error.line > 0, "{error}");
-}
