@@ -194,3 +194,27 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     ]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+/// The trace hashes of a few seeds, committed: the same scenario and seed must give the same
+/// bytes on every machine, not only twice on this one. A deliberate model change updates
+/// them with `UPDATE_EXPECT=1 cargo test --test it world::trace_hashes`.
+#[test]
+fn trace_hashes_match_the_committed_ones() {
+    let expected_path = repo_root().join("tests/data/world/trace_hashes.txt");
+    let mut actual = String::from("# scenario seed fnv64-of-trace trace-bytes\n");
+    for (name, seed) in [("smoke.toml", 0), ("smoke.toml", 1), ("partition_heal.toml", 0)] {
+        let (hash, len) = fingerprint(&repo_root().join("scenarios").join(name), seed);
+        actual.push_str(&format!("{name} {seed} {hash:016x} {len}\n"));
+    }
+    if std::env::var("UPDATE_EXPECT").as_deref() == Ok("1") {
+        std::fs::create_dir_all(expected_path.parent().unwrap()).unwrap();
+        std::fs::write(&expected_path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+    assert_eq!(
+        actual, expected,
+        "traces differ from the committed hashes: either determinism broke on this machine or \
+         the model changed (then rerun with UPDATE_EXPECT=1 and say why in the commit)"
+    );
+}
