@@ -64,6 +64,13 @@ pub enum Event {
     },
     /// A replication connection was (re)established after a loss.
     Reconnected { host: String, peer: String },
+    /// A replication connection ended, seen from `host`: why (`ping timeout`, `failed to
+    /// keep up`, `closed by peer`, ...).
+    Disconnected {
+        host: String,
+        peer: String,
+        reason: String,
+    },
     /// A fault from the schedule or the seed.
     Fault { description: String },
     /// The last fault healed: liveness is measured from here.

@@ -202,7 +202,11 @@ fn bad_input_exits_2_naming_file_line_and_field() {
 fn trace_hashes_match_the_committed_ones() {
     let expected_path = repo_root().join("tests/data/world/trace_hashes.txt");
     let mut actual = String::from("# scenario seed fnv64-of-trace trace-bytes\n");
-    for (name, seed) in [("smoke.toml", 0), ("smoke.toml", 1), ("partition_heal.toml", 0)] {
+    for (name, seed) in [
+        ("smoke.toml", 0),
+        ("smoke.toml", 1),
+        ("partition_heal.toml", 0),
+    ] {
         let (hash, len) = fingerprint(&repo_root().join("scenarios").join(name), seed);
         actual.push_str(&format!("{name} {seed} {hash:016x} {len}\n"));
     }

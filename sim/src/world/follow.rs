@@ -81,6 +81,16 @@ impl LinkHandler for ClientSide {
         self.process.shared.slow_until(&self.process.name)
     }
 
+    fn on_closed(&self, reason: &str) {
+        self.process
+            .shared
+            .record(crate::history::Event::Disconnected {
+                host: self.process.name.clone(),
+                peer: self.writer.clone(),
+                reason: reason.to_owned(),
+            });
+    }
+
     fn outbound_cut(&self) -> bool {
         self.process.shared.is_cut(&self.process.name, &self.writer)
     }

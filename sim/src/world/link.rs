@@ -4,13 +4,15 @@
 //! The transport copies what Twisted does for Synapse: writes go into a buffer drained by a
 //! separate task; above [`TRANSPORT_BUFFER_BYTES`] unsent the connection is paused (the model
 //! then queues commands itself, up to its "failed to keep up" limit), and it is resumed once the
-//! buffer is empty. A reader made slow by a fault stops reading its socket for a while, which
+//! buffer is empty. A reader made slow by a fault reads its socket a little at a time, which
 //! is what fills its peer's buffers.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use streamsim_models::connection::{Connection, ConnectionState, Output, Role};
+use streamsim_models::connection::{
+    AbortReason, CloseReason, Connection, ConnectionState, Output, Role,
+};
 use streamsim_models::limits::TRANSPORT_BUFFER_BYTES;
 use streamsim_models::time::SimInstant;
 use streamsim_models::wire::Command;
@@ -31,10 +33,28 @@ pub trait LinkHandler {
     /// Whether a one-way partition cuts this process off from its peer in the outbound
     /// direction right now.
     fn outbound_cut(&self) -> bool;
+    /// The connection ended, and why.
+    fn on_closed(&self, reason: &str);
+}
+
+fn close_reason(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::LineTooLong => "line too long".into(),
+        CloseReason::ParseError => "parse error".into(),
+        CloseReason::InvalidCommand(name) => format!("invalid command {}", name.as_str()),
+        CloseReason::WrongRemote => "wrong remote".into(),
+        CloseReason::PingTimeout => "ping timeout".into(),
+        CloseReason::FailedToKeepUp => "failed to keep up".into(),
+    }
 }
 
 /// How often a write blocked by a one-way partition looks again, in milliseconds.
 const CUT_POLL_MS: u64 = 10;
+
+/// What a slow reader reads at a time, in bytes, and how long it pauses after each read, in
+/// milliseconds: about 5 KB/s, a tenth of what a busy writer sends.
+const SLOW_READ_BYTES: usize = 512;
+const SLOW_READ_PAUSE_MS: u64 = 100;
 
 enum WriteOp {
     Bytes(Vec<u8>),
@@ -93,6 +113,7 @@ pub async fn drive(
     let mut read_buffer = vec![0u8; 4096];
     let mut closing = false;
     let mut gone = false;
+    let mut reason = String::from("closed by peer");
     loop {
         // Carry out everything the connection asked for, in order.
         while let Some(output) = connection.poll_output() {
@@ -109,37 +130,59 @@ pub async fn drive(
                 }
                 Output::Command(command) => handler.on_command(command),
                 Output::Event(_) => {}
-                Output::Close { .. } => {
+                Output::Close { reason: why } => {
+                    reason = close_reason(&why);
                     closing = true;
                     let _ = write_tx.send(WriteOp::Close);
                 }
-                Output::Abort { .. } => {
+                Output::Abort { reason: why } => {
+                    handler.on_closed(&match why {
+                        AbortReason::CloseTimedOut => "close timed out".to_owned(),
+                        AbortReason::Exception(text) => format!("exception {text}"),
+                    });
                     connection.handle_closed(now());
                     return;
                 }
             }
         }
         if gone || (connection.state() == ConnectionState::Closed && !closing) {
+            handler.on_closed(&reason);
             return;
         }
         let timer = connection.poll_timeout();
-        let slow = handler.slow_until().filter(|until| *until > now());
+        let slow = handler.slow_until().is_some_and(|until| until > now());
+        // A slow reader still reads, a little at a time: enough to see its peer's PINGs (so
+        // it does not time out itself), too little to keep up, so its peer's send buffer
+        // fills, the peer pauses, and the peer's pending queue grows towards "failed to
+        // keep up".
+        let read_size = if slow {
+            SLOW_READ_BYTES
+        } else {
+            read_buffer.len()
+        };
         tokio::select! {
-            read = read_half.read(&mut read_buffer), if slow.is_none() => match read {
+            read = read_half.read(&mut read_buffer[..read_size]) => match read {
                 Ok(0) | Err(_) => {
                     connection.handle_closed(now());
                     gone = true;
                 }
-                Ok(n) => connection.handle_bytes(now(), &read_buffer[..n]),
+                Ok(n) => {
+                    connection.handle_bytes(now(), &read_buffer[..n]);
+                    if slow {
+                        tokio::time::sleep(std::time::Duration::from_millis(SLOW_READ_PAUSE_MS)).await;
+                    }
+                }
             },
-            () = sleep_until(slow.unwrap_or(SimInstant::from_ms(0))), if slow.is_some() => {}
             command = outbound.recv(), if !closing => match command {
                 Some(command) => {
                     // An unencodable command is the caller's bug in Synapse too: it raises to
                     // the caller and nothing is sent.
                     let _ = connection.send(now(), command);
                 }
-                None => return,
+                None => {
+                    handler.on_closed("dropped by the process");
+                    return;
+                }
             },
             () = sleep_until(timer.unwrap_or(SimInstant::from_ms(0))), if timer.is_some() => {
                 connection.handle_timeout(now());

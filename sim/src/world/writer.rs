@@ -195,6 +195,16 @@ impl LinkHandler for ServerSide {
         None
     }
 
+    fn on_closed(&self, reason: &str) {
+        self.process
+            .shared
+            .record(crate::history::Event::Disconnected {
+                host: self.process.name.clone(),
+                peer: self.peer.clone(),
+                reason: reason.to_owned(),
+            });
+    }
+
     fn outbound_cut(&self) -> bool {
         self.process.shared.is_cut(&self.process.name, &self.peer)
     }
