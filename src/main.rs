@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use streamsim_models::bugs::{Bug, Bugs, CATALOGUE};
 use streamsim_models::{opscript, wire};
 use streamsim_sim::runner::{self, SeedResult};
 use streamsim_sim::scenario::Scenario;
@@ -44,6 +45,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the historical-bug switches (`--bug NAME` on run and sweep).
+    Bugs,
     /// The replication line protocol codec, byte-compatible with Synapse 1.163.2.
     Wire {
         #[command(subcommand)]
@@ -61,6 +64,9 @@ struct RunArgs {
     /// Write the history as JSON lines (byte-identical for the same scenario and seed).
     #[arg(long, value_name = "FILE.jsonl")]
     trace: Option<PathBuf>,
+    /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
+    #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
+    bugs: Vec<Bug>,
     /// Run the seed twice and compare the traces byte for byte (exit 1 if they differ).
     #[arg(long)]
     check_determinism: bool,
@@ -73,6 +79,9 @@ struct SweepArgs {
     /// The seed range, `A..B` (B excluded).
     #[arg(long, value_name = "A..B", value_parser = parse_seed_range)]
     seeds: std::ops::Range<u64>,
+    /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
+    #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
+    bugs: Vec<Bug>,
     /// Take only shard K of N (K in 1..=N): the seeds A+K-1, A+K-1+N, ... so that N machines
     /// can split one range.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
@@ -99,6 +108,20 @@ fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
         return Err(format!("{text:?} is empty (A must be below B)"));
     }
     Ok(start..end)
+}
+
+fn parse_bug(name: &str) -> Result<Bug, String> {
+    Bug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = CATALOGUE.iter().map(|b| b.name).collect();
+        format!(
+            "no bug switch {name:?}; the switches are {}",
+            names.join(", ")
+        )
+    })
+}
+
+fn bug_set(bugs: &[Bug]) -> Bugs {
+    bugs.iter().fold(Bugs::NONE, |set, bug| set.with(*bug))
 }
 
 fn parse_shard(text: &str) -> Result<(u64, u64), String> {
@@ -143,6 +166,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run_scenario(args),
         Command::Sweep(args) => return sweep(args),
         Command::Bench { scenario, json } => return bench(scenario.as_deref(), json),
+        Command::Bugs => {
+            let mut out = std::io::stdout().lock();
+            for info in CATALOGUE {
+                writeln!(
+                    out,
+                    "{:<34} {:<4} caught by {:<22} {} ({})",
+                    info.name, info.id, info.caught_by, info.fault, info.source
+                )?;
+            }
+        }
         Command::Idgen { script } => {
             let bytes = read_input(&script)?;
             let mut out = std::io::stdout().lock();
@@ -185,9 +218,10 @@ fn load_scenario(path: &Path) -> Result<Scenario> {
 
 fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     let scenario = load_scenario(&args.scenario)?;
-    let report = runner::run_seed(&scenario, args.seed);
+    let bugs = bug_set(&args.bugs);
+    let report = runner::run_seed_with(&scenario, args.seed, bugs);
     let mut out = std::io::stdout().lock();
-    let replay = report::replay_command(&args.scenario, args.seed);
+    let replay = report::replay_command(&args.scenario, args.seed, bugs);
     if let Some(path) = &args.trace {
         std::fs::write(path, report.history.to_json_lines())
             .with_context(|| format!("cannot write trace {}", path.display()))?;
@@ -201,7 +235,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         )?;
     }
     if args.check_determinism {
-        let again = runner::run_seed(&scenario, args.seed);
+        let again = runner::run_seed_with(&scenario, args.seed, bugs);
         let first = report.history.to_json_lines();
         let second = again.history.to_json_lines();
         if first != second {
@@ -252,7 +286,8 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     });
     let started = std::time::Instant::now();
     let bar = report::progress_bar(seeds.len() as u64);
-    let results: Vec<SeedResult> = runner::sweep(&scenario, &seeds, jobs, &|result| {
+    let bugs = bug_set(&args.bugs);
+    let results: Vec<SeedResult> = runner::sweep(&scenario, &seeds, bugs, jobs, &|result| {
         bar.inc(1);
         if !result.passed {
             bar.set_message(format!("seed {} failed", result.seed));
@@ -278,7 +313,7 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
             result.known = None;
         }
     }
-    let failed = report::print_sweep(&mut out, &args.scenario, &label, &results)?;
+    let failed = report::print_sweep(&mut out, &args.scenario, bugs, &label, &results)?;
     report::print_sweep_timing(&results, started.elapsed(), jobs);
     Ok(if failed == 0 {
         ExitCode::SUCCESS

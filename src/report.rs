@@ -6,12 +6,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use streamsim_models::bugs::Bugs;
 use streamsim_sim::checks::{Violation, SOMETIMES};
 use streamsim_sim::runner::{RunReport, SeedResult};
 
-/// The command that replays one seed.
-pub fn replay_command(scenario: &Path, seed: u64) -> String {
-    format!("streamsim run {} --seed {seed}", scenario.display())
+/// The command that replays one seed, with the switches it ran with.
+pub fn replay_command(scenario: &Path, seed: u64, bugs: Bugs) -> String {
+    let mut command = format!("streamsim run {} --seed {seed}", scenario.display());
+    for name in bugs.names() {
+        command.push_str(&format!(" --bug {name}"));
+    }
+    command
 }
 
 /// FNV-1a over bytes: a stable fingerprint of a trace (not a security hash).
@@ -95,6 +100,7 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
 pub fn print_sweep(
     out: &mut impl Write,
     scenario: &Path,
+    bugs: Bugs,
     label: &str,
     results: &[SeedResult],
 ) -> std::io::Result<usize> {
@@ -108,7 +114,11 @@ pub fn print_sweep(
                 "known seed {}: [{}] diagnosed as Synapse bug {finding} (tools/synapse/FINDINGS.md)",
                 result.seed, result.violations[0].invariant
             )?;
-            writeln!(out, "  replay: {}", replay_command(scenario, result.seed))?;
+            writeln!(
+                out,
+                "  replay: {}",
+                replay_command(scenario, result.seed, bugs)
+            )?;
             continue;
         }
         failed += 1;
@@ -122,7 +132,11 @@ pub fn print_sweep(
             seconds(first.at.as_ms()),
             first.message
         )?;
-        writeln!(out, "  replay: {}", replay_command(scenario, result.seed))?;
+        writeln!(
+            out,
+            "  replay: {}",
+            replay_command(scenario, result.seed, bugs)
+        )?;
     }
     let coverage: Vec<String> = SOMETIMES
         .iter()

@@ -11,6 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+use crate::bugs::{Bug, Bugs};
 use crate::db::{Database, DbError, SEQUENCE_NAME};
 
 /// Who this generator is and which instances may write the stream.
@@ -20,6 +21,8 @@ pub struct IdGenConfig {
     /// Passed through verbatim. Empty is Synapse's "no explicit writers" mode: anyone may
     /// allocate and nothing is written to `stream_positions`.
     pub writers: Vec<String>,
+    /// Historical-bug switches (all off: Synapse 1.163.2).
+    pub bugs: Bugs,
 }
 
 impl IdGenConfig {
@@ -27,6 +30,7 @@ impl IdGenConfig {
         IdGenConfig {
             instance_name: instance_name.to_owned(),
             writers: writers.iter().map(|w| (*w).to_owned()).collect(),
+            bugs: Bugs::NONE,
         }
     }
 
@@ -171,8 +175,11 @@ impl MultiWriterIdGenerator {
         // Stored rows of configured writers (stale ones were deleted by the database side).
         generator.current_positions = state.stored_positions;
         // A writer assumes it is at the head of the sequence, including ids allocated but never
-        // written (fix of bug B7, PR #17309).
-        if let Some(sequence_value) = state.own_sequence_value {
+        // written (fix of bug B7, PR #17309; the switch keeps the stored row instead).
+        if let Some(sequence_value) = state
+            .own_sequence_value
+            .filter(|_| !generator.config.bugs.on(Bug::OwnPositionNotFromSequence))
+        {
             generator
                 .current_positions
                 .insert(me.clone(), sequence_value);
@@ -193,8 +200,14 @@ impl MultiWriterIdGenerator {
                 }
             }
         }
-        // New writers start at the persisted-up-to position (fix of bug B6, PR #16473).
-        for writer in generator.config.writers.clone() {
+        // New writers start at the persisted-up-to position (fix of bug B6, PR #16473; with the
+        // switch a writer without a row has no entry, so the minimum ignores it).
+        let new_writers = if generator.config.bugs.on(Bug::NewWriterAdvancesTooQuickly) {
+            Vec::new()
+        } else {
+            generator.config.writers.clone()
+        };
+        for writer in new_writers {
             generator
                 .current_positions
                 .entry(writer)
@@ -230,7 +243,11 @@ impl MultiWriterIdGenerator {
             return Err(IdGenError::NotAWriter);
         }
         let guard = self.max_seen_allocated;
-        *self.in_flight_fetches.entry(guard).or_insert(0) += 1;
+        // Bug B5 (PR #11045): without the guard, an advance between `nextval` and the ids
+        // becoming unfinished moves the position past them.
+        if !self.config.bugs.on(Bug::AllocationRace) {
+            *self.in_flight_fetches.entry(guard).or_insert(0) += 1;
+        }
         Ok(Fetch { guard })
     }
 
@@ -249,6 +266,9 @@ impl MultiWriterIdGenerator {
     }
 
     fn remove_fetch_guard(&mut self, fetch: Fetch) {
+        if self.config.bugs.on(Bug::AllocationRace) {
+            return;
+        }
         let count = self
             .in_flight_fetches
             .get_mut(&fetch.guard)

@@ -17,6 +17,7 @@
 //! - [`wire`]: the replication line protocol codec.
 //! - [`connection`]: one direct-TCP replication connection (protocol.py's state machine).
 
+pub mod bugs;
 pub mod connection;
 pub mod db;
 pub mod idgen;

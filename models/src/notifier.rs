@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bugs::{Bug, Bugs};
 use crate::limits::{
     SYNC_TOKEN_POLL_INTERVAL_MS, SYNC_TOKEN_WAIT_MAX_MS, WAIT_FOR_STREAM_POSITION_TIMEOUT_MS,
 };
@@ -139,6 +140,8 @@ pub struct Notifier {
     listeners: BTreeMap<ListenerId, Listener>,
     /// `synapse_notifier_wait_for_stream_token_timeouts{stream_key="room"}`.
     wait_for_stream_token_timeouts: u64,
+    /// Historical-bug switches (all off: Synapse 1.163.2).
+    bugs: Bugs,
 }
 
 impl Notifier {
@@ -149,7 +152,14 @@ impl Notifier {
             current_token,
             listeners: BTreeMap::new(),
             wait_for_stream_token_timeouts: 0,
+            bugs: Bugs::NONE,
         }
+    }
+
+    /// The notifier with historical-bug switches on.
+    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     /// The user stream's current token: the token of the last release.
@@ -193,7 +203,7 @@ impl Notifier {
             // Synapse calls `on_new_event` only `if users or rooms`.
             return RoomEventsOutcome::default();
         }
-        let token = Self::announcement_token(&released, &max_token);
+        let token = self.announcement_token(&released, &max_token);
         // `on_new_event` reads `event_sources.get_current_token()`; nothing runs between the
         // caller reading `get_room_max_token()` and this, so it is the same token.
         let woken = self.notify(max_token);
@@ -210,9 +220,14 @@ impl Notifier {
     /// ids (the fix of bug B20, where the pusher took the min/max of the events' ids). A
     /// historic-bug switch would change only this function.
     fn announcement_token(
-        _released: &[RoomEvent],
+        &self,
+        released: &[RoomEvent],
         max_token: &MultiWriterToken,
     ) -> MultiWriterToken {
+        if self.bugs.on(Bug::NotifierGivenPerEventIds) {
+            let highest = released.iter().map(|e| e.stream_id).max();
+            return MultiWriterToken::at(highest.expect("released events are not empty"));
+        }
         max_token.clone()
     }
 

@@ -322,6 +322,7 @@ impl World {
                 let config = IdGenConfig {
                     instance_name: instance.clone(),
                     writers: writers.clone(),
+                    bugs: crate::bugs::Bugs::NONE,
                 };
                 let generator = MultiWriterIdGenerator::start(&mut self.db, config)
                     .map_err(|e| e.to_string())?;

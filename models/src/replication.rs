@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use crate::bugs::{Bug, Bugs};
 use crate::idgen::MultiWriterIdGenerator;
 use crate::token::MultiWriterToken;
 use crate::wire::pyjson::PyValue;
@@ -45,6 +46,8 @@ pub struct StreamAnnouncer {
     fetching: Option<(i64, i64)>,
     /// A poke arrived while fetching; run the loop again afterwards (`pending_updates`).
     poked_while_fetching: bool,
+    /// Historical-bug switches (all off: Synapse 1.163.2).
+    bugs: Bugs,
 }
 
 /// The RDATA command for a row.
@@ -67,7 +70,14 @@ impl StreamAnnouncer {
             announce_position: false,
             fetching: None,
             poked_while_fetching: false,
+            bugs: Bugs::NONE,
         }
+    }
+
+    /// The announcer with historical-bug switches on.
+    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     pub fn last_token(&self) -> i64 {
@@ -105,6 +115,10 @@ impl StreamAnnouncer {
         }
         let last = self.last_token;
         if last >= generator.minimal_local_current_token() {
+            if self.bugs.on(Bug::IdleWriterNeverAnnounces) {
+                // Bug B4 (PR #8499): the position of an idle writer is never announced.
+                return actions;
+            }
             // Nothing new written by us: only our idle position moved.
             self.last_token = current;
             actions.push(self.position(last, current));
@@ -238,6 +252,8 @@ pub struct StreamFollower {
     /// One FIFO per stream: commands wait while a catch-up runs.
     queue: VecDeque<Inbound>,
     catching_up: Option<CatchUp>,
+    /// Historical-bug switches (all off: Synapse 1.163.2).
+    bugs: Bugs,
 }
 
 impl StreamFollower {
@@ -248,7 +264,14 @@ impl StreamFollower {
             pending_batch: Vec::new(),
             queue: VecDeque::new(),
             catching_up: None,
+            bugs: Bugs::NONE,
         }
+    }
+
+    /// The follower with historical-bug switches on.
+    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     pub fn is_connected(&self) -> bool {
@@ -401,7 +424,9 @@ impl StreamFollower {
             .map(|(_, event)| (token, event))
             .collect();
         rows.push((token, row.1));
-        if token <= generator.current_token_for_writer(&instance) {
+        if token <= generator.current_token_for_writer(&instance)
+            && !self.bugs.on(Bug::ReprocessingOldRdata)
+        {
             // Already seen, e.g. fetched during a catch-up (fix of B15).
             return Some(FollowerAction::Discarded {
                 instance,

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use streamsim_models::bugs::Bugs;
 use streamsim_models::time::SimInstant;
 
 use crate::checks::{check_advisories, check_all, sometimes_reached, CheckContext, Violation};
@@ -51,10 +52,15 @@ impl RunReport {
     }
 }
 
-/// Simulates one seed and applies every check.
+/// Simulates one seed with the clean model and applies every check.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
+    run_seed_with(scenario, seed, Bugs::NONE)
+}
+
+/// Simulates one seed with the historical-bug switches `bugs` on and applies every check.
+pub fn run_seed_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunReport {
     let started = Instant::now();
-    let outcome = world::simulate(scenario, seed);
+    let outcome = world::simulate(scenario, seed, bugs);
     let context = CheckContext {
         readers: scenario.reader_names(),
         clients: scenario.clients(),
@@ -119,6 +125,7 @@ pub struct SeedResult {
 pub fn sweep(
     scenario: &Scenario,
     seeds: &[u64],
+    bugs: Bugs,
     jobs: usize,
     progress: &(dyn Fn(&SeedResult) + Sync),
 ) -> Vec<SeedResult> {
@@ -132,7 +139,7 @@ pub fn sweep(
                 let Some(&seed) = seeds.get(index) else {
                     return;
                 };
-                let report = run_seed(scenario, seed);
+                let report = run_seed_with(scenario, seed, bugs);
                 let reached = sometimes_reached(&report.history)
                     .into_iter()
                     .filter_map(|(name, hit)| hit.then_some(name))

@@ -7,6 +7,7 @@
 
 mod idgen_diff;
 mod idgen_ports;
+mod known_bugs;
 mod props;
 mod readme;
 mod support;

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use streamsim_models::bugs::Bugs;
 use streamsim_models::time::SimInstant;
 
 use crate::faults;
@@ -39,6 +40,8 @@ pub const HOMESERVER_NAME: &str = "streamsim.test";
 pub struct Shared {
     pub scenario: Scenario,
     pub seed: u64,
+    /// Historical-bug switches every process's models run with.
+    pub bugs: Bugs,
     history: RefCell<History>,
     incarnations: RefCell<BTreeMap<String, u32>>,
     writers: RefCell<Vec<String>>,
@@ -51,11 +54,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(scenario: Scenario, seed: u64) -> Self {
+    fn new(scenario: Scenario, seed: u64, bugs: Bugs) -> Self {
         let writers = scenario.initial_writers();
         Shared {
             scenario,
             seed,
+            bugs,
             history: RefCell::new(History::new()),
             incarnations: RefCell::default(),
             writers: RefCell::new(writers),
@@ -160,10 +164,10 @@ pub struct RunOutcome {
     pub host_failure: Option<String>,
 }
 
-/// Runs `scenario` with `seed`: the workload for `duration_ms`, then `converge_within_ms`
-/// with every fault repaired.
-pub fn simulate(scenario: &Scenario, seed: u64) -> RunOutcome {
-    let shared = Rc::new(Shared::new(scenario.clone(), seed));
+/// Runs `scenario` with `seed` (and the models' historical-bug switches `bugs`): the workload
+/// for `duration_ms`, then `converge_within_ms` with every fault repaired.
+pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
+    let shared = Rc::new(Shared::new(scenario.clone(), seed, bugs));
     let total_ms = scenario.duration_ms + scenario.converge_within_ms;
     let latency = scenario.network.latency_ms;
     let mut sim = turmoil::Builder::new()

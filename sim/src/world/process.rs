@@ -159,9 +159,9 @@ impl Process {
         });
         let writer = is_writer.then(|| WriterPart {
             persister: Persister::new(),
-            announcer: StreamAnnouncer::new(STREAM_NAME, &generator),
+            announcer: StreamAnnouncer::new(STREAM_NAME, &generator).with_bugs(shared.bugs),
         });
-        let notifier = (!is_writer).then(|| Notifier::new(token));
+        let notifier = (!is_writer).then(|| Notifier::new(token).with_bugs(shared.bugs));
         Rc::new(Process {
             shared,
             name: name.to_owned(),
@@ -183,10 +183,10 @@ impl Process {
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
         let actions = {
             let state = &mut *self.state.borrow_mut();
-            let follower = state
-                .followers
-                .entry(link.to_owned())
-                .or_insert_with(|| streamsim_models::replication::StreamFollower::new(&self.name));
+            let follower = state.followers.entry(link.to_owned()).or_insert_with(|| {
+                streamsim_models::replication::StreamFollower::new(&self.name)
+                    .with_bugs(self.shared.bugs)
+            });
             match Inbound::from_command(command) {
                 Inbound::Rdata {
                     instance,
