@@ -114,6 +114,8 @@ pub struct Workload {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// One-way latency of every message, drawn per message, in milliseconds (default 1..5).
+    #[serde(default = "default_latency_ms")]
     pub latency_ms: Range,
     /// Probability that a link fails on a given step (turmoil's `fail_rate`), 0..=1.
     #[serde(default)]
@@ -128,13 +130,17 @@ fn default_tick_ms() -> u64 {
     1
 }
 
+fn default_latency_ms() -> Range {
+    Range { min: 1, max: 5 }
+}
+
 /// Largest accepted tick, in milliseconds: beyond it every exchange of a run happens in lockstep.
 pub const TICK_MS_MAX: u64 = 100;
 
 impl Default for Network {
     fn default() -> Self {
         Network {
-            latency_ms: Range { min: 1, max: 5 },
+            latency_ms: default_latency_ms(),
             message_loss: 0.0,
             tick_ms: default_tick_ms(),
         }
