@@ -45,8 +45,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the historical-bug switches (`--bug NAME` on run and sweep).
-    Bugs,
+    /// List the historical-bug switches (`--bug NAME` on run and sweep), or hunt them.
+    Bugs {
+        /// For every switch, run generated scenarios until an invariant fails, and the clean
+        /// model on the same seeds.
+        #[arg(long)]
+        hunt: bool,
+        /// Seeds per switch.
+        #[arg(long, default_value_t = 100, requires = "hunt")]
+        budget: u64,
+        /// End with one JSON line (DESIGN.md's shape).
+        #[arg(long, requires = "hunt")]
+        json: bool,
+        /// Switches hunted in parallel (default: the machine's cores).
+        #[arg(long, requires = "hunt")]
+        jobs: Option<usize>,
+    },
     /// The replication line protocol codec, byte-compatible with Synapse 1.163.2.
     Wire {
         #[command(subcommand)]
@@ -56,8 +70,16 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The scenario file (TOML).
-    scenario: PathBuf,
+    /// The scenario file (TOML); omit it with `--generated`.
+    #[arg(required_unless_present = "generated")]
+    scenario: Option<PathBuf>,
+    /// Run the scenario generated from the seed (what `bugs --hunt` runs) instead of a file.
+    #[arg(long, conflicts_with = "scenario")]
+    generated: bool,
+    /// Print the scenario as a TOML file (the generated one, every choice of the seed made
+    /// explicit) and do not run it.
+    #[arg(long)]
+    print_scenario: bool,
     /// The simulation seed: every random choice of the run comes from it.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -174,7 +196,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run_scenario(args),
         Command::Sweep(args) => return sweep(args),
         Command::Bench { scenario, json } => return bench(scenario.as_deref(), json),
-        Command::Bugs => {
+        Command::Bugs {
+            hunt: true,
+            budget,
+            json,
+            jobs,
+        } => return hunt_bugs(budget, json, jobs),
+        Command::Bugs { .. } => {
             let mut out = std::io::stdout().lock();
             for info in CATALOGUE {
                 writeln!(
@@ -225,11 +253,32 @@ fn load_scenario(path: &Path) -> Result<Scenario> {
 }
 
 fn run_scenario(args: RunArgs) -> Result<ExitCode> {
-    let scenario = load_scenario(&args.scenario)?;
+    let (scenario, scenario_arg) = match &args.scenario {
+        Some(path) => (load_scenario(path)?, path.clone()),
+        None => (
+            streamsim_sim::generate::generated(args.seed),
+            PathBuf::from("--generated"),
+        ),
+    };
+    if args.print_scenario {
+        let text = toml::to_string(&scenario).context("cannot write the scenario as TOML")?;
+        let source = match &args.scenario {
+            Some(path) => format!("{}", path.display()),
+            None => format!("the scenario generated from seed {}", args.seed),
+        };
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "# {source}, every choice explicit; run it with --seed {}",
+            args.seed
+        )?;
+        write!(out, "{text}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let bugs = bug_set(&args.bugs);
     let report = runner::run_seed_with(&scenario, args.seed, bugs);
     let mut out = std::io::stdout().lock();
-    let replay = report::replay_command(&args.scenario, args.seed, bugs);
+    let replay = report::replay_command(&scenario_arg, args.seed, bugs);
     if let Some(path) = &args.trace {
         std::fs::write(path, report.history.to_json_lines())
             .with_context(|| format!("cannot write trace {}", path.display()))?;
@@ -365,4 +414,43 @@ fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string(&figures)?)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>) -> Result<ExitCode> {
+    let jobs = jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let report = streamsim_sim::hunt::hunt(budget, jobs);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<34} {:<7} {:>5} {:>8}  {:<22} replay",
+        "bug", "caught", "seeds", "wall s", "invariant"
+    )?;
+    for hunted in &report.bugs {
+        writeln!(
+            out,
+            "{:<34} {:<7} {:>5} {:>8.2}  {:<22} {}",
+            hunted.name,
+            if hunted.caught { "yes" } else { "NO" },
+            hunted.seeds,
+            hunted.wall_s,
+            hunted.invariant.unwrap_or("-"),
+            hunted.replay.as_deref().unwrap_or("-")
+        )?;
+    }
+    writeln!(
+        out,
+        "clean model on the same seeds: {} failures",
+        report.clean_failures
+    )?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    }
+    let all_caught = report.bugs.iter().all(|h| h.caught);
+    Ok(if all_caught && report.clean_failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

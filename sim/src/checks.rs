@@ -650,8 +650,16 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     }
     let mut last_token: BTreeMap<(&str, &str), &MultiWriterToken> = BTreeMap::new();
     for record in facts.history.records() {
-        if let Event::TokenHandedOut { reader, to, token } = &record.event {
-            last_token.insert((reader, to), token);
+        match &record.event {
+            Event::TokenHandedOut { reader, to, token } => {
+                last_token.insert((reader, to), token);
+            }
+            // A restarted process's notifier starts at its generator's token: what it covers
+            // from then on begins there, whatever the previous incarnation announced.
+            Event::Started { host, token } => {
+                last_token.insert((host, NOTIFIER), token);
+            }
+            _ => {}
         }
     }
     let recipients = context

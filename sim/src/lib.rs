@@ -6,7 +6,9 @@
 //! - [`scenario`]: scenario files (TOML) and their validation.
 //! - [`world`]: the turmoil world of a run: hosts, transports, the fault driver.
 //! - [`faults`]: the fault schedule, scheduled and drawn from the seed.
+//! - [`generate`]: whole scenarios generated from a seed (bug hunts, property tests).
 //! - [`net`]: simulated time, ports and request/response framing shared by the hosts.
+//! - [`hunt`]: the bug hunt over generated scenarios (`streamsim bugs --hunt`).
 //! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
@@ -14,7 +16,9 @@
 pub mod bench;
 pub mod checks;
 pub mod faults;
+pub mod generate;
 pub mod history;
+pub mod hunt;
 pub mod net;
 pub mod runner;
 pub mod scenario;

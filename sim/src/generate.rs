@@ -1,0 +1,117 @@
+//! Scenarios generated from a seed, swarm-style (each seed picks its own topology, workload
+//! and mix of fault kinds), for bug hunts and property tests. Every generated scenario is an
+//! ordinary [`Scenario`]: `streamsim run --generated --seed N --print-scenario` writes it out
+//! as a TOML file a person can edit and keep.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::scenario::{
+    Fault, FaultKind, Network, RandomFaultKind, RandomFaults, Range, Scenario, Topology, Transport,
+    Workload,
+};
+
+/// Salt that keeps the generator's stream apart from the run's own use of the seed.
+const GENERATOR_STREAM: u64 = 0x7363_656e_6172_696f;
+
+/// The scenario of `seed`.
+pub fn generated(seed: u64) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ GENERATOR_STREAM);
+    let writers = rng.random_range(1..=4);
+    let readers = rng.random_range(1..=3);
+    let sync_clients = rng.random_range(0..=readers);
+    let duration_ms = rng.random_range(15..=40) * 1_000;
+    let batch_max = rng.random_range(1..=8);
+    // Biased delays: sometimes all quick, sometimes a long tail that reorders commits.
+    let delay_max = [0, 50, 300, 1_500][rng.random_range(0..4)];
+    let workload = Workload {
+        batches_per_second: rng.random_range(2..=30),
+        batch_size: Range {
+            min: 1,
+            max: batch_max,
+        },
+        persist_delay_ms: Range {
+            min: 0,
+            max: delay_max,
+        },
+    };
+    let latency_max = [2, 5, 20, 100][rng.random_range(0..4)];
+    let network = Network {
+        latency_ms: Range {
+            min: 1,
+            max: latency_max,
+        },
+        ..Network::default()
+    };
+    // Swarm testing: each kind of fault is in this seed's mix or not.
+    let all = [
+        RandomFaultKind::Partition,
+        RandomFaultKind::PartitionOneway,
+        RandomFaultKind::CrashRestart,
+        RandomFaultKind::Latency,
+        RandomFaultKind::SlowReader,
+    ];
+    let kinds: Vec<RandomFaultKind> = all.into_iter().filter(|_| rng.random_bool(0.5)).collect();
+    let random_faults = (!kinds.is_empty()).then(|| RandomFaults {
+        from_ms: 1_000,
+        until_ms: None,
+        every_ms: Range {
+            min: 2_000,
+            max: rng.random_range(3_000..=12_000),
+        },
+        lasting_ms: Range {
+            min: 500,
+            max: rng.random_range(1_000..=30_000),
+        },
+        kinds,
+    });
+    let mut faults = Vec::new();
+    // An idle writer: one writer stops taking batches early on.
+    if writers > 1 && rng.random_bool(0.4) {
+        faults.push(Fault {
+            at_ms: rng.random_range(1_000..=5_000),
+            kind: FaultKind::Quiesce {
+                host: format!("w{}", rng.random_range(1..=writers)),
+            },
+        });
+    }
+    Scenario {
+        duration_ms,
+        converge_within_ms: 30_000,
+        transport: if rng.random_bool(0.2) {
+            Transport::Redis
+        } else {
+            Transport::Tcp
+        },
+        topology: Topology {
+            writers,
+            readers,
+            sync_clients,
+            late_hosts: Vec::new(),
+        },
+        workload,
+        network,
+        faults,
+        random_faults,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_seed_generates_one_valid_scenario_that_round_trips_through_toml() {
+        for seed in 0..50 {
+            let scenario = generated(seed);
+            assert_eq!(scenario, generated(seed));
+            let text = toml::to_string(&scenario).expect("a scenario serializes");
+            let again = Scenario::parse(Path::new("generated.toml"), &text)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+            assert_eq!(again, scenario, "seed {seed}");
+        }
+        assert_ne!(generated(1), generated(2));
+    }
+}
