@@ -45,8 +45,8 @@ pub const CATALOGUE: &[BugInfo] = &[
         name: "idle-writer-never-announces",
         id: "B4",
         source: "synapse PR #8499 (2020)",
-        fault: "an idle writer sends no POSITION, so readers' minimum stays behind it",
-        caught_by: "liveness",
+        fault: "an idle writer sends no POSITION, so readers' minimum stays behind the first gap",
+        caught_by: "minimum_converges",
     },
     BugInfo {
         bug: Bug::AllocationRace,

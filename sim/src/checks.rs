@@ -108,6 +108,11 @@ pub const CHECKS: &[Check] = &[
         run: liveness,
     },
     Check {
+        name: "minimum_converges",
+        expectation: Expectation::Eventually,
+        run: minimum_converges,
+    },
+    Check {
         name: "notifier_announces_every_event",
         expectation: Expectation::Advisory,
         run: notifier_announces_every_event,
@@ -470,6 +475,62 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
         }
     }
     violations.sort_by_key(|v| v.at);
+    violations
+}
+
+/// Invariant 6, second half: background consumers (federation sender, pushers, application
+/// services) follow a stream's *minimum* position (`get_current_token()`), so after the last
+/// heal the minimum of each sync client's last token must reach the highest id committed
+/// `converge_within` before the end. An idle writer that never announces its position (bug B4)
+/// holds every minimum back.
+fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
+    let Some(cutoff) = context
+        .ended_at
+        .as_ms()
+        .checked_sub(context.converge_within_ms)
+        .map(SimInstant::from_ms)
+    else {
+        return Vec::new();
+    };
+    if facts.last_heal.is_some_and(|healed| healed > cutoff) {
+        return Vec::new();
+    }
+    let Some(highest) = facts
+        .by_writer
+        .values()
+        .flatten()
+        .filter(|(_, _, at)| *at <= cutoff)
+        .map(|(id, _, _)| *id)
+        .max()
+    else {
+        return Vec::new();
+    };
+    let mut last_token: BTreeMap<(&str, &str), &MultiWriterToken> = BTreeMap::new();
+    for record in facts.history.records() {
+        if let Event::TokenHandedOut { reader, to, token } = &record.event {
+            last_token.insert((reader, to), token);
+        }
+    }
+    let mut violations = Vec::new();
+    for (client, reader) in &context.clients {
+        let Some(token) = last_token.get(&(reader.as_str(), client.as_str())) else {
+            continue;
+        };
+        if token.stream() < highest {
+            violations.push(violation(
+                "minimum_converges",
+                context.ended_at,
+                &[reader, client],
+                &[],
+                &[token],
+                format!(
+                    "{client}'s last token from {reader} has minimum {}, below {highest}, the highest id committed by {cutoff}; converge_within {}ms",
+                    token.stream(),
+                    context.converge_within_ms
+                ),
+            ));
+        }
+    }
     violations
 }
 

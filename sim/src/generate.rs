@@ -19,7 +19,8 @@ pub fn generated(seed: u64) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ GENERATOR_STREAM);
     let writers = rng.random_range(1..=4);
     let readers = rng.random_range(1..=3);
-    let sync_clients = rng.random_range(0..=readers);
+    // At least one sync client: its tokens are what the minimum-position check reads.
+    let sync_clients = rng.random_range(1..=readers);
     let duration_ms = rng.random_range(15..=40) * 1_000;
     let batch_max = rng.random_range(1..=8);
     // Biased delays: sometimes all quick, sometimes a long tail that reorders commits.
@@ -68,12 +69,32 @@ pub fn generated(seed: u64) -> Scenario {
     let mut faults = Vec::new();
     // An idle writer: one writer stops taking batches early on.
     if writers > 1 && rng.random_bool(0.4) {
+        let idle = rng.random_range(1..=writers);
+        let quiesce_at = rng.random_range(1_000..=5_000);
         faults.push(Fault {
-            at_ms: rng.random_range(1_000..=5_000),
+            at_ms: quiesce_at,
             kind: FaultKind::Quiesce {
-                host: format!("w{}", rng.random_range(1..=writers)),
+                host: format!("w{idle}"),
             },
         });
+        // Biased toward the shape that matters with an idle writer: another writer dies with
+        // ids in flight, leaving gaps only the idle writer's announced position can skip.
+        if rng.random_bool(0.7) {
+            let busy = (idle % writers) + 1;
+            let crash_at = quiesce_at + rng.random_range(2_000..=6_000);
+            faults.push(Fault {
+                at_ms: crash_at,
+                kind: FaultKind::Crash {
+                    host: format!("w{busy}"),
+                },
+            });
+            faults.push(Fault {
+                at_ms: crash_at + rng.random_range(500..=3_000),
+                kind: FaultKind::Restart {
+                    host: format!("w{busy}"),
+                },
+            });
+        }
     }
     Scenario {
         duration_ms,

@@ -37,3 +37,34 @@ fn b20_notifier_given_per_event_ids_is_caught_as_a_token_regression() {
         clean.violations.first()
     );
 }
+
+/// B4: an idle writer that never announces its position holds every reader's minimum behind
+/// the first gap (ids a crashed writer never committed), so background consumers stall. The
+/// generated scenario of seed 11 has one writer go idle and the other crash with ids in
+/// flight; `bugs --hunt` found it.
+#[test]
+fn b4_idle_writer_never_announces_is_caught_as_a_stuck_minimum() {
+    let seed = 11;
+    let scenario = streamsim_sim::generate::generated(seed);
+    let replay =
+        format!("streamsim run --generated --seed {seed} --bug idle-writer-never-announces");
+    let buggy = run_seed_with(
+        &scenario,
+        seed,
+        Bugs::NONE.with(Bug::IdleWriterNeverAnnounces),
+    );
+    assert!(
+        buggy
+            .violations
+            .iter()
+            .any(|v| v.invariant == "minimum_converges"),
+        "not caught: {:?}; replay: {replay}",
+        buggy.violations.first()
+    );
+    let clean = run_seed(&scenario, seed);
+    assert!(
+        clean.passed(),
+        "the clean model fails the same seed: {:?}",
+        clean.violations.first()
+    );
+}
