@@ -14,3 +14,4 @@ mod support;
 mod tidy;
 mod wire_diff;
 mod world;
+mod world_props;

@@ -1,0 +1,164 @@
+//! Property tests of the whole world: proptest generates scenarios (topology, workload, persist
+//! delays, latency, a fault schedule of partitions, heals, crashes, restarts and writer config
+//! changes) plus a simulation seed; every case must keep every invariant with the clean model.
+//!
+//! On failure proptest shrinks toward fewer hosts, fewer faults and a shorter run, and the
+//! message prints the failing case as a scenario file and the `streamsim run` command that
+//! replays it. `PROPTEST_CASES` sets the number of cases (default 6 here, to keep CI short);
+//! proptest keeps failing cases in its regression file (committed when one appears) and
+//! replays them first; `PROPTEST_RNG_SEED` fixes proptest's own seed.
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use streamsim_models::bugs::{Bug, Bugs};
+use streamsim_sim::runner::run_seed_with;
+use streamsim_sim::scenario::{
+    Fault, FaultKind, Network, Range, Scenario, Topology, Transport, Workload,
+};
+
+/// One fault of a generated schedule, by host index so that shrinking keeps it valid.
+#[derive(Clone, Debug)]
+enum FaultSpec {
+    Partition {
+        writer: u32,
+        reader: u32,
+        for_ms: u64,
+    },
+    OneWay {
+        writer: u32,
+        reader: u32,
+        for_ms: u64,
+    },
+    CrashRestart {
+        writer: u32,
+        down_ms: u64,
+    },
+    ReaderRestart {
+        reader: u32,
+    },
+    Quiesce {
+        writer: u32,
+    },
+}
+
+fn fault_spec() -> impl Strategy<Value = (u64, FaultSpec)> {
+    let spec = prop_oneof![
+        (0..4u32, 0..3u32, 1_000..30_000u64).prop_map(|(writer, reader, for_ms)| {
+            FaultSpec::Partition {
+                writer,
+                reader,
+                for_ms,
+            }
+        }),
+        (0..4u32, 0..3u32, 1_000..30_000u64).prop_map(|(writer, reader, for_ms)| {
+            FaultSpec::OneWay {
+                writer,
+                reader,
+                for_ms,
+            }
+        }),
+        (0..4u32, 100..5_000u64)
+            .prop_map(|(writer, down_ms)| FaultSpec::CrashRestart { writer, down_ms }),
+        (0..3u32).prop_map(|reader| FaultSpec::ReaderRestart { reader }),
+        (0..4u32).prop_map(|writer| FaultSpec::Quiesce { writer }),
+    ];
+    (500..15_000u64, spec)
+}
+
+prop_compose! {
+    fn scenario()(
+        writers in 1..=3u32,
+        readers in 1..=2u32,
+        sync_clients in 0..=2u32,
+        duration_s in 8..=20u64,
+        batches_per_second in 2..=30u32,
+        batch_max in 1..=6u64,
+        delay_max in prop_oneof![Just(0u64), Just(100), Just(800), Just(1_500)],
+        latency_max in prop_oneof![Just(2u64), Just(10), Just(100)],
+        specs in proptest::collection::vec(fault_spec(), 0..4),
+        redis in proptest::bool::weighted(0.2),
+    ) -> Scenario {
+        let duration_ms = duration_s * 1_000;
+        let mut faults = Vec::new();
+        for (at_ms, spec) in specs {
+            let at_ms = at_ms.min(duration_ms);
+            let writer = |i: u32| format!("w{}", i % writers + 1);
+            let reader = |i: u32| format!("r{}", i % readers + 1);
+            let heal = |after: u64| Fault { at_ms: (at_ms + after).min(duration_ms), kind: FaultKind::Heal };
+            match spec {
+                FaultSpec::Partition { writer: w, reader: r, for_ms } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::Partition { hosts: [writer(w), reader(r)] } });
+                    faults.push(heal(for_ms));
+                }
+                FaultSpec::OneWay { writer: w, reader: r, for_ms } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::PartitionOneway { from: writer(w), to: reader(r) } });
+                    faults.push(heal(for_ms));
+                }
+                FaultSpec::CrashRestart { writer: w, down_ms } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::Crash { host: writer(w) } });
+                    faults.push(Fault { at_ms: (at_ms + down_ms).min(duration_ms), kind: FaultKind::Restart { host: writer(w) } });
+                }
+                FaultSpec::ReaderRestart { reader: r } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::Restart { host: reader(r) } });
+                }
+                FaultSpec::Quiesce { writer: w } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::Quiesce { host: writer(w) } });
+                }
+            }
+        }
+        faults.sort_by_key(|f| f.at_ms);
+        Scenario {
+            duration_ms,
+            converge_within_ms: 30_000,
+            transport: if redis { Transport::Redis } else { Transport::Tcp },
+            topology: Topology { writers, readers, sync_clients: sync_clients.min(readers), late_hosts: Vec::new() },
+            workload: Workload {
+                batches_per_second,
+                batch_size: Range { min: 1, max: batch_max },
+                persist_delay_ms: Range { min: 0, max: delay_max },
+            },
+            network: Network { latency_ms: Range { min: 1, max: latency_max }, ..Network::default() },
+            faults,
+            random_faults: None,
+        }
+    }
+}
+
+/// `STREAMSIM_PROP_BUG=NAME[,NAME]` runs the property with historical-bug switches on, to
+/// watch it catch and shrink one (the default is the clean model, which must pass).
+fn bug_switches() -> Bugs {
+    std::env::var("STREAMSIM_PROP_BUG")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| Bug::from_name(name).unwrap_or_else(|| panic!("no bug switch {name:?}")))
+        .fold(Bugs::NONE, Bugs::with)
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6)
+}
+
+proptest! {
+    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+
+    #[test]
+    fn generated_worlds_keep_every_invariant(scenario in scenario(), seed in 0..1_000u64) {
+        let bugs = bug_switches();
+        let report = run_seed_with(&scenario, seed, bugs);
+        let unexplained: Vec<_> = report.violations.iter().filter(|v| !v.is_known()).collect();
+        if let Some(first) = unexplained.first() {
+            let text = toml::to_string(&scenario).expect("a scenario serializes");
+            panic!(
+                "[{}] at {}: {}\n\nsave as failing.toml:\n# proptest case\n{text}\nreplay: streamsim run failing.toml --seed {seed}{}",
+                first.invariant,
+                first.at,
+                first.message,
+                bugs.names().iter().map(|n| format!(" --bug {n}")).collect::<String>()
+            );
+        }
+    }
+}
