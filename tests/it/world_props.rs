@@ -5,8 +5,8 @@
 //! On failure proptest shrinks toward fewer hosts, fewer faults and a shorter run, and the
 //! message prints the failing case as a scenario file and the `streamsim run` command that
 //! replays it. `PROPTEST_CASES` sets the number of cases (default 6 here, to keep CI short);
-//! proptest keeps failing cases in its regression file (committed when one appears) and
-//! replays them first; `PROPTEST_RNG_SEED` fixes proptest's own seed.
+//! proptest keeps failing cases of the clean model in `tests/proptest-regressions/` (commit
+//! it when one appears) and replays them first; `PROPTEST_RNG_SEED` fixes proptest's own seed.
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -143,7 +143,16 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+    // Cases found under a bug switch are not regressions of the clean model: keep only those.
+    #![proptest_config(Config {
+        cases: cases(),
+        failure_persistence: if bug_switches().is_clean() {
+            Config::default().failure_persistence
+        } else {
+            None
+        },
+        ..Config::default()
+    })]
 
     #[test]
     fn generated_worlds_keep_every_invariant(scenario in scenario(), seed in 0..1_000u64) {
