@@ -733,6 +733,19 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 .iter()
                 .map(|(c, r)| (r.as_str(), c.as_str())),
         );
+    let discarded: BTreeSet<(&str, &str, i64)> = facts
+        .history
+        .records()
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::RdataDiscarded {
+                reader,
+                writer,
+                token,
+            } => Some((reader.as_str(), writer.as_str(), *token)),
+            _ => None,
+        })
+        .collect();
     let start = MultiWriterToken::default();
     let mut violations = Vec::new();
     for (reader, to) in recipients {
@@ -744,6 +757,13 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
             .map(|(event_id, _)| event_id.as_str())
             .collect();
         if let Some(first) = behind.first() {
+            // A notifier that never announced events whose RDATA it discarded as already seen
+            // stays behind them until something newer is released: finding F2.
+            let f2 = to == NOTIFIER
+                && behind.iter().all(|event_id| {
+                    let commit = &facts.commits[*event_id];
+                    discarded.contains(&(reader, commit.writer.as_str(), commit.stream_id))
+                });
             let whose = if to == NOTIFIER {
                 format!("{reader}'s notifier")
             } else {
@@ -761,6 +781,9 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                     context.converge_within_ms
                 ),
             ));
+            if f2 {
+                violations.last_mut().expect("just pushed").finding = Some("F2");
+            }
         }
     }
     violations

@@ -96,6 +96,27 @@ pub fn generated(seed: u64) -> Scenario {
             });
         }
     }
+    // A slow database in spikes: a long round trip between the sequence handing out an id and
+    // the writer hearing of it is where allocation races live. (Drawn last, so the choices
+    // above stay what they were for every seed.)
+    if rng.random_bool(0.4) {
+        let at_ms = rng.random_range(1_000..=duration_ms / 2);
+        faults.push(Fault {
+            at_ms,
+            kind: FaultKind::Latency {
+                latency_ms: Range { min: 1, max: 400 },
+                host: Some("db".to_owned()),
+            },
+        });
+        faults.push(Fault {
+            at_ms: (at_ms + rng.random_range(3_000..=15_000)).min(duration_ms),
+            kind: FaultKind::Latency {
+                latency_ms: network.latency_ms,
+                host: Some("db".to_owned()),
+            },
+        });
+        faults.sort_by_key(|f| f.at_ms);
+    }
     Scenario {
         duration_ms,
         converge_within_ms: 30_000,

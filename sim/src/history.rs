@@ -62,6 +62,13 @@ pub enum Event {
         host: String,
         token: MultiWriterToken,
     },
+    /// A reader discarded an RDATA row as already seen (`cmd.token <= current_token`): when
+    /// `persisted_upto` had already passed it, its notifier never announces it (finding F2).
+    RdataDiscarded {
+        reader: String,
+        writer: String,
+        token: i64,
+    },
     /// A replication connection was (re)established after a loss.
     Reconnected { host: String, peer: String },
     /// A replication connection ended, seen from `host`: why (`ping timeout`, `failed to

@@ -250,7 +250,16 @@ impl Process {
                     instance,
                     token,
                     reason,
-                } => tracing::trace!(host = %self.name, %instance, ?token, reason, "discarded"),
+                } => {
+                    tracing::trace!(host = %self.name, %instance, ?token, reason, "discarded");
+                    if let (Some(token), "already seen") = (token, reason) {
+                        self.shared.record(Event::RdataDiscarded {
+                            reader: self.name.clone(),
+                            writer: instance,
+                            token,
+                        });
+                    }
+                }
             }
         }
     }
