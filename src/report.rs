@@ -107,31 +107,26 @@ pub fn print_sweep(
     let mut failed = 0;
     let mut known = 0;
     for result in results.iter().filter(|r| !r.passed) {
+        let first = &result.violations[0];
         if let Some(finding) = &result.known {
             known += 1;
             writeln!(
                 out,
                 "known seed {}: [{}] diagnosed as Synapse bug {finding} (tools/synapse/FINDINGS.md)",
-                result.seed, result.violations[0].invariant
+                result.seed, first.invariant
             )?;
+        } else {
+            failed += 1;
             writeln!(
                 out,
-                "  replay: {}",
-                replay_command(scenario, result.seed, bugs)
+                "FAIL seed {}: {} violations, first [{}] at {}: {}",
+                result.seed,
+                result.violations.len(),
+                first.invariant,
+                seconds(first.at.as_ms()),
+                first.message
             )?;
-            continue;
         }
-        failed += 1;
-        let first = &result.violations[0];
-        writeln!(
-            out,
-            "FAIL seed {}: {} violations, first [{}] at {}: {}",
-            result.seed,
-            result.violations.len(),
-            first.invariant,
-            seconds(first.at.as_ms()),
-            first.message
-        )?;
         writeln!(
             out,
             "  replay: {}",

@@ -484,17 +484,9 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
 /// `converge_within` before the end. An idle writer that never announces its position (bug B4)
 /// holds every minimum back.
 fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
-    let Some(cutoff) = context
-        .ended_at
-        .as_ms()
-        .checked_sub(context.converge_within_ms)
-        .map(SimInstant::from_ms)
-    else {
+    let Some(cutoff) = convergence_cutoff(facts, context) else {
         return Vec::new();
     };
-    if facts.last_heal.is_some_and(|healed| healed > cutoff) {
-        return Vec::new();
-    }
     let Some(highest) = facts
         .by_writer
         .values()
@@ -505,12 +497,7 @@ fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     else {
         return Vec::new();
     };
-    let mut last_token: BTreeMap<(&str, &str), &MultiWriterToken> = BTreeMap::new();
-    for record in facts.history.records() {
-        if let Event::TokenHandedOut { reader, to, token } = &record.event {
-            last_token.insert((reader, to), token);
-        }
-    }
+    let last_token = last_tokens(facts);
     let mut violations = Vec::new();
     for (client, reader) in &context.clients {
         let Some(token) = last_token.get(&(reader.as_str(), client.as_str())) else {
@@ -693,36 +680,49 @@ fn unique_ids(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     violations
 }
 
+/// The end of the workload phase, from which convergence is judged: `converge_within` before
+/// the end of the run. `None` (inconclusive) when the run did not last that long past the last
+/// heal.
+fn convergence_cutoff(facts: &Facts, context: &CheckContext) -> Option<SimInstant> {
+    let cutoff = context
+        .ended_at
+        .as_ms()
+        .checked_sub(context.converge_within_ms)
+        .map(SimInstant::from_ms)?;
+    facts
+        .last_heal
+        .is_none_or(|healed| healed <= cutoff)
+        .then_some(cutoff)
+}
+
+/// The last token each (reader, recipient) got. A restarted process's notifier starts at its
+/// generator's token: what it covers from then on begins there, whatever the previous
+/// incarnation announced.
+fn last_tokens<'a>(facts: &Facts<'a>) -> BTreeMap<(&'a str, &'a str), &'a MultiWriterToken> {
+    let mut last_token = BTreeMap::new();
+    for record in facts.history.records() {
+        match &record.event {
+            Event::TokenHandedOut { reader, to, token } => {
+                last_token.insert((reader.as_str(), to.as_str()), token);
+            }
+            Event::Started { host, token } => {
+                last_token.insert((host.as_str(), NOTIFIER), token);
+            }
+            _ => {}
+        }
+    }
+    last_token
+}
+
 /// Invariant 6: After the last fault heals, everyone converges: each reader's last announced
 /// token, and each sync client's last `next_batch`, covers every event committed at least
 /// `converge_within` before the end of the run. Inconclusive (no violation) when the run did
 /// not last `converge_within` past the last heal.
 fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
-    let Some(cutoff) = context
-        .ended_at
-        .as_ms()
-        .checked_sub(context.converge_within_ms)
-        .map(SimInstant::from_ms)
-    else {
+    let Some(cutoff) = convergence_cutoff(facts, context) else {
         return Vec::new();
     };
-    if facts.last_heal.is_some_and(|healed| healed > cutoff) {
-        return Vec::new();
-    }
-    let mut last_token: BTreeMap<(&str, &str), &MultiWriterToken> = BTreeMap::new();
-    for record in facts.history.records() {
-        match &record.event {
-            Event::TokenHandedOut { reader, to, token } => {
-                last_token.insert((reader, to), token);
-            }
-            // A restarted process's notifier starts at its generator's token: what it covers
-            // from then on begins there, whatever the previous incarnation announced.
-            Event::Started { host, token } => {
-                last_token.insert((host, NOTIFIER), token);
-            }
-            _ => {}
-        }
-    }
+    let last_token = last_tokens(facts);
     let recipients = context
         .readers
         .iter()

@@ -4,7 +4,7 @@
 //! Results are plain values; the CLI prints them. A sweep's results come back in seed order
 //! whatever the thread interleaving, so its output is deterministic too.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,6 @@ pub fn sweep(
 ) -> Vec<SeedResult> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<SeedResult>>> = Mutex::new(vec![None; seeds.len()]);
-    let finished = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
@@ -162,7 +161,6 @@ pub fn sweep(
                     reached,
                 };
                 progress(&result);
-                finished.fetch_add(1, Ordering::Relaxed);
                 results.lock().expect("no thread panics holding it")[index] = Some(result);
             });
         }

@@ -296,6 +296,12 @@ impl Scenario {
                 );
             }
         }
+        if self.workload.batches_per_second == 0 {
+            return fail(
+                "workload.batches_per_second",
+                "at least one batch per second (use a `quiesce` fault for an idle writer)".into(),
+            );
+        }
         if self.workload.batch_size.min == 0 {
             return fail(
                 "workload.batch_size",

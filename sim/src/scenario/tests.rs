@@ -95,3 +95,11 @@ fn unreadable_files_are_errors_not_panics() {
     let e = Scenario::load(Path::new("/nonexistent/scenario.toml")).unwrap_err();
     assert!(e.to_string().contains("cannot read"), "{e}");
 }
+
+#[test]
+fn a_workload_without_batches_is_an_error_not_a_silent_default() {
+    let text = GOOD.replace("batches_per_second = 20", "batches_per_second = 0");
+    let error = Scenario::parse(Path::new("z.toml"), &text).unwrap_err();
+    assert_eq!(error.field, "workload.batches_per_second");
+    assert!(error.line > 0, "{error}");
+}

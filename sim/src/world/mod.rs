@@ -31,8 +31,6 @@ use crate::faults;
 use crate::history::{Event, History};
 use crate::scenario::{FaultKind, Range, Scenario, Transport};
 
-pub use db::DB_CALL_TIMEOUT_MS;
-
 /// The homeserver name every process shares (the SERVER greeting carries it).
 pub const HOMESERVER_NAME: &str = "streamsim.test";
 
@@ -137,9 +135,8 @@ impl Shared {
 
     /// Whether a one-way partition stops `from`'s bytes reaching `to`.
     pub fn is_cut(&self, from: &str, to: &str) -> bool {
-        self.cut
-            .borrow()
-            .contains(&(from.to_owned(), to.to_owned()))
+        // Called before every replication write: compare in place rather than allocate.
+        self.cut.borrow().iter().any(|(f, t)| f == from && t == to)
     }
 
     pub fn is_quiesced(&self, host: &str) -> bool {

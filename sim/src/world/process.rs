@@ -181,13 +181,15 @@ impl Process {
 
     /// A replication command arrived on `link`.
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
+        let inbound = Inbound::from_command(command);
+        let replicate = matches!(inbound, Inbound::Replicate);
         let actions = {
             let state = &mut *self.state.borrow_mut();
             let follower = state.followers.entry(link.to_owned()).or_insert_with(|| {
                 streamsim_models::replication::StreamFollower::new(&self.name)
                     .with_bugs(self.shared.bugs)
             });
-            match Inbound::from_command(command) {
+            match inbound {
                 Inbound::Rdata {
                     instance,
                     token,
@@ -213,7 +215,7 @@ impl Process {
             }
         };
         self.apply_follower(link, actions);
-        if matches!(Inbound::from_command(command), Inbound::Replicate) {
+        if replicate {
             self.poke();
         }
     }
