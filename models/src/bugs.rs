@@ -5,9 +5,13 @@
 //! A switch changes exactly the rule its bug broke, at the place the fix went in; each entry
 //! says where the bug comes from and which invariant should catch it.
 
-/// One historical bug.
+/// One historical bug, in catalogue order (research/synapse-model.md §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bug {
+    /// B1: on start a writer's position was the MAX(stream_id) of its rows.
+    RestartTakesMaxId,
+    /// B2: a writer's position moved only when the id finishing was its lowest unfinished one.
+    OutOfOrderFinishStalls,
     /// B4: an idle writer's position only moved when it wrote.
     IdleWriterNeverAnnounces,
     /// B5: no in-flight guard between the sequence answering and the ids becoming unfinished.
@@ -16,8 +20,22 @@ pub enum Bug {
     NewWriterAdvancesTooQuickly,
     /// B7: a writer took its own position from its `stream_positions` row, not the sequence.
     OwnPositionNotFromSequence,
+    /// B8: a /sync `since` token from the future was not bounded by the sequence.
+    SyncWaitsOnFutureToken,
+    /// B10: ids allocated for a request cancelled inside `enter` were never finished.
+    CancelledEnterWedgesPosition,
+    /// B12: waiters on one position were compared by their deferreds.
+    WaitersCompareDeferreds,
+    /// B13: a lost replication connection did not mark its streams disconnected.
+    LostEventsOnReconnect,
+    /// B14: RDATA was processed while a POSITION catch-up of its stream was running.
+    UpdatesDuringCatchUp,
     /// B15: RDATA at or below the writer's current position was applied again.
     ReprocessingOldRdata,
+    /// B17: `wait_for_stream_position` compared the local instance's token, not the writer's.
+    WaitChecksLocalToken,
+    /// B18: the resume token after a partial read could go behind the `from` token.
+    PartialReadTokenGoesBackwards,
     /// B20: the notifier announced with the events' own ids instead of the max token.
     NotifierGivenPerEventIds,
 }
@@ -40,6 +58,22 @@ pub struct BugInfo {
 
 /// Every switch, in catalogue order.
 pub const CATALOGUE: &[BugInfo] = &[
+    BugInfo {
+        bug: Bug::RestartTakesMaxId,
+        name: "restart-takes-max-id",
+        id: "B1",
+        source: "synapse PR #8374 (2020)",
+        fault: "a restarted process sets each writer's position to MAX(stream_id) of its rows, past its ids still in flight",
+        caught_by: "no_missed_event",
+    },
+    BugInfo {
+        bug: Bug::OutOfOrderFinishStalls,
+        name: "out-of-order-finish-stalls",
+        id: "B2",
+        source: "synapse PR #8257 (2020)",
+        fault: "finishing 9 before 8 leaves the writer at 8 until another id finishes (the 2020 generator, without the idle bump)",
+        caught_by: "liveness",
+    },
     BugInfo {
         bug: Bug::IdleWriterNeverAnnounces,
         name: "idle-writer-never-announces",
@@ -73,12 +107,68 @@ pub const CATALOGUE: &[BugInfo] = &[
         caught_by: "tokens_never_regress",
     },
     BugInfo {
+        bug: Bug::SyncWaitsOnFutureToken,
+        name: "sync-waits-on-future-token",
+        id: "B8",
+        source: "synapse PR #17386 (2024), issue #17274",
+        fault: "a since token ahead of the sequence is not bounded, so every /sync waits 10 s and answers empty",
+        caught_by: "sync_answers",
+    },
+    BugInfo {
+        bug: Bug::CancelledEnterWedgesPosition,
+        name: "cancelled-enter-wedges-position",
+        id: "B10",
+        source: "synapse PR #20090 (2026), issue #19800",
+        fault: "ids allocated for a request cancelled before enter returned stay unfinished, pinning the position",
+        caught_by: "liveness",
+    },
+    BugInfo {
+        bug: Bug::WaitersCompareDeferreds,
+        name: "waiters-compare-deferreds",
+        id: "B12",
+        source: "synapse 2020 (research/synapse-model.md §5, PR number unverified)",
+        fault: "a second waiter on the same writer position raises, failing a send that was persisted",
+        caught_by: "sends_answered",
+    },
+    BugInfo {
+        bug: Bug::LostEventsOnReconnect,
+        name: "lost-events-on-reconnect",
+        id: "B13",
+        source: "synapse PR #7427 (2020), issue #7409",
+        fault: "streams stay connected over a lost connection, so RDATA after the reconnect skips the rows missed meanwhile",
+        caught_by: "notifier_announces_every_event",
+    },
+    BugInfo {
+        bug: Bug::UpdatesDuringCatchUp,
+        name: "updates-during-catch-up",
+        id: "B14",
+        source: "synapse PRs #7185, #7226 (2020)",
+        fault: "RDATA is processed while a POSITION catch-up runs, so the writer's position passes rows not yet announced",
+        caught_by: "notifier_in_order",
+    },
+    BugInfo {
         bug: Bug::ReprocessingOldRdata,
         name: "reprocessing-old-rdata",
         id: "B15",
         source: "synapse PR #7648 (2020), issue #7360",
         fault: "RDATA at or below the writer's current position is applied again",
-        caught_by: "no_duplicate",
+        caught_by: "notifier_in_order",
+    },
+    BugInfo {
+        bug: Bug::WaitChecksLocalToken,
+        name: "wait-checks-local-token",
+        id: "B17",
+        source: "synapse PR #14856 (2023)",
+        fault: "wait_for_stream_position compares the local instance's token, so a send returns before its event is readable there",
+        caught_by: "read_your_writes",
+    },
+    BugInfo {
+        bug: Bug::PartialReadTokenGoesBackwards,
+        name: "partial-read-token-goes-backwards",
+        id: "B18",
+        source: "synapse 1.163 line, sharded-token helpers (research/synapse-model.md §5, PR number unverified)",
+        fault: "the resume token after a limited read drops the max with the from token, so a writer's position goes back",
+        caught_by: "tokens_never_regress",
     },
     BugInfo {
         bug: Bug::NotifierGivenPerEventIds,

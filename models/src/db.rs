@@ -344,6 +344,16 @@ impl Database {
             .max(0)
     }
 
+    /// `SELECT instance_name, MAX(stream_id) ... GROUP BY instance_name` over committed rows.
+    pub fn max_row_id_per_instance(&self) -> BTreeMap<String, i64> {
+        let mut highest = BTreeMap::new();
+        for row in &self.rows {
+            let entry = highest.entry(row.instance_name.clone()).or_insert(row.stream_id);
+            *entry = (*entry).max(row.stream_id);
+        }
+        highest
+    }
+
     /// Indexes in `rows` of the rows with `from < stream_id <= upto`, in id order.
     fn indexes_between(&self, from: i64, upto: i64) -> impl Iterator<Item = usize> + '_ {
         use std::ops::Bound::{Excluded, Included};

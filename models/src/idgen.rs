@@ -102,6 +102,15 @@ pub fn read_startup_state(
     if !config.writers.is_empty() {
         db.prune_stream_positions(&config.writers);
         stored_positions = db.stream_positions().clone();
+        if config.bugs.on(Bug::RestartTakesMaxId) {
+            // Bug B1 (PR #8374): before `stream_positions`, each writer was taken to be at its
+            // highest row, even with lower ids of it still in flight.
+            stored_positions = db
+                .max_row_id_per_instance()
+                .into_iter()
+                .filter(|(instance, _)| config.writers.contains(instance))
+                .collect();
+        }
     }
     let own_sequence_value = config.is_writer().then(|| db.sequence().last_value());
     // Our own sequence value replaces our stored row before the minimum is taken.
@@ -297,6 +306,10 @@ impl MultiWriterIdGenerator {
 
     /// `_mark_ids_as_finished`: runs on every context exit, successful or not.
     pub fn mark_finished(&mut self, ids: &[i64]) {
+        if self.config.bugs.on(Bug::OutOfOrderFinishStalls) {
+            self.mark_finished_as_in_2020(ids);
+            return;
+        }
         for id in ids {
             self.unfinished_ids.remove(id);
             self.finished_ids.insert(*id);
@@ -329,6 +342,35 @@ impl MultiWriterIdGenerator {
             let current = self.current_positions.get(&me).copied().unwrap_or(0);
             self.current_positions.insert(me, current.max(new_current));
             self.max_local = self.max_local.max(current).max(new_current);
+        }
+        for id in ids {
+            self.add_persisted_position(*id);
+        }
+    }
+
+    /// Bug B2 (PR #8257): `_mark_id_as_finished` of August 2020. The position moves to a
+    /// finishing id only if every id still unfinished is above it, so ids finished earlier
+    /// out of order are forgotten until another id finishes.
+    fn mark_finished_as_in_2020(&mut self, ids: &[i64]) {
+        for id in ids {
+            self.unfinished_ids.remove(id);
+        }
+        let lowest_pending = self
+            .unfinished_ids
+            .first()
+            .copied()
+            .into_iter()
+            .chain(self.in_flight_fetches.keys().next().map(|guard| guard + 1))
+            .min();
+        let new_current = ids
+            .iter()
+            .copied()
+            .filter(|id| lowest_pending.is_none_or(|lowest| *id < lowest))
+            .max();
+        if let Some(new_current) = new_current {
+            let me = self.config.instance_name.clone();
+            let current = self.current_positions.get(&me).copied().unwrap_or(0);
+            self.current_positions.insert(me, current.max(new_current));
         }
         for id in ids {
             self.add_persisted_position(*id);
@@ -401,6 +443,11 @@ impl MultiWriterIdGenerator {
     /// position, but never below `persisted_upto` (an unknown writer is assumed to start there).
     pub fn current_token_for_writer(&self, writer: &str) -> i64 {
         if writer == self.config.instance_name {
+            if self.config.bugs.on(Bug::OutOfOrderFinishStalls) {
+                // The 2020 generator had no `_max_position_of_local_instance` (PR #8499 came a
+                // month after #8257): a writer announced its own position as it was.
+                return self.minimal_local_current_token();
+            }
             return self.max_local;
         }
         self.current_positions

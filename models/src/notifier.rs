@@ -38,6 +38,9 @@ pub enum NotifierError {
     ListenerInUse(ListenerId),
     #[error("waiter {0} is already waiting")]
     WaiterInUse(WaiterId),
+    /// Bug B12: inserting a second waiter on one position compared two deferreds.
+    #[error("TypeError: '<' not supported between instances of 'Deferred' and 'Deferred' (waiter {0})")]
+    WaitersCompared(WaiterId),
 }
 
 /// A persisted room event as the notifier knows it: `PersistedEventPosition` (writer and
@@ -378,6 +381,8 @@ pub struct PositionWaiters {
     /// Writer → waiters, sorted by position; equal positions in arrival order (`SortedList`
     /// with `key=lambda t: t[0]` inserts after equal keys).
     waiting: BTreeMap<String, Vec<PositionWaiter>>,
+    /// Historical-bug switches (all off: Synapse 1.163.2).
+    bugs: Bugs,
 }
 
 impl PositionWaiters {
@@ -386,7 +391,14 @@ impl PositionWaiters {
         PositionWaiters {
             local_instance: local_instance.to_owned(),
             waiting: BTreeMap::new(),
+            bugs: Bugs::NONE,
         }
+    }
+
+    /// The waiters with historical-bug switches on.
+    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     pub fn waiting_count(&self) -> usize {
@@ -414,8 +426,22 @@ impl PositionWaiters {
         if self.waiting.values().flatten().any(|w| w.waiter == waiter) {
             return Err(NotifierError::WaiterInUse(waiter));
         }
-        if instance == self.local_instance || position <= current_token_for(instance) {
+        // Bug B17 (PR #14856): the position was compared with the local instance's token.
+        let compared_with = if self.bugs.on(Bug::WaitChecksLocalToken) {
+            &self.local_instance
+        } else {
+            instance
+        };
+        if instance == self.local_instance || position <= current_token_for(compared_with) {
             return Ok(Some(PositionWakeup::Reached { waiter }));
+        }
+        let tie = self
+            .waiting
+            .get(instance)
+            .is_some_and(|list| list.iter().any(|w| w.position == position));
+        if tie && self.bugs.on(Bug::WaitersCompareDeferreds) {
+            // Bug B12: sorting `(position, deferred)` tuples compares the deferreds on a tie.
+            return Err(NotifierError::WaitersCompared(waiter));
         }
         let list = self.waiting.entry(instance.to_owned()).or_default();
         let at = list.partition_point(|w| w.position <= position);
@@ -487,6 +513,9 @@ pub struct SyncResponse {
     /// ties by writer name.
     pub events: Vec<RoomEvent>,
     pub next_batch: MultiWriterToken,
+    /// More events were in range than the timeline limit: `next_batch` is where the read
+    /// stopped (`advance_multiwriter_sharded_token_after_partial_read`), not `current`.
+    pub limited: bool,
     /// `wait_for_stream_token` gave up: the answer is empty and `next_batch` is the (bounded)
     /// `since` token (`SyncResult.empty(since_token)`, not cached).
     pub timed_out: bool,
@@ -517,6 +546,16 @@ pub struct SyncRequest {
     started: SimInstant,
     next_poll_at: SimInstant,
     done: bool,
+    options: SyncOptions,
+}
+
+/// How a [`SyncRequest`] reads: its timeline limit and the historical-bug switches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// At most this many events per answer, the earliest first; the rest come on the next
+    /// request from a partial-read token. `None`: unlimited.
+    pub timeline_limit: Option<usize>,
+    pub bugs: Bugs,
 }
 
 impl SyncRequest {
@@ -535,8 +574,20 @@ impl SyncRequest {
         max_allocated: StreamId,
         now: SimInstant,
     ) -> Self {
+        Self::with_options(since, current, max_allocated, now, SyncOptions::default())
+    }
+
+    /// [`SyncRequest::new`] with a timeline limit or historical-bug switches.
+    pub fn with_options(
+        since: Option<MultiWriterToken>,
+        current: &MultiWriterToken,
+        max_allocated: StreamId,
+        now: SimInstant,
+        options: SyncOptions,
+    ) -> Self {
         let since = since.map(|since| {
-            if since.is_before_or_eq(current) {
+            // Bug B8 (PR #17386): before the bound, a token from the future was waited on.
+            if since.is_before_or_eq(current) || options.bugs.on(Bug::SyncWaitsOnFutureToken) {
                 since
             } else {
                 since.bounded(max_allocated)
@@ -547,6 +598,7 @@ impl SyncRequest {
             started: now,
             next_poll_at: now,
             done: false,
+            options,
         }
     }
 
@@ -605,9 +657,22 @@ impl SyncRequest {
                 .cloned()
                 .collect();
             page.sort_by(|a, b| (a.stream_id, &a.instance).cmp(&(b.stream_id, &b.instance)));
+            let mut next_batch = current.clone();
+            let limit = self.options.timeline_limit.unwrap_or(usize::MAX).max(1);
+            let limited = page.len() > limit;
+            if limited {
+                page.truncate(limit);
+                let last_read = page.last().expect("a limit of at least one").stream_id;
+                next_batch = if self.options.bugs.on(Bug::PartialReadTokenGoesBackwards) {
+                    MultiWriterToken::after_partial_read_unfloored(&low, current, last_read)
+                } else {
+                    MultiWriterToken::after_partial_read(&low, current, last_read)
+                };
+            }
             return SyncPoll::Ready(SyncResponse {
                 events: page,
-                next_batch: current.clone(),
+                next_batch,
+                limited,
                 timed_out: false,
             });
         }
@@ -617,6 +682,7 @@ impl SyncRequest {
             return SyncPoll::Ready(SyncResponse {
                 events: Vec::new(),
                 next_batch: since,
+                limited: false,
                 timed_out: true,
             });
         }

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bugs::Bug;
 use crate::idgen::{Fetch, IdGenError, MultiWriterIdGenerator};
 use crate::token::MultiWriterToken;
 
@@ -141,6 +142,27 @@ impl Persister {
             .zip(entry.events.iter().cloned())
             .collect();
         Action::CommitRows { batch, rows }
+    }
+
+    /// The request was cancelled (its client went away) after the sequence answered but
+    /// before `enter` returned the ids: the caller never writes its rows. 1.163.2 catches the
+    /// cancellation inside `enter`, marks the recorded ids finished (a permanent gap) and
+    /// notifies; with bug B10 (PR #20090) they stay unfinished and pin the position.
+    pub fn handle_enter_cancelled(
+        &mut self,
+        generator: &mut MultiWriterIdGenerator,
+        batch: BatchId,
+        ids: Vec<i64>,
+    ) -> Action {
+        let entry = self.in_flight.remove(&batch).expect("a batch in flight");
+        let Stage::AwaitingIds(fetch) = entry.stage else {
+            panic!("batch {batch} was not waiting for ids")
+        };
+        generator.complete_fetch(fetch, &ids);
+        if !generator.config().bugs.on(Bug::CancelledEnterWedgesPosition) {
+            generator.mark_finished(&ids);
+        }
+        Action::Failed { batch, ids }
     }
 
     /// The sequence call failed: the guard goes, nothing was allocated.

@@ -293,6 +293,14 @@ impl StreamFollower {
         if instance == self.me {
             return Vec::new();
         }
+        if self.catching_up.is_some() && self.bugs.on(Bug::UpdatesDuringCatchUp) {
+            // Bug B14 (PRs #7185, #7226): RDATA was handled concurrently with a POSITION's
+            // catch-up instead of queueing behind it.
+            return self
+                .process_rdata(generator, instance.to_owned(), token, row)
+                .into_iter()
+                .collect();
+        }
         self.queue.push_back(Inbound::Rdata {
             instance: instance.to_owned(),
             token,
@@ -330,7 +338,11 @@ impl StreamFollower {
 
     /// The connection was lost: the stream is disconnected until the next POSITION.
     pub fn handle_connection_lost(&mut self) {
-        self.connected = false;
+        // Bug B13 (PR #7427): the stream stayed connected, so RDATA on the next connection was
+        // applied before the POSITION that would have caught up on what was missed meanwhile.
+        if !self.bugs.on(Bug::LostEventsOnReconnect) {
+            self.connected = false;
+        }
         self.pending_batch.clear();
     }
 

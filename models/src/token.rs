@@ -170,6 +170,33 @@ impl MultiWriterToken {
             .collect();
         MultiWriterToken::from_positions(baseline, &positions)
     }
+
+    /// Every position moved `distance` ahead: a token from the future for tests and faults.
+    pub fn ahead_by(&self, distance: StreamId) -> MultiWriterToken {
+        let positions: BTreeMap<String, StreamId> = self
+            .instance_map
+            .iter()
+            .map(|(w, p)| (w.clone(), p + distance))
+            .collect();
+        MultiWriterToken::from_positions(self.stream + distance, &positions)
+    }
+
+    /// Bug B18: [`MultiWriterToken::after_partial_read`] without its "doesn't go backwards"
+    /// floors (`max(from, ...)`), so a writer that `from` had ahead of `last_read` goes back.
+    pub fn after_partial_read_unfloored(
+        from: &MultiWriterToken,
+        to: &MultiWriterToken,
+        last_read: StreamId,
+    ) -> MultiWriterToken {
+        let baseline = last_read.min(to.stream);
+        let positions: BTreeMap<String, StreamId> = from
+            .instance_map
+            .keys()
+            .chain(to.instance_map.keys())
+            .map(|w| (w.clone(), last_read.min(to.pos_for(w))))
+            .collect();
+        MultiWriterToken::from_positions(baseline, &positions)
+    }
 }
 
 impl fmt::Display for MultiWriterToken {

@@ -114,8 +114,28 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         name: "notifier_announces_every_event",
-        expectation: Expectation::Advisory,
+        expectation: Expectation::Always,
         run: notifier_announces_every_event,
+    },
+    Check {
+        name: "notifier_in_order",
+        expectation: Expectation::Always,
+        run: notifier_in_order,
+    },
+    Check {
+        name: "sends_answered",
+        expectation: Expectation::Always,
+        run: sends_answered,
+    },
+    Check {
+        name: "read_your_writes",
+        expectation: Expectation::Always,
+        run: read_your_writes,
+    },
+    Check {
+        name: "sync_answers",
+        expectation: Expectation::Eventually,
+        run: sync_answers,
     },
 ];
 
@@ -223,6 +243,8 @@ pub struct Facts<'a> {
     allocated_at: BTreeMap<i64, SimInstant>,
     /// Every process start: (time, host, its generator's token).
     starts: Vec<(SimInstant, &'a str, &'a MultiWriterToken)>,
+    /// Each writer's announced `POSITION prev new` ranges.
+    positions_announced: BTreeMap<&'a str, Vec<(i64, i64)>>,
 }
 
 impl<'a> From<&'a History> for Facts<'a> {
@@ -233,8 +255,19 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut by_writer: BTreeMap<&str, Vec<(i64, &str, SimInstant)>> = BTreeMap::new();
         let mut allocated_at = BTreeMap::new();
         let mut starts = Vec::new();
+        let mut positions_announced: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
         for record in history.records() {
             match &record.event {
+                Event::Announced { host, line } => {
+                    let mut words = line.split(' ');
+                    if words.next() == Some("POSITION") {
+                        let prev = words.nth(2).and_then(|w| w.parse().ok());
+                        let new = words.next().and_then(|w| w.parse().ok());
+                        if let (Some(prev), Some(new)) = (prev, new) {
+                            positions_announced.entry(host).or_default().push((prev, new));
+                        }
+                    }
+                }
                 Event::Allocated { ids, .. } => {
                     for id in ids {
                         allocated_at.entry(*id).or_insert(record.at);
@@ -275,6 +308,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             by_writer,
             allocated_at,
             starts,
+            positions_announced,
         }
     }
 }
@@ -311,6 +345,10 @@ fn tokens_never_regress(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
         match &record.event {
             Event::Started { host, .. } => {
                 handed_out.remove(&(host.as_str(), NOTIFIER));
+            }
+            Event::FutureToken { client, reader, .. } => {
+                // The client threw its tokens away for one from the future.
+                handed_out.remove(&(reader.as_str(), client.as_str()));
             }
             Event::TokenHandedOut { reader, to, token } => {
                 let key = (reader.as_str(), to.as_str());
@@ -423,6 +461,7 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
                 since,
                 next_batch,
                 events,
+                ..
             } => {
                 let low = since.clone().unwrap_or_default();
                 let in_page: BTreeSet<&str> = events.iter().map(|(_, _, e)| e.as_str()).collect();
@@ -461,8 +500,9 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
     }
     if owed_mode {
         violations.clear();
+        let discarded = discarded_rdata(facts);
         for ((reader, event_id), (at, token, writer, stream_id)) in owed {
-            violations.push(violation(
+            let mut found = violation(
                 "notifier_announces_every_event",
                 at,
                 &[reader, NOTIFIER, writer],
@@ -471,7 +511,24 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
                 format!(
                     "event {event_id} ({writer}@{stream_id}) was covered by a token {reader} announced, but {reader}'s notifier never announced the event itself"
                 ),
-            ));
+            );
+            // Finding F2: the minimum (not the writer's own position) passed the event before
+            // its RDATA arrived, and the RDATA was then discarded as already seen, or the
+            // catch-up that followed started above it.
+            if token.stream() >= stream_id || discarded.contains(&(reader, writer, stream_id)) {
+                found.finding = Some("F2");
+            } else if facts.positions_announced.get(writer).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|(prev, new)| *prev < stream_id && stream_id <= *new)
+            }) {
+                // Finding F3: the writer itself announced `POSITION prev new` over its own row
+                // (its position was held back by a fetch in flight while the idle bump and
+                // the skip-forward moved what it announces past rows it finished out of
+                // order), so no RDATA for the row was ever sent.
+                found.finding = Some("F3");
+            }
+            violations.push(found);
         }
     }
     violations.sort_by_key(|v| v.at);
@@ -563,6 +620,214 @@ fn diagnose_f1(
                 && token.pos_for(host) >= stream_id
         })
         .then_some("F1")
+}
+
+/// Every (reader, writer, token) of RDATA a reader discarded as already seen.
+fn discarded_rdata<'a>(facts: &Facts<'a>) -> BTreeSet<(&'a str, &'a str, i64)> {
+    facts
+        .history
+        .records()
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::RdataDiscarded {
+                reader,
+                writer,
+                token,
+            } => Some((reader.as_str(), writer.as_str(), *token)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A notifier announces each writer's events in that writer's order: never an event that a
+/// token it announced earlier (in this incarnation) already covered through the writer's own
+/// position. Replication hands a reader each writer's rows in id order (one FIFO per stream,
+/// stale RDATA discarded), so an event arriving behind its writer's position means rows were
+/// applied out of order (bugs B14, B15) and listeners woken with that token never see it.
+fn notifier_in_order(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    let mut announced: BTreeMap<&str, MultiWriterToken> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        match &record.event {
+            Event::Started { host, .. } => {
+                announced.remove(host.as_str());
+            }
+            Event::Delivered {
+                reader,
+                writer,
+                stream_id,
+                event_id,
+            } => {
+                let Some(token) = announced.get(reader.as_str()) else {
+                    continue;
+                };
+                if token.instance_map().get(writer).is_some_and(|pos| pos >= stream_id) {
+                    violations.push(violation(
+                        "notifier_in_order",
+                        record.at,
+                        &[reader, NOTIFIER, writer],
+                        &[event_id],
+                        &[token],
+                        format!(
+                            "{reader}'s notifier announced {event_id} ({writer}@{stream_id}) after announcing {token}, which already had {writer} past it"
+                        ),
+                    ));
+                }
+            }
+            Event::TokenHandedOut { reader, to, token } if to == NOTIFIER => {
+                let joined = announced
+                    .get(reader.as_str())
+                    .map_or_else(|| token.clone(), |before| before.max(token));
+                announced.insert(reader, joined);
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// A send the serving process knows was persisted is never answered with an error: the client
+/// would send it again (bug B12's lost waiter).
+fn sends_answered(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    facts
+        .history
+        .records()
+        .iter()
+        .filter_map(|record| match &record.event {
+            Event::SendAnswered {
+                client,
+                host,
+                event_id,
+                persisted_at: Some((writer, stream_id)),
+                outcome,
+            } if outcome.starts_with("error") => Some(violation(
+                "sends_answered",
+                record.at,
+                &[client, host, writer],
+                &[event_id],
+                &[],
+                format!(
+                    "{host} answered {client}'s send of {event_id} with \"{outcome}\" although it was persisted at {writer}@{stream_id}"
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Read your writes: after a send through a process that waited until it could read the
+/// event (`wait_for_stream_position` reached it), the client's next /sync there holds the
+/// event, unless that page was cut by the timeline limit or the wait for its `since` gave up,
+/// or the process restarted in between. Sends persisted locally are not judged: Synapse does
+/// not wait for its own earlier ids there.
+fn read_your_writes(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    struct Pending<'a> {
+        answered_at: SimInstant,
+        host: &'a str,
+        event_id: &'a str,
+        writer: &'a str,
+        stream_id: i64,
+    }
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut pending: BTreeMap<&str, Vec<Pending>> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        match &record.event {
+            Event::SendAnswered {
+                client,
+                host,
+                event_id,
+                persisted_at: Some((writer, stream_id)),
+                outcome,
+            } if outcome == "reached" => pending.entry(client).or_default().push(Pending {
+                answered_at: record.at,
+                host,
+                event_id,
+                writer,
+                stream_id: *stream_id,
+            }),
+            Event::Started { host, .. } | Event::Restarted { host, .. } => {
+                for sends in pending.values_mut() {
+                    sends.retain(|send| send.host != host);
+                }
+            }
+            Event::FutureToken { client, .. } => {
+                pending.remove(client.as_str());
+            }
+            Event::SyncPage {
+                client,
+                reader,
+                requested_at,
+                events,
+                limited,
+                timed_out,
+                ..
+            } => {
+                seen.extend(events.iter().map(|(_, _, e)| (client.as_str(), e.as_str())));
+                let Some(sends) = pending.get_mut(client.as_str()) else {
+                    continue;
+                };
+                let (due, later): (Vec<Pending>, Vec<Pending>) = std::mem::take(sends)
+                    .into_iter()
+                    .partition(|send| send.answered_at <= *requested_at && send.host == reader);
+                *sends = later;
+                if *limited || *timed_out {
+                    continue;
+                }
+                for send in due {
+                    if !seen.contains(&(client.as_str(), send.event_id)) {
+                        violations.push(violation(
+                            "read_your_writes",
+                            record.at,
+                            &[client, reader, send.writer],
+                            &[send.event_id],
+                            &[],
+                            format!(
+                                "{reader} answered {client}'s send of {} ({}@{}) at {} as readable, but {client}'s next /sync there did not hold it",
+                                send.event_id, send.writer, send.stream_id, send.answered_at
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// Invariant 6 for /sync itself: once faults have healed and `converge_within` has passed, a
+/// /sync never gives up waiting for its `since` token (a token from the future is bounded by
+/// the sequence, the fix of bug B8).
+fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
+    let Some(cutoff) = convergence_cutoff(facts, context) else {
+        return Vec::new();
+    };
+    facts
+        .history
+        .records()
+        .iter()
+        .filter_map(|record| match &record.event {
+            Event::SyncPage {
+                client,
+                reader,
+                requested_at,
+                since: Some(since),
+                timed_out: true,
+                ..
+            } if *requested_at >= cutoff => Some(violation(
+                "sync_answers",
+                record.at,
+                &[client, reader],
+                &[],
+                &[since],
+                format!(
+                    "{reader} gave up on {client}'s /sync since {since} after the run converged (asked at {requested_at})"
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The commits of one writer with `from < stream id <= upto` (commits sorted by id).
@@ -733,19 +998,7 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 .iter()
                 .map(|(c, r)| (r.as_str(), c.as_str())),
         );
-    let discarded: BTreeSet<(&str, &str, i64)> = facts
-        .history
-        .records()
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::RdataDiscarded {
-                reader,
-                writer,
-                token,
-            } => Some((reader.as_str(), writer.as_str(), *token)),
-            _ => None,
-        })
-        .collect();
+    let discarded = discarded_rdata(facts);
     let start = MultiWriterToken::default();
     let mut violations = Vec::new();
     for (reader, to) in recipients {
@@ -757,12 +1010,19 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
             .map(|(event_id, _)| event_id.as_str())
             .collect();
         if let Some(first) = behind.first() {
-            // A notifier that never announced events whose RDATA it discarded as already seen
-            // stays behind them until something newer is released: finding F2.
+            // A notifier that never announced events whose RDATA it discarded as already seen,
+            // or that its reader's position passed before any RDATA or catch-up brought them
+            // (a token it handed a client covers them), stays behind them until something
+            // newer is released: finding F2.
             let f2 = to == NOTIFIER
                 && behind.iter().all(|event_id| {
                     let commit = &facts.commits[*event_id];
                     discarded.contains(&(reader, commit.writer.as_str(), commit.stream_id))
+                        || last_token.iter().any(|((r, recipient), token)| {
+                            *r == reader
+                                && *recipient != NOTIFIER
+                                && token.pos_for(&commit.writer) >= commit.stream_id
+                        })
                 });
             let whose = if to == NOTIFIER {
                 format!("{reader}'s notifier")

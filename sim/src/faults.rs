@@ -129,6 +129,9 @@ pub fn describe(kind: &FaultKind) -> String {
         FaultKind::SlowReader { host, for_ms } => format!("slow reader {host} for {for_ms} ms"),
         FaultKind::Reconfigure { writers } => format!("reconfigure writers {}", writers.join(",")),
         FaultKind::Quiesce { host } => format!("quiesce {host}"),
+        FaultKind::FutureToken { client, ahead_by } => {
+            format!("{client}'s token moved {ahead_by} ahead")
+        }
     }
 }
 

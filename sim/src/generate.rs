@@ -35,6 +35,9 @@ pub fn generated(seed: u64) -> Scenario {
             min: 0,
             max: delay_max,
         },
+        cancel_rate: 0.0,
+        sync_timeline_limit: None,
+        sends_per_second: 0,
     };
     let latency_max = [2, 5, 20, 100][rng.random_range(0..4)];
     let network = Network {
@@ -117,18 +120,51 @@ pub fn generated(seed: u64) -> Scenario {
         });
         faults.sort_by_key(|f| f.at_ms);
     }
+    let transport = if rng.random_bool(0.2) {
+        Transport::Redis
+    } else {
+        Transport::Tcp
+    };
+    // Clients that send: through readers and, with several writers, through a writer that is
+    // not the room's persister, so sends are forwarded and waited for.
+    let mut workload = workload;
+    let writer_clients = if writers >= 2 { rng.random_range(0..=2) } else { 0 };
+    workload.sends_per_second = [0, 2, 5, 10][rng.random_range(0..4)];
+    // Requests cancelled inside `enter`, and /sync answers read in limited pages.
+    workload.cancel_rate = if rng.random_bool(0.5) { 0.03 } else { 0.0 };
+    workload.sync_timeline_limit = rng.random_bool(0.5).then(|| rng.random_range(2..=20));
+    let clients = sync_clients + writer_clients;
+    // A reader restarts while writers have ids in flight.
+    if rng.random_bool(0.5) {
+        let reader = rng.random_range(1..=readers);
+        faults.push(Fault {
+            at_ms: rng.random_range(2_000..=duration_ms - 1_000),
+            kind: FaultKind::Restart {
+                host: format!("r{reader}"),
+            },
+        });
+    }
+    // A client comes back with a token from the future (a database restored from a backup).
+    if rng.random_bool(0.3) {
+        let client = rng.random_range(1..=clients);
+        faults.push(Fault {
+            at_ms: rng.random_range(1_000..=duration_ms / 2),
+            kind: FaultKind::FutureToken {
+                client: format!("c{client}"),
+                ahead_by: 1_000_000,
+            },
+        });
+    }
+    faults.sort_by_key(|f| f.at_ms);
     Scenario {
         duration_ms,
         converge_within_ms: 30_000,
-        transport: if rng.random_bool(0.2) {
-            Transport::Redis
-        } else {
-            Transport::Tcp
-        },
+        transport,
         topology: Topology {
             writers,
             readers,
             sync_clients,
+            writer_clients,
             late_hosts: Vec::new(),
         },
         workload,

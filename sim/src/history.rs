@@ -36,13 +36,37 @@ pub enum Event {
         to: String,
         token: MultiWriterToken,
     },
-    /// A sync client got one page: the events in `(since, next_batch]`.
+    /// A sync client got one page: the events in `(since, next_batch]`. It asked for it at
+    /// `requested_at`; `limited` when the timeline limit cut it short, `timed_out` when the
+    /// server gave up waiting for `since`.
     SyncPage {
         client: String,
         reader: String,
+        requested_at: SimInstant,
         since: Option<MultiWriterToken>,
         next_batch: MultiWriterToken,
         events: Vec<(String, i64, String)>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        limited: bool,
+        #[serde(default, skip_serializing_if = "is_false")]
+        timed_out: bool,
+    },
+    /// A sync client's next /sync presents `token`, a token from the future (a fault).
+    FutureToken {
+        client: String,
+        reader: String,
+        token: MultiWriterToken,
+    },
+    /// A client's send of `event_id` through `host` was answered: `persisted_at` is the
+    /// writer and position the host learned it was persisted at (if it did), `outcome` how
+    /// the host's wait for that position ended (`local`, `reached`, `timed_out`) or the error
+    /// it answered with.
+    SendAnswered {
+        client: String,
+        host: String,
+        event_id: String,
+        persisted_at: Option<(String, i64)>,
+        outcome: String,
     },
     /// A reader found a gap from a POSITION's prev token and fetched `(from, upto]` of `writer`.
     GapFilled {
@@ -82,6 +106,10 @@ pub enum Event {
     Fault { description: String },
     /// The last fault healed: liveness is measured from here.
     Healed,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// An event and when it happened.

@@ -21,6 +21,10 @@ pub const REPLICATION_PORT: u16 = 9092;
 pub const SYNC_PORT: u16 = 8008;
 /// The Redis host's port.
 pub const REDIS_PORT: u16 = 6379;
+/// Where a process takes client sends (`PUT /rooms/.../send`).
+pub const CLIENT_SEND_PORT: u16 = 8009;
+/// Where a writer takes forwarded sends (the `send_events` replication HTTP endpoint).
+pub const PERSIST_PORT: u16 = 9093;
 
 /// How long a TCP connect may take before it fails, in milliseconds: Twisted's `connectTCP`
 /// default time-out of 30 s. turmoil never fails a connect whose SYN-ACK is lost (a one-way

@@ -39,6 +39,11 @@ impl RunReport {
         self.violations.is_empty()
     }
 
+    /// Whether a violation is left that no known Synapse bug explains.
+    pub fn has_unexplained(&self) -> bool {
+        self.violations.iter().any(|v| !v.is_known())
+    }
+
     /// The known Synapse bugs this run hit, when every violation is diagnosed as one.
     pub fn known_findings(&self) -> Option<Vec<&'static str>> {
         if self.violations.is_empty() || !self.violations.iter().all(Violation::is_known) {

@@ -85,6 +85,12 @@ pub struct Topology {
     /// Sync-client hosts `c1..cN`, each paging through one reader (`c1` through `r1`, ...).
     #[serde(default)]
     pub sync_clients: u32,
+    /// Sync clients that page and send through writer hosts instead (Synapse's event
+    /// persisters serve clients too), numbered after the others: with two or more writers
+    /// they use `w2`, `w3`, ... in turn, so their sends are forwarded to the room's
+    /// persister `w1`.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub writer_clients: u32,
     /// Hosts that are down at the start and join with a `restart` fault. Late writers are not
     /// in the initial writers config; a `reconfigure` fault adds them.
     #[serde(default)]
@@ -109,6 +115,27 @@ pub struct Workload {
     /// Time between allocating a batch's ids and committing its rows, in milliseconds; the
     /// spread is what makes batches commit out of order.
     pub persist_delay_ms: Range,
+    /// Fraction of batches whose request is cancelled (the client went away) after the
+    /// sequence answered but before the ids reached the caller, 0..=1 (default 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cancel_rate: f64,
+    /// At most this many events per /sync answer, the earliest first; the client asks again at
+    /// once from the partial-read token (`advance_multiwriter_sharded_token_after_partial_read`,
+    /// as Synapse pages receipts and sticky events). Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_timeline_limit: Option<u32>,
+    /// Events each sync client sends per simulated second through the host it syncs with,
+    /// which forwards them to the room's persister and waits for its position (default 0).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub sends_per_second: u32,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +211,10 @@ pub enum FaultKind {
     Quiesce { host: String },
     /// The reader stops reading for `for_ms`, so its peers' queues fill up.
     SlowReader { host: String, for_ms: u64 },
+    /// The client's next /sync presents its token moved `ahead_by` past every position: what a
+    /// client holds after the server's database was restored from an older backup (the
+    /// trigger of bug B8, issue #17274). Its tokens are judged afresh from there.
+    FutureToken { client: String, ahead_by: i64 },
 }
 
 /// Why a scenario file is not a scenario.
@@ -247,7 +278,7 @@ impl Scenario {
         }
         hosts.extend((1..=self.topology.writers).map(|i| format!("w{i}")));
         hosts.extend((1..=self.topology.readers).map(|i| format!("r{i}")));
-        hosts.extend((1..=self.topology.sync_clients).map(|i| format!("c{i}")));
+        hosts.extend(self.clients().into_iter().map(|(client, _)| client));
         hosts
     }
 
@@ -266,9 +297,19 @@ impl Scenario {
     /// Each sync client and the reader it pages through (`c1` → `r1`, wrapping around).
     pub fn clients(&self) -> Vec<(String, String)> {
         let readers = self.topology.readers.max(1);
-        (1..=self.topology.sync_clients)
-            .map(|i| (format!("c{i}"), format!("r{}", (i - 1) % readers + 1)))
-            .collect()
+        let reader_clients = (1..=self.topology.sync_clients)
+            .map(|i| (format!("c{i}"), format!("r{}", (i - 1) % readers + 1)));
+        let first = self.topology.sync_clients;
+        let writers = self.topology.writers.max(1);
+        let writer_clients = (1..=self.topology.writer_clients).map(move |i| {
+            let writer = if writers >= 2 {
+                (i - 1) % (writers - 1) + 2
+            } else {
+                1
+            };
+            (format!("c{}", first + i), format!("w{writer}"))
+        });
+        reader_clients.chain(writer_clients).collect()
     }
 
     /// The writers config at the start: every writer that is not late.
@@ -306,6 +347,18 @@ impl Scenario {
             return fail(
                 "workload.batch_size",
                 "a batch holds at least one event".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.workload.cancel_rate) {
+            return fail(
+                "workload.cancel_rate",
+                format!("{} is not a probability", self.workload.cancel_rate),
+            );
+        }
+        if self.workload.sync_timeline_limit == Some(0) {
+            return fail(
+                "workload.sync_timeline_limit",
+                "an answer holds at least one event".into(),
             );
         }
         if !(0.0..=1.0).contains(&self.network.message_loss) {
@@ -388,6 +441,21 @@ impl Scenario {
                         );
                     }
                     host.iter().map(|h| ("host", h)).collect()
+                }
+                FaultKind::FutureToken { client, ahead_by } => {
+                    if *ahead_by <= 0 {
+                        return fail(
+                            &format!("fault[{index}].ahead_by"),
+                            format!("{ahead_by} is not a positive distance"),
+                        );
+                    }
+                    if !self.clients().iter().any(|(c, _)| c == client) {
+                        return fail(
+                            &format!("fault[{index}].client"),
+                            format!("no sync client {client:?}"),
+                        );
+                    }
+                    vec![("client", client)]
                 }
                 FaultKind::Heal => vec![],
             };

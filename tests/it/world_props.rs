@@ -77,6 +77,12 @@ prop_compose! {
         latency_max in prop_oneof![Just(2u64), Just(10), Just(100)],
         specs in proptest::collection::vec(fault_spec(), 0..4),
         redis in proptest::bool::weighted(0.2),
+        (writer_clients, cancel_rate, sync_timeline_limit, sends_per_second) in (
+            0..=1u32,
+            prop_oneof![Just(0.0), Just(0.05)],
+            prop_oneof![Just(None), Just(Some(50u32))],
+            0..=3u32,
+        ),
     ) -> Scenario {
         let duration_ms = duration_s * 1_000;
         let mut faults = Vec::new();
@@ -111,11 +117,20 @@ prop_compose! {
             duration_ms,
             converge_within_ms: 30_000,
             transport: if redis { Transport::Redis } else { Transport::Tcp },
-            topology: Topology { writers, readers, sync_clients: sync_clients.min(readers), late_hosts: Vec::new() },
+            topology: Topology {
+                writers,
+                readers,
+                sync_clients: sync_clients.min(readers),
+                writer_clients,
+                late_hosts: Vec::new(),
+            },
             workload: Workload {
                 batches_per_second,
                 batch_size: Range { min: 1, max: batch_max },
                 persist_delay_ms: Range { min: 0, max: delay_max },
+                cancel_rate,
+                sync_timeline_limit,
+                sends_per_second,
             },
             network: Network { latency_ms: Range { min: 1, max: latency_max }, ..Network::default() },
             faults,

@@ -402,6 +402,7 @@ fn sync_waits_polling_every_500ms_and_gives_up_after_10s() {
         SyncResponse {
             events: vec![],
             next_batch: since,
+            limited: false,
             timed_out: true
         }
     );

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use streamsim_models::token::MultiWriterToken;
+use tokio::sync::Notify;
 
 use super::reader::{SyncAnswer, SyncQuery};
 use super::Shared;
@@ -19,18 +20,35 @@ pub const SYNC_CLIENT_INTERVAL_MS: u64 = 250;
 pub const SYNC_CLIENT_TIMEOUT_MS: u64 = 15_000;
 
 pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::Result {
+    let answered = Rc::new(Notify::new());
+    tokio::task::spawn_local(super::send::client_sends(
+        shared.clone(),
+        name.clone(),
+        reader.clone(),
+        answered.clone(),
+    ));
     let mut since: Option<MultiWriterToken> = None;
     loop {
-        tokio::time::sleep(Duration::from_millis(SYNC_CLIENT_INTERVAL_MS)).await;
+        pause(&answered).await;
         let Ok(stream) = crate::net::connect(&reader, SYNC_PORT).await else {
             continue;
         };
         let mut framed = FramedStream::new(stream);
         loop {
+            if let Some(ahead_by) = shared.take_future_token(&name) {
+                let token = since.clone().unwrap_or_default().ahead_by(ahead_by);
+                shared.record(Event::FutureToken {
+                    client: name.clone(),
+                    reader: reader.clone(),
+                    token: token.clone(),
+                });
+                since = Some(token);
+            }
             let query = SyncQuery {
                 client: name.clone(),
                 since: since.clone(),
             };
+            let requested_at = crate::net::now();
             let answer: SyncAnswer = match framed.call(&query, SYNC_CLIENT_TIMEOUT_MS).await {
                 Ok(answer) => answer,
                 Err(_) => break,
@@ -38,9 +56,12 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::R
             shared.record(Event::SyncPage {
                 client: name.clone(),
                 reader: reader.clone(),
+                requested_at,
                 since: since.clone(),
                 next_batch: answer.next_batch.clone(),
                 events: answer.events,
+                limited: answer.limited,
+                timed_out: answer.timed_out,
             });
             shared.record(Event::TokenHandedOut {
                 reader: reader.clone(),
@@ -48,7 +69,17 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::R
                 token: answer.next_batch.clone(),
             });
             since = Some(answer.next_batch);
-            tokio::time::sleep(Duration::from_millis(SYNC_CLIENT_INTERVAL_MS)).await;
+            if !answer.limited {
+                // A limited page means more is waiting: ask again at once.
+                pause(&answered).await;
+            }
         }
     }
+}
+
+/// The pause between /sync requests, cut short when one of the client's sends is answered:
+/// a client's long-poll returns as soon as its own event is there.
+async fn pause(answered: &Notify) {
+    let interval = Duration::from_millis(SYNC_CLIENT_INTERVAL_MS);
+    let _ = tokio::time::timeout(interval, answered.notified()).await;
 }

@@ -15,6 +15,7 @@ mod link;
 mod process;
 mod reader;
 mod redis;
+mod send;
 mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -48,6 +49,8 @@ pub struct Shared {
     quiesced: RefCell<BTreeSet<String>>,
     /// One-way partitions in force: (from, to).
     cut: RefCell<BTreeSet<(String, String)>>,
+    /// Clients whose next /sync presents a token from the future, and how far ahead.
+    future_tokens: RefCell<BTreeMap<String, i64>>,
     messages: Cell<u64>,
 }
 
@@ -65,6 +68,7 @@ impl Shared {
             slow_until: RefCell::default(),
             quiesced: RefCell::default(),
             cut: RefCell::default(),
+            future_tokens: RefCell::default(),
             messages: Cell::new(0),
         }
     }
@@ -141,6 +145,11 @@ impl Shared {
 
     pub fn is_quiesced(&self, host: &str) -> bool {
         self.quiesced.borrow().contains(host)
+    }
+
+    /// How far ahead the client's next /sync token must be moved, once.
+    pub fn take_future_token(&self, client: &str) -> Option<i64> {
+        self.future_tokens.borrow_mut().remove(client)
     }
 
     /// One replication command went out on a wire.
@@ -313,6 +322,12 @@ impl Driver {
             }
             FaultKind::Quiesce { host } => {
                 self.shared.quiesced.borrow_mut().insert(host.clone());
+            }
+            FaultKind::FutureToken { client, ahead_by } => {
+                self.shared
+                    .future_tokens
+                    .borrow_mut()
+                    .insert(client.clone(), *ahead_by);
             }
         }
     }

@@ -14,13 +14,13 @@ use std::time::Duration;
 use streamsim_models::db::STREAM_NAME;
 use streamsim_models::idgen::{IdGenConfig, MultiWriterIdGenerator};
 use streamsim_models::limits::UPDATES_FETCH_ROWS_MAX;
-use streamsim_models::notifier::{Notifier, RoomEvent};
+use streamsim_models::notifier::{Notifier, PositionWaiters, PositionWakeup, RoomEvent, WaiterId};
 use streamsim_models::persister::Persister;
 use streamsim_models::replication::{AnnouncerAction, FollowerAction, StreamAnnouncer};
 use streamsim_models::token::MultiWriterToken;
 use streamsim_models::wire::pyjson::PyValue;
 use streamsim_models::wire::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::db::DbClient;
 use super::redis::BusPublisher;
@@ -106,6 +106,12 @@ pub struct ProcessState {
     pub next_link: u64,
     /// The Redis publisher, once subscribed (Redis transport).
     pub bus: Option<BusPublisher>,
+    /// Sends waiting for the persister's next batch (the room's persister only).
+    pub send_queue: Vec<super::send::QueuedSend>,
+    /// `wait_for_stream_position` waiters of client sends, and how to wake each.
+    pub waiters: PositionWaiters,
+    pub waiter_wakeups: BTreeMap<WaiterId, oneshot::Sender<PositionWakeup>>,
+    pub next_waiter: WaiterId,
 }
 
 /// A running process.
@@ -115,6 +121,10 @@ pub struct Process {
     pub incarnation: u32,
     pub db: DbClient,
     pub state: RefCell<ProcessState>,
+    /// Wakes the persistence queue when a send is queued.
+    pub send_queued: Notify,
+    /// Draws which batch requests are cancelled (`workload.cancel_rate`).
+    cancel_rng: RefCell<rand_chacha::ChaCha8Rng>,
 }
 
 /// A command's wire line without the newline (`NAME␠args`), or `None` if it cannot be sent.
@@ -162,6 +172,8 @@ impl Process {
             announcer: StreamAnnouncer::new(STREAM_NAME, &generator).with_bugs(shared.bugs),
         });
         let notifier = (!is_writer).then(|| Notifier::new(token).with_bugs(shared.bugs));
+        let shared_bugs = shared.bugs;
+        let shared_for_rng = shared.clone();
         Rc::new(Process {
             shared,
             name: name.to_owned(),
@@ -175,7 +187,13 @@ impl Process {
                 links: BTreeMap::new(),
                 next_link: 0,
                 bus: None,
+                send_queue: Vec::new(),
+                waiters: PositionWaiters::new(name).with_bugs(shared_bugs),
+                waiter_wakeups: BTreeMap::new(),
+                next_waiter: 0,
             }),
+            send_queued: Notify::new(),
+            cancel_rng: RefCell::new(shared_for_rng.rng_for(&format!("{name}/cancel"), incarnation)),
         })
     }
 
@@ -232,10 +250,13 @@ impl Process {
             match action {
                 FollowerAction::Rows {
                     instance,
+                    token,
                     rows,
                     room_token,
-                    ..
-                } => self.notify_rows(&instance, rows, room_token),
+                } => {
+                    self.notify_rows(&instance, rows, room_token);
+                    self.wake_waiters(&instance, token);
+                }
                 FollowerAction::FetchMissing {
                     instance,
                     from,
@@ -247,7 +268,9 @@ impl Process {
                         process.fetch_missing(&link, &instance, from, upto).await;
                     });
                 }
-                FollowerAction::Advanced { .. } => {}
+                FollowerAction::Advanced { instance, token } => {
+                    self.wake_waiters(&instance, token)
+                }
                 FollowerAction::Discarded {
                     instance,
                     token,
@@ -262,6 +285,31 @@ impl Process {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// A uniform draw in `[0, 1)` for whether the next batch request is cancelled.
+    pub fn cancel_draw(&self) -> f64 {
+        rand::Rng::random(&mut *self.cancel_rng.borrow_mut())
+    }
+
+    /// `on_rdata`'s last step: waiters of `instance` at or below `token` go on.
+    fn wake_waiters(&self, instance: &str, token: i64) {
+        let state = &mut *self.state.borrow_mut();
+        for wakeup in state.waiters.on_rdata(instance, token) {
+            if let Some(sender) = state.waiter_wakeups.remove(&wakeup.waiter()) {
+                let _ = sender.send(wakeup);
+            }
+        }
+    }
+
+    /// Waiters whose five seconds are up give up.
+    pub fn expire_waiters(&self) {
+        let state = &mut *self.state.borrow_mut();
+        for wakeup in state.waiters.handle_timeout(crate::net::now()) {
+            if let Some(sender) = state.waiter_wakeups.remove(&wakeup.waiter()) {
+                let _ = sender.send(wakeup);
             }
         }
     }

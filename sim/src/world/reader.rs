@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use streamsim_models::notifier::{RoomEvent, SyncPoll, SyncRequest};
+use streamsim_models::notifier::{RoomEvent, SyncOptions, SyncPoll, SyncRequest};
 use streamsim_models::token::MultiWriterToken;
 use turmoil::net::TcpListener;
 
@@ -26,6 +26,7 @@ pub struct SyncQuery {
 pub struct SyncAnswer {
     pub events: Vec<(String, i64, String)>,
     pub next_batch: MultiWriterToken,
+    pub limited: bool,
     pub timed_out: bool,
 }
 
@@ -35,9 +36,20 @@ pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
         Transport::Tcp => follow::follow_writers(&process),
         Transport::Redis => super::redis::subscribe(&process),
     }
-    let listener = TcpListener::bind(("0.0.0.0", SYNC_PORT)).await?;
+    tokio::task::spawn_local(super::send::serve_client_sends(process.clone()));
+    serve_sync(process).await;
+    Ok(())
+}
+
+/// Serves /sync on a process (readers, and writers that serve clients too).
+pub async fn serve_sync(process: Rc<Process>) {
+    let listener = TcpListener::bind(("0.0.0.0", SYNC_PORT))
+        .await
+        .expect("the sync port is free");
     loop {
-        let (stream, _) = listener.accept().await?;
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let process = process.clone();
         tokio::task::spawn_local(async move {
             let mut framed = FramedStream::new(stream);
@@ -57,11 +69,21 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
     let max_allocated = retry(|| process.db.max_allocated()).await;
     let mut request = {
         let state = process.state.borrow();
-        SyncRequest::new(
+        let options = SyncOptions {
+            timeline_limit: process
+                .shared
+                .scenario
+                .workload
+                .sync_timeline_limit
+                .map(|limit| limit as usize),
+            bugs: process.shared.bugs,
+        };
+        SyncRequest::with_options(
             query.since,
             &room_token(&state.generator),
             max_allocated,
             now(),
+            options,
         )
     };
     loop {
@@ -81,8 +103,11 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
         };
         let poll = {
             let state = &mut *process.state.borrow_mut();
-            let notifier = state.notifier.as_mut().expect("a reader has a notifier");
-            notifier.poll_sync(&mut request, now(), &current, &events)
+            match state.notifier.as_mut() {
+                Some(notifier) => notifier.poll_sync(&mut request, now(), &current, &events),
+                // A writer serving clients: the same request, no give-up counter to keep.
+                None => request.poll(now(), &current, &events),
+            }
         };
         match poll {
             SyncPoll::Pending { next_poll_at } => sleep_until(next_poll_at).await,
@@ -94,6 +119,7 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
                         .map(|e| (e.instance, e.stream_id, e.event_id))
                         .collect(),
                     next_batch: response.next_batch,
+                    limited: response.limited,
                     timed_out: response.timed_out,
                 }
             }

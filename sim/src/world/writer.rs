@@ -18,7 +18,7 @@ use turmoil::net::TcpListener;
 use super::db::DbCallError;
 use super::link::{self, LinkHandler};
 use super::process::Process;
-use super::{follow, Shared, HOMESERVER_NAME};
+use super::{follow, reader, send, Shared, HOMESERVER_NAME};
 use crate::history::Event;
 use crate::net::{now, REPLICATION_PORT};
 use crate::scenario::Transport;
@@ -35,6 +35,9 @@ pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
         Transport::Redis => super::redis::subscribe(&process),
     }
     tokio::task::spawn_local(idle_pokes(process.clone()));
+    tokio::task::spawn_local(send::serve_forwarded(process.clone()));
+    tokio::task::spawn_local(send::serve_client_sends(process.clone()));
+    tokio::task::spawn_local(reader::serve_sync(process.clone()));
     workload(process).await;
     std::future::pending::<()>().await;
     Ok(())
@@ -63,19 +66,33 @@ async fn workload(process: Rc<Process>) {
             return;
         }
         let size = rng.random_range(workload.batch_size.min..=workload.batch_size.max);
-        let delay = rng.random_range(workload.persist_delay_ms.min..=workload.persist_delay_ms.max);
+        let delay = draw_persist_delay(&process, &mut rng);
         let events = (0..size)
             .map(|_| {
                 sequence += 1;
                 format!("${}.{}.{}", process.name, process.incarnation, sequence)
             })
             .collect();
-        tokio::task::spawn_local(persist(process.clone(), events, delay));
+        let process = process.clone();
+        tokio::task::spawn_local(async move {
+            let _ = persist(process, events, delay).await;
+        });
     }
 }
 
-/// One batch through the persister: ids, delay, commit, finish, announce.
-async fn persist(process: Rc<Process>, events: Vec<String>, delay_ms: u64) {
+/// A batch's persist delay, from the scenario's range.
+pub fn draw_persist_delay(process: &Process, rng: &mut impl Rng) -> u64 {
+    let range = process.shared.scenario.workload.persist_delay_ms;
+    rng.random_range(range.min..=range.max)
+}
+
+/// One batch through the persister: ids, delay, commit, finish, announce. Answers the ids
+/// of a committed batch, or why it was not persisted.
+pub async fn persist(
+    process: Rc<Process>,
+    events: Vec<String>,
+    delay_ms: u64,
+) -> Result<Vec<i64>, String> {
     let submitted = {
         let state = &mut *process.state.borrow_mut();
         let writer = state.writer.as_mut().expect("a writer process");
@@ -87,7 +104,7 @@ async fn persist(process: Rc<Process>, events: Vec<String>, delay_ms: u64) {
         Err(error) => {
             // Not a configured writer (removed from the config): Synapse refuses too.
             tracing::debug!(host = %process.name, %error, "batch refused");
-            return;
+            return Err(error.to_string());
         }
     };
     let ids = match process.db.nextval_many(count).await {
@@ -99,9 +116,27 @@ async fn persist(process: Rc<Process>, events: Vec<String>, delay_ms: u64) {
             writer
                 .persister
                 .handle_fetch_failed(&mut state.generator, batch);
-            return;
+            return Err(error.to_string());
         }
     };
+    let cancel_rate = process.shared.scenario.workload.cancel_rate;
+    if cancel_rate > 0.0 && process.cancel_draw() < cancel_rate {
+        // The request went away while `enter` was returning the ids: its rows are never
+        // written, and the ids are a gap (or, with bug B10, pin the position).
+        {
+            let state = &mut *process.state.borrow_mut();
+            let writer = state.writer.as_mut().expect("a writer process");
+            writer
+                .persister
+                .handle_enter_cancelled(&mut state.generator, batch, ids.clone());
+        }
+        process.shared.record(Event::Aborted {
+            host: process.name.clone(),
+            ids,
+        });
+        process.poke();
+        return Err("request cancelled".into());
+    }
     process.shared.add_unfinished(&process.name, &ids);
     let rows = {
         let state = &mut *process.state.borrow_mut();
@@ -146,6 +181,10 @@ async fn persist(process: Rc<Process>, events: Vec<String>, delay_ms: u64) {
                 tracing::debug!(host = %process.name, %error, "position upsert failed");
             }
         }
+    }
+    match committed {
+        Ok(()) => Ok(ids),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -1,0 +1,273 @@
+//! Client sends and read-your-writes: a client sends an event through the process it syncs
+//! with; that process forwards it to the room's persister (Synapse's `send_events`
+//! replication endpoint), then waits until replication has brought the persister's position
+//! to the event (`wait_for_stream_position`) before it answers, so the client's next /sync
+//! there holds the event.
+//!
+//! The persister batches what arrives while a batch is being persisted, as Synapse's
+//! per-room persistence queue does, and answers every send of a batch with the batch's
+//! highest id: two sends of one batch wait on the same position.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use streamsim_models::limits::WAIT_FOR_STREAM_POSITION_TIMEOUT_MS;
+use streamsim_models::notifier::PositionWakeup;
+use tokio::sync::oneshot;
+use turmoil::net::TcpListener;
+
+use super::process::Process;
+use super::writer;
+use crate::net::{connect, now, FramedStream, CLIENT_SEND_PORT, PERSIST_PORT};
+
+/// How long a process waits for the persister to answer a forwarded send, in milliseconds.
+pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
+
+/// A client's send.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub event_id: String,
+}
+
+/// The answer to a client's send.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendAnswer {
+    /// The writer and position the event was persisted at, when the process learned it.
+    pub persisted_at: Option<(String, i64)>,
+    /// `local`, `reached`, `timed_out`, or `error: ...`.
+    pub outcome: String,
+}
+
+/// A send forwarded to the persister.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ForwardRequest {
+    event_id: String,
+}
+
+/// The persister's answer: the batch's highest id, or why it was not persisted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ForwardAnswer {
+    result: Result<i64, String>,
+}
+
+/// A send waiting in the persister's queue.
+pub struct QueuedSend {
+    event_id: String,
+    answer: oneshot::Sender<Result<i64, String>>,
+}
+
+/// Serves client sends on every process.
+pub async fn serve_client_sends(process: Rc<Process>) {
+    let listener = TcpListener::bind(("0.0.0.0", CLIENT_SEND_PORT))
+        .await
+        .expect("the client send port is free");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let process = process.clone();
+        tokio::task::spawn_local(async move {
+            let mut framed = FramedStream::new(stream);
+            if let Ok(Some(request)) = framed.recv::<SendRequest>().await {
+                let answer = handle_send(&process, request).await;
+                let _ = framed.send(&answer).await;
+            }
+        });
+    }
+}
+
+/// Serves forwarded sends on a writer, and persists them in batches.
+pub async fn serve_forwarded(process: Rc<Process>) {
+    tokio::task::spawn_local(persist_queued(process.clone()));
+    let listener = TcpListener::bind(("0.0.0.0", PERSIST_PORT))
+        .await
+        .expect("the persist port is free");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let process = process.clone();
+        tokio::task::spawn_local(async move {
+            let mut framed = FramedStream::new(stream);
+            if let Ok(Some(request)) = framed.recv::<ForwardRequest>().await {
+                let result = enqueue(&process, request.event_id).await;
+                let _ = framed.send(&ForwardAnswer { result }).await;
+            }
+        });
+    }
+}
+
+/// Queues one event for the next batch and waits for the batch's outcome.
+async fn enqueue(process: &Rc<Process>, event_id: String) -> Result<i64, String> {
+    let (answer, outcome) = oneshot::channel();
+    process
+        .state
+        .borrow_mut()
+        .send_queue
+        .push(QueuedSend { event_id, answer });
+    process.send_queued.notify_one();
+    outcome
+        .await
+        .unwrap_or_else(|_| Err("persister went away".into()))
+}
+
+/// The persistence queue: one batch at a time, holding everything queued meanwhile.
+async fn persist_queued(process: Rc<Process>) {
+    let mut rng = process.shared.rng_for(&format!("{}/sends", process.name), process.incarnation);
+    loop {
+        process.send_queued.notified().await;
+        let queued = std::mem::take(&mut process.state.borrow_mut().send_queue);
+        if queued.is_empty() {
+            continue;
+        }
+        let delay = writer::draw_persist_delay(&process, &mut rng);
+        let events = queued.iter().map(|q| q.event_id.clone()).collect();
+        let result = writer::persist(process.clone(), events, delay)
+            .await
+            .and_then(|ids| ids.into_iter().max().ok_or_else(|| "empty batch".into()));
+        for send in queued {
+            let _ = send.answer.send(result.clone());
+        }
+    }
+}
+
+/// One client send through this process.
+async fn handle_send(process: &Rc<Process>, request: SendRequest) -> SendAnswer {
+    let error = |message: String| SendAnswer {
+        persisted_at: None,
+        outcome: format!("error: {message}"),
+    };
+    // Every event of the one simulated room goes to its persister, the first configured writer.
+    let Some(persister) = process.shared.writers().first().cloned() else {
+        return error("no writer configured".into());
+    };
+    if persister == process.name {
+        return match enqueue(process, request.event_id).await {
+            Ok(stream_id) => SendAnswer {
+                persisted_at: Some((persister, stream_id)),
+                outcome: "local".into(),
+            },
+            Err(message) => error(message),
+        };
+    }
+    let forwarded = async {
+        let stream = connect(&persister, PERSIST_PORT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut framed = FramedStream::new(stream);
+        let answer: ForwardAnswer = framed
+            .call(
+                &ForwardRequest {
+                    event_id: request.event_id.clone(),
+                },
+                FORWARD_TIMEOUT_MS,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        answer.result
+    };
+    let stream_id = match forwarded.await {
+        Ok(stream_id) => stream_id,
+        Err(message) => return error(message),
+    };
+    let persisted_at = Some((persister.clone(), stream_id));
+    let outcome = match wait_for_stream_position(process, &persister, stream_id).await {
+        Ok(PositionWakeup::Reached { .. }) => "reached".into(),
+        Ok(PositionWakeup::TimedOut { .. }) => "timed_out".into(),
+        Err(message) => format!("error: {message}"),
+    };
+    SendAnswer {
+        persisted_at,
+        outcome,
+    }
+}
+
+/// `wait_for_stream_position(writer, "events", position)` on this process.
+async fn wait_for_stream_position(
+    process: &Rc<Process>,
+    writer: &str,
+    position: i64,
+) -> Result<PositionWakeup, String> {
+    let (wakeup, woken) = oneshot::channel();
+    {
+        let state = &mut *process.state.borrow_mut();
+        let waiter = state.next_waiter;
+        state.next_waiter += 1;
+        let generator = &state.generator;
+        let answer = state
+            .waiters
+            .wait_for_stream_position(
+                waiter,
+                writer,
+                position,
+                |instance| generator.current_token_for_writer(instance),
+                now(),
+            )
+            .map_err(|e| e.to_string())?;
+        if let Some(at_once) = answer {
+            return Ok(at_once);
+        }
+        state.waiter_wakeups.insert(waiter, wakeup);
+    }
+    let timeout = Duration::from_millis(WAIT_FOR_STREAM_POSITION_TIMEOUT_MS);
+    let mut woken = woken;
+    match tokio::time::timeout(timeout, &mut woken).await {
+        Ok(result) => result.map_err(|_| "waiter dropped".to_owned()),
+        Err(_) => {
+            process.expire_waiters();
+            woken.await.map_err(|_| "waiter dropped".to_owned())
+        }
+    }
+}
+
+/// A client's sends: `sends_per_second`, each on its own connection, concurrently. Every
+/// answer is recorded, and wakes the client's /sync loop so its next page comes at once.
+pub async fn client_sends(
+    shared: Rc<super::Shared>,
+    client: String,
+    host: String,
+    answered: Rc<tokio::sync::Notify>,
+) {
+    let rate = shared.scenario.workload.sends_per_second;
+    if rate == 0 {
+        return;
+    }
+    let mut rng = shared.rng_for(&format!("{client}/sends"), 1);
+    let interval_ms = (1_000 / u64::from(rate)).max(1);
+    let mut sequence = 0u64;
+    loop {
+        let jittered = rand::Rng::random_range(&mut rng, interval_ms / 2..=interval_ms + interval_ms / 2);
+        tokio::time::sleep(Duration::from_millis(jittered.max(1))).await;
+        if now().as_ms() >= shared.scenario.duration_ms {
+            return;
+        }
+        sequence += 1;
+        let event_id = format!("${client}.send.{sequence}");
+        let (shared, client, host, answered) =
+            (shared.clone(), client.clone(), host.clone(), answered.clone());
+        tokio::task::spawn_local(async move {
+            let Ok(stream) = connect(&host, CLIENT_SEND_PORT).await else {
+                return;
+            };
+            let mut framed = FramedStream::new(stream);
+            let request = SendRequest {
+                event_id: event_id.clone(),
+            };
+            let Ok(answer) = framed
+                .call::<_, SendAnswer>(&request, 2 * FORWARD_TIMEOUT_MS)
+                .await
+            else {
+                return;
+            };
+            shared.record(crate::history::Event::SendAnswered {
+                client,
+                host,
+                event_id,
+                persisted_at: answer.persisted_at,
+                outcome: answer.outcome,
+            });
+            answered.notify_one();
+        });
+    }
+}
