@@ -97,7 +97,11 @@ struct RunArgs {
 #[derive(Debug, Args)]
 struct SweepArgs {
     /// The scenario file (TOML).
-    scenario: PathBuf,
+    #[arg(required_unless_present = "generated")]
+    scenario: Option<PathBuf>,
+    /// Sweep each seed's generated scenario (what `bugs --hunt` runs) instead of a file.
+    #[arg(long, conflicts_with = "scenario")]
+    generated: bool,
     /// The seed range, `A..B` (B excluded).
     #[arg(long, value_name = "A..B", value_parser = parse_seed_range)]
     seeds: std::ops::Range<u64>,
@@ -326,7 +330,15 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
 }
 
 fn sweep(args: SweepArgs) -> Result<ExitCode> {
-    let scenario = load_scenario(&args.scenario)?;
+    let loaded = args.scenario.as_deref().map(load_scenario).transpose()?;
+    let scenarios = match &loaded {
+        Some(scenario) => runner::SweepScenarios::Fixed(scenario),
+        None => runner::SweepScenarios::Generated,
+    };
+    let scenario_arg = args
+        .scenario
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("--generated"));
     let seeds: Vec<u64> = match args.shard {
         Some((k, n)) => args
             .seeds
@@ -344,7 +356,7 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let bar = report::progress_bar(seeds.len() as u64);
     let bugs = bug_set(&args.bugs);
-    let results: Vec<SeedResult> = runner::sweep(&scenario, &seeds, bugs, jobs, &|result| {
+    let results: Vec<SeedResult> = runner::sweep(scenarios, &seeds, bugs, jobs, &|result| {
         bar.inc(1);
         if !result.passed {
             bar.set_message(format!("seed {} failed", result.seed));
@@ -370,7 +382,7 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
             result.known = None;
         }
     }
-    let failed = report::print_sweep(&mut out, &args.scenario, bugs, &label, &results)?;
+    let failed = report::print_sweep(&mut out, &scenario_arg, bugs, &label, &results)?;
     report::print_sweep_timing(&results, started.elapsed(), jobs);
     Ok(if failed == 0 {
         ExitCode::SUCCESS

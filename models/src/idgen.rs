@@ -34,6 +34,12 @@ impl IdGenConfig {
         }
     }
 
+    /// The config with historical-bug switches on.
+    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
+        self.bugs = bugs;
+        self
+    }
+
     fn is_writer(&self) -> bool {
         self.writers.contains(&self.instance_name)
     }

@@ -132,7 +132,7 @@ pub fn generated(seed: u64) -> Scenario {
     workload.sends_per_second = [0, 2, 5, 10][rng.random_range(0..4)];
     // Requests cancelled inside `enter`, and /sync answers read in limited pages.
     workload.cancel_rate = if rng.random_bool(0.5) { 0.03 } else { 0.0 };
-    workload.sync_timeline_limit = rng.random_bool(0.5).then(|| rng.random_range(2..=20));
+    workload.sync_timeline_limit = rng.random_bool(0.5).then(|| rng.random_range(30..=100));
     let clients = sync_clients + writer_clients;
     // A reader restarts while writers have ids in flight.
     if rng.random_bool(0.5) {

@@ -125,10 +125,27 @@ pub struct SeedResult {
     pub reached: Vec<&'static str>,
 }
 
+/// What a sweep runs: one scenario for every seed, or each seed's generated scenario.
+#[derive(Clone, Copy, Debug)]
+pub enum SweepScenarios<'a> {
+    Fixed(&'a Scenario),
+    Generated,
+}
+
+impl SweepScenarios<'_> {
+    /// The scenario of `seed`.
+    pub fn for_seed(&self, seed: u64) -> std::borrow::Cow<'_, Scenario> {
+        match self {
+            SweepScenarios::Fixed(scenario) => std::borrow::Cow::Borrowed(*scenario),
+            SweepScenarios::Generated => std::borrow::Cow::Owned(crate::generate::generated(seed)),
+        }
+    }
+}
+
 /// Runs `seeds` on `jobs` threads; `progress` is called once per finished seed (from any
 /// thread). Results are in seed order.
 pub fn sweep(
-    scenario: &Scenario,
+    scenarios: SweepScenarios,
     seeds: &[u64],
     bugs: Bugs,
     jobs: usize,
@@ -143,7 +160,7 @@ pub fn sweep(
                 let Some(&seed) = seeds.get(index) else {
                     return;
                 };
-                let report = run_seed_with(scenario, seed, bugs);
+                let report = run_seed_with(&scenarios.for_seed(seed), seed, bugs);
                 let reached = sometimes_reached(&report.history)
                     .into_iter()
                     .filter_map(|(name, hit)| hit.then_some(name))

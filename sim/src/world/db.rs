@@ -93,6 +93,8 @@ struct Envelope {
 pub struct DbServer {
     database: Database,
     incarnations: BTreeMap<String, u32>,
+    /// The switches the processes' start-up reads run with (bug B1 reads other rows).
+    bugs: streamsim_models::bugs::Bugs,
 }
 
 /// The event every simulated homeserver already has when the run starts (its first room's
@@ -124,6 +126,7 @@ impl DbServer {
         DbServer {
             database,
             incarnations: BTreeMap::new(),
+            bugs: shared.bugs,
         }
     }
 
@@ -148,7 +151,8 @@ impl DbServer {
         let result = match request {
             DbRequest::Startup { writers } => {
                 let names: Vec<&str> = writers.iter().map(String::as_str).collect();
-                read_startup_state(&mut self.database, &IdGenConfig::new(&owner, &names))
+                let config = IdGenConfig::new(&owner, &names).with_bugs(self.bugs);
+                read_startup_state(&mut self.database, &config)
                     .map(|state| DbResponse::Startup { state })
                     .map_err(|e| e.to_string())
             }

@@ -183,6 +183,10 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
         .min_message_latency(Duration::from_millis(latency.min))
         .max_message_latency(Duration::from_millis(latency.max))
         .enable_random_order()
+        // turmoil panics when a listener's backlog or a stream's segment queue overflows its
+        // capacity (64). Sends held by a partition arrive together at the heal, so give the
+        // queues room; a capacity that is never reached changes nothing in a run.
+        .tcp_capacity(4_096)
         .build();
     let database = Rc::new(RefCell::new(db::DbServer::new(&shared)));
     {

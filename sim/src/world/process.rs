@@ -153,7 +153,7 @@ impl Process {
         };
         let writer_names: Vec<&str> = writers.iter().map(String::as_str).collect();
         let generator = MultiWriterIdGenerator::from_startup_state(
-            IdGenConfig::new(name, &writer_names),
+            IdGenConfig::new(name, &writer_names).with_bugs(shared.bugs),
             startup,
         );
         let token = room_token(&generator);
