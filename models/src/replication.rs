@@ -203,6 +203,8 @@ pub enum FollowerAction {
         /// it): what the notifier announces these rows with. A catch-up advances group by
         /// group, so each group has its own, not the token at the end of the catch-up.
         room_token: MultiWriterToken,
+        /// Read from the database by a POSITION's catch-up, not carried by RDATA.
+        caught_up: bool,
     },
     /// A POSITION's `prev` was ahead of what we had: read `instance`'s rows with
     /// `from < id <= upto` from the writer or the database; answer with `handle_updates`.
@@ -371,6 +373,7 @@ impl StreamFollower {
                 token,
                 rows: group,
                 room_token: room_token(generator),
+                caught_up: true,
             });
             reached = Some(token);
         }
@@ -452,6 +455,7 @@ impl StreamFollower {
             token,
             rows,
             room_token: room_token(generator),
+            caught_up: false,
         })
     }
 

@@ -640,10 +640,11 @@ fn discarded_rdata<'a>(facts: &Facts<'a>) -> BTreeSet<(&'a str, &'a str, i64)> {
 }
 
 /// A notifier announces each writer's events in that writer's order: never an event that a
-/// token it announced earlier (in this incarnation) already covered through the writer's own
-/// position. Replication hands a reader each writer's rows in id order (one FIFO per stream,
-/// stale RDATA discarded), so an event arriving behind its writer's position means rows were
-/// applied out of order (bugs B14, B15) and listeners woken with that token never see it.
+/// token it announced earlier (in this incarnation) already covered. Replication hands a
+/// reader each writer's rows in id order (one FIFO per stream), discards RDATA at or below
+/// the writer's current token (never below the minimum), and catches up only above it, so an
+/// event arriving behind a token already announced means rows were applied out of order or
+/// twice (bugs B14, B15), and listeners woken with that token never see it.
 fn notifier_in_order(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     let mut announced: BTreeMap<&str, MultiWriterToken> = BTreeMap::new();
     let mut violations = Vec::new();
@@ -657,11 +658,21 @@ fn notifier_in_order(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
                 writer,
                 stream_id,
                 event_id,
+                caught_up,
             } => {
                 let Some(token) = announced.get(reader.as_str()) else {
                     continue;
                 };
-                if token.instance_map().get(writer).is_some_and(|pos| pos >= stream_id) {
+                // A catch-up's rows may land after the minimum passed them (its read began
+                // below it while other writers' commands went on), so only the writer's own
+                // position judges them; RDATA is applied only above the writer's token, which
+                // is never below the minimum.
+                let covered = if *caught_up {
+                    token.instance_map().get(writer).is_some_and(|pos| pos >= stream_id)
+                } else {
+                    token.pos_for(writer) >= *stream_id
+                };
+                if covered {
                     violations.push(violation(
                         "notifier_in_order",
                         record.at,
@@ -860,6 +871,7 @@ fn no_early_or_phantom_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> 
                 writer,
                 stream_id,
                 event_id,
+                ..
             } => vec![(reader, writer, *stream_id, event_id)],
             Event::SyncPage { client, events, .. } => events
                 .iter()

@@ -134,8 +134,20 @@ pub fn generated(seed: u64) -> Scenario {
     workload.cancel_rate = if rng.random_bool(0.5) { 0.03 } else { 0.0 };
     workload.sync_timeline_limit = rng.random_bool(0.5).then(|| rng.random_range(30..=100));
     let clients = sync_clients + writer_clients;
+    // The idle writer restarts: its `stream_positions` row is as old as its last write.
+    if let Some(idle) = faults.iter().find_map(|f| match &f.kind {
+        FaultKind::Quiesce { host } => Some((host.clone(), f.at_ms)),
+        _ => None,
+    }) {
+        if rng.random_bool(0.5) {
+            faults.push(Fault {
+                at_ms: (idle.1 + rng.random_range(3_000..=10_000)).min(duration_ms),
+                kind: FaultKind::Restart { host: idle.0 },
+            });
+        }
+    }
     // A reader restarts while writers have ids in flight.
-    if rng.random_bool(0.5) {
+    if rng.random_bool(0.8) {
         let reader = rng.random_range(1..=readers);
         faults.push(Fault {
             at_ms: rng.random_range(2_000..=duration_ms - 1_000),
@@ -145,7 +157,7 @@ pub fn generated(seed: u64) -> Scenario {
         });
     }
     // A client comes back with a token from the future (a database restored from a backup).
-    if rng.random_bool(0.3) {
+    if rng.random_bool(0.5) {
         let client = rng.random_range(1..=clients);
         faults.push(Fault {
             at_ms: rng.random_range(1_000..=duration_ms / 2),

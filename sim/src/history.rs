@@ -23,12 +23,15 @@ pub enum Event {
     Aborted { host: String, ids: Vec<i64> },
     /// A replication command went out (its wire line, without the newline).
     Announced { host: String, line: String },
-    /// A reader handed an event to its notifier.
+    /// A reader handed an event to its notifier; `caught_up` when a POSITION's catch-up read
+    /// it from the database rather than RDATA carrying it.
     Delivered {
         reader: String,
         writer: String,
         stream_id: i64,
         event_id: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        caught_up: bool,
     },
     /// A reader handed out a token (to its notifier or a sync client).
     TokenHandedOut {

@@ -131,12 +131,14 @@ fn reader_fills_a_gap_announced_by_position_prev() {
                 token: a,
                 rows: vec![(a, "$a".into())],
                 room_token: MultiWriterToken::default(),
+                caught_up: false,
             },
             FollowerAction::Rows {
                 instance: "w1".into(),
                 token: b,
                 rows: vec![(b, "$b".into())],
                 room_token: MultiWriterToken::default(),
+                caught_up: false,
             },
             FollowerAction::Advanced {
                 instance: "w1".into(),
@@ -183,6 +185,7 @@ fn rdata_batches_and_unconnected_streams() {
             token: 7,
             rows: vec![(7, "$a".into()), (7, "$b".into())],
             room_token: MultiWriterToken::default(),
+            caught_up: false,
         }]
     );
     follower.handle_connection_lost();
@@ -218,7 +221,8 @@ fn limited_catch_up_reads_again_from_the_last_row() {
     assert!(follower.is_connected() && !follower.is_catching_up());
 }
 
-/// The actions with every `Rows`' room token blanked, to compare the rest literally.
+/// The actions with every `Rows`' room token and provenance blanked, to compare the rest
+/// literally.
 fn without_room_tokens(actions: Vec<FollowerAction>) -> Vec<FollowerAction> {
     actions
         .into_iter()
@@ -233,6 +237,7 @@ fn without_room_tokens(actions: Vec<FollowerAction>) -> Vec<FollowerAction> {
                 token,
                 rows,
                 room_token: MultiWriterToken::default(),
+                caught_up: false,
             },
             other => other,
         })

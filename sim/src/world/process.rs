@@ -253,8 +253,9 @@ impl Process {
                     token,
                     rows,
                     room_token,
+                    caught_up,
                 } => {
-                    self.notify_rows(&instance, rows, room_token);
+                    self.notify_rows(&instance, rows, room_token, caught_up);
                     self.wake_waiters(&instance, token);
                 }
                 FollowerAction::FetchMissing {
@@ -348,7 +349,13 @@ impl Process {
     }
 
     /// New rows of `instance` reached this process: a reader's notifier announces them.
-    fn notify_rows(&self, instance: &str, rows: Vec<(i64, String)>, max_token: MultiWriterToken) {
+    fn notify_rows(
+        &self,
+        instance: &str,
+        rows: Vec<(i64, String)>,
+        max_token: MultiWriterToken,
+        caught_up: bool,
+    ) {
         let state = &mut *self.state.borrow_mut();
         let Some(notifier) = &mut state.notifier else {
             return;
@@ -365,6 +372,7 @@ impl Process {
                     writer: event.instance.clone(),
                     stream_id: event.stream_id,
                     event_id: event.event_id.clone(),
+                    caught_up,
                 });
             }
             self.shared.record(Event::TokenHandedOut {
