@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: style gates, then every test, with the differential
 # tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), then a short
-# fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10).
+# fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10) and
+# the bug hunt (STREAMSIM_CI_HUNT_BUDGET seeds per switch, default 30).
 #
 #   bash scripts/test.sh
 #
@@ -38,5 +39,11 @@ while IFS= read -r scenario; do
     | sed "s|^|$scenario: |" || status=1
 done < <(find scenarios -name '*.toml' | sort)
 [ "$status" -eq 0 ] || { echo "a scenario sweep failed"; exit 1; }
+
+# The bug hunt with a small budget: every historical-bug switch must be caught by the
+# generated scenarios, and the clean model must pass every seed the hunt used.
+HUNT_BUDGET="${STREAMSIM_CI_HUNT_BUDGET:-30}"
+stage "bug hunt, budget $HUNT_BUDGET"
+target/release/streamsim bugs --hunt --budget "$HUNT_BUDGET" --jobs 2
 
 stage "done"

@@ -451,6 +451,15 @@ fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>) -> Result<ExitCode> {
             hunted.replay.as_deref().unwrap_or("-")
         )?;
     }
+    let mut seeds: Vec<u64> = report.bugs.iter().map(|h| h.seeds).collect();
+    seeds.sort_unstable();
+    if let Some(median) = seeds.get(seeds.len() / 2) {
+        writeln!(
+            out,
+            "median seeds to catch: {median}; most: {}",
+            seeds.last().expect("not empty")
+        )?;
+    }
     writeln!(
         out,
         "clean model on the same seeds: {} failures",

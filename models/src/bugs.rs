@@ -104,7 +104,7 @@ pub const CATALOGUE: &[BugInfo] = &[
         id: "B7",
         source: "synapse PR #17309 (2024)",
         fault: "a restarted writer takes its position from its stale stream_positions row",
-        caught_by: "tokens_never_regress",
+        caught_by: "liveness",
     },
     BugInfo {
         bug: Bug::SyncWaitsOnFutureToken,
@@ -144,7 +144,7 @@ pub const CATALOGUE: &[BugInfo] = &[
         id: "B14",
         source: "synapse PRs #7185, #7226 (2020)",
         fault: "RDATA is processed while a POSITION catch-up runs, so the writer's position passes rows not yet announced",
-        caught_by: "notifier_in_order",
+        caught_by: "notifier_announces_every_event",
     },
     BugInfo {
         bug: Bug::ReprocessingOldRdata,

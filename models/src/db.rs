@@ -348,7 +348,9 @@ impl Database {
     pub fn max_row_id_per_instance(&self) -> BTreeMap<String, i64> {
         let mut highest = BTreeMap::new();
         for row in &self.rows {
-            let entry = highest.entry(row.instance_name.clone()).or_insert(row.stream_id);
+            let entry = highest
+                .entry(row.instance_name.clone())
+                .or_insert(row.stream_id);
             *entry = (*entry).max(row.stream_id);
         }
         highest

@@ -39,7 +39,9 @@ pub enum NotifierError {
     #[error("waiter {0} is already waiting")]
     WaiterInUse(WaiterId),
     /// Bug B12: inserting a second waiter on one position compared two deferreds.
-    #[error("TypeError: '<' not supported between instances of 'Deferred' and 'Deferred' (waiter {0})")]
+    #[error(
+        "TypeError: '<' not supported between instances of 'Deferred' and 'Deferred' (waiter {0})"
+    )]
     WaitersCompared(WaiterId),
 }
 

@@ -159,7 +159,11 @@ impl Persister {
             panic!("batch {batch} was not waiting for ids")
         };
         generator.complete_fetch(fetch, &ids);
-        if !generator.config().bugs.on(Bug::CancelledEnterWedgesPosition) {
+        if !generator
+            .config()
+            .bugs
+            .on(Bug::CancelledEnterWedgesPosition)
+        {
             generator.mark_finished(&ids);
         }
         Action::Failed { batch, ids }

@@ -264,7 +264,10 @@ impl<'a> From<&'a History> for Facts<'a> {
                         let prev = words.nth(2).and_then(|w| w.parse().ok());
                         let new = words.next().and_then(|w| w.parse().ok());
                         if let (Some(prev), Some(new)) = (prev, new) {
-                            positions_announced.entry(host).or_default().push((prev, new));
+                            positions_announced
+                                .entry(host)
+                                .or_default()
+                                .push((prev, new));
                         }
                     }
                 }
@@ -668,7 +671,10 @@ fn notifier_in_order(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
                 // position judges them; RDATA is applied only above the writer's token, which
                 // is never below the minimum.
                 let covered = if *caught_up {
-                    token.instance_map().get(writer).is_some_and(|pos| pos >= stream_id)
+                    token
+                        .instance_map()
+                        .get(writer)
+                        .is_some_and(|pos| pos >= stream_id)
                 } else {
                     token.pos_for(writer) >= *stream_id
                 };

@@ -128,7 +128,11 @@ pub fn generated(seed: u64) -> Scenario {
     // Clients that send: through readers and, with several writers, through a writer that is
     // not the room's persister, so sends are forwarded and waited for.
     let mut workload = workload;
-    let writer_clients = if writers >= 2 { rng.random_range(0..=2) } else { 0 };
+    let writer_clients = if writers >= 2 {
+        rng.random_range(0..=2)
+    } else {
+        0
+    };
     workload.sends_per_second = [0, 2, 5, 10][rng.random_range(0..4)];
     // Requests cancelled inside `enter`, and /sync answers read in limited pages.
     workload.cancel_rate = if rng.random_bool(0.5) { 0.03 } else { 0.0 };
@@ -154,6 +158,22 @@ pub fn generated(seed: u64) -> Scenario {
             kind: FaultKind::Restart {
                 host: format!("r{reader}"),
             },
+        });
+    }
+    // A writer dies mid-workload (with ids in flight, its position row behind its rows) and
+    // comes back.
+    if rng.random_bool(0.6) {
+        let writer = format!("w{}", rng.random_range(1..=writers));
+        let crash_at = rng.random_range(2_000..=duration_ms - 2_000);
+        faults.push(Fault {
+            at_ms: crash_at,
+            kind: FaultKind::Crash {
+                host: writer.clone(),
+            },
+        });
+        faults.push(Fault {
+            at_ms: (crash_at + rng.random_range(500..=3_000)).min(duration_ms),
+            kind: FaultKind::Restart { host: writer },
         });
     }
     // A client comes back with a token from the future (a database restored from a backup).

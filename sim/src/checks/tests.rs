@@ -48,6 +48,7 @@ fn delivered(h: &mut History, at: u64, writer: &str, id: i64) {
             writer: writer.into(),
             stream_id: id,
             event_id: format!("$e{id}"),
+            caught_up: false,
         },
     );
 }
@@ -140,6 +141,7 @@ fn aborted_ids_may_never_be_delivered() {
             writer: "w1".into(),
             stream_id: 4,
             event_id: "$x".into(),
+            caught_up: false,
         },
     );
     assert_eq!(invariants(&h, 10), vec!["no_early_or_phantom_event"]);

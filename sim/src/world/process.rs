@@ -193,7 +193,9 @@ impl Process {
                 next_waiter: 0,
             }),
             send_queued: Notify::new(),
-            cancel_rng: RefCell::new(shared_for_rng.rng_for(&format!("{name}/cancel"), incarnation)),
+            cancel_rng: RefCell::new(
+                shared_for_rng.rng_for(&format!("{name}/cancel"), incarnation),
+            ),
         })
     }
 
@@ -269,9 +271,7 @@ impl Process {
                         process.fetch_missing(&link, &instance, from, upto).await;
                     });
                 }
-                FollowerAction::Advanced { instance, token } => {
-                    self.wake_waiters(&instance, token)
-                }
+                FollowerAction::Advanced { instance, token } => self.wake_waiters(&instance, token),
                 FollowerAction::Discarded {
                     instance,
                     token,

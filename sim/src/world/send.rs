@@ -114,7 +114,9 @@ async fn enqueue(process: &Rc<Process>, event_id: String) -> Result<i64, String>
 
 /// The persistence queue: one batch at a time, holding everything queued meanwhile.
 async fn persist_queued(process: Rc<Process>) {
-    let mut rng = process.shared.rng_for(&format!("{}/sends", process.name), process.incarnation);
+    let mut rng = process
+        .shared
+        .rng_for(&format!("{}/sends", process.name), process.incarnation);
     loop {
         process.send_queued.notified().await;
         let queued = std::mem::take(&mut process.state.borrow_mut().send_queue);
@@ -237,15 +239,20 @@ pub async fn client_sends(
     let interval_ms = (1_000 / u64::from(rate)).max(1);
     let mut sequence = 0u64;
     loop {
-        let jittered = rand::Rng::random_range(&mut rng, interval_ms / 2..=interval_ms + interval_ms / 2);
+        let jittered =
+            rand::Rng::random_range(&mut rng, interval_ms / 2..=interval_ms + interval_ms / 2);
         tokio::time::sleep(Duration::from_millis(jittered.max(1))).await;
         if now().as_ms() >= shared.scenario.duration_ms {
             return;
         }
         sequence += 1;
         let event_id = format!("${client}.send.{sequence}");
-        let (shared, client, host, answered) =
-            (shared.clone(), client.clone(), host.clone(), answered.clone());
+        let (shared, client, host, answered) = (
+            shared.clone(),
+            client.clone(),
+            host.clone(),
+            answered.clone(),
+        );
         tokio::task::spawn_local(async move {
             let Ok(stream) = connect(&host, CLIENT_SEND_PORT).await else {
                 return;
