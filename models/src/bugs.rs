@@ -143,7 +143,7 @@ pub const CATALOGUE: &[BugInfo] = &[
         name: "updates-during-catch-up",
         id: "B14",
         source: "synapse PRs #7185, #7226 (2020)",
-        fault: "RDATA is processed while a POSITION catch-up runs, so the writer's position passes rows not yet announced",
+        fault: "RDATA is handled while a POSITION catch-up runs instead of queueing behind it, so rows arriving during the catch-up are lost",
         caught_by: "notifier_announces_every_event",
     },
     BugInfo {

@@ -297,7 +297,8 @@ impl StreamFollower {
         }
         if self.catching_up.is_some() && self.bugs.on(Bug::UpdatesDuringCatchUp) {
             // Bug B14 (PRs #7185, #7226): RDATA was handled concurrently with a POSITION's
-            // catch-up instead of queueing behind it.
+            // catch-up instead of queueing behind it; the stream is not connected until the
+            // catch-up ends, so the row is dropped, and the catch-up stops below it.
             return self
                 .process_rdata(generator, instance.to_owned(), token, row)
                 .into_iter()

@@ -233,3 +233,55 @@ fn future_stream_position_makes_start_fail_before_pruning() {
         "the stale row is not deleted by a failed start"
     );
 }
+
+// ---- historical-bug switches ---------------------------------------------------------------
+
+fn start_with(
+    db: &mut Database,
+    instance: &str,
+    writers: &[&str],
+    bug: Bug,
+) -> MultiWriterIdGenerator {
+    let config = IdGenConfig::new(instance, writers).with_bugs(Bugs::NONE.with(bug));
+    MultiWriterIdGenerator::start(db, config).unwrap()
+}
+
+#[test]
+fn switch_b1_takes_a_writers_highest_row_despite_lower_ids_in_flight() {
+    // w1 is stored at 7 (rows 1..=7); it allocated 8 and 9, and only 9 committed.
+    for (bug, expected) in [(None, 7), (Some(Bug::RestartTakesMaxId), 9)] {
+        let mut db = Database::new();
+        preload(&mut db, "w1", 7);
+        assert_eq!(db.nextval_many(2).unwrap(), vec![8, 9]);
+        let nine = StreamRow {
+            stream_id: 9,
+            instance_name: "w1".into(),
+            payload: None,
+        };
+        db.insert_rows_autocommit("w1", vec![nine]).unwrap();
+        let reader = match bug {
+            Some(bug) => start_with(&mut db, "reader", &["w1"], bug),
+            None => start(&mut db, "reader", &["w1"]),
+        };
+        assert_eq!(reader.current_token(), expected, "{bug:?}");
+    }
+}
+
+#[test]
+fn switch_b2_forgets_ids_finished_out_of_order() {
+    let mut db = Database::new();
+    preload(&mut db, "w1", 7);
+    let mut w1 = start_with(&mut db, "w1", &["w1"], Bug::OutOfOrderFinishStalls);
+    let ids = w1.allocate(&mut db, 2).unwrap();
+    assert_eq!(ids, vec![8, 9]);
+    w1.mark_finished(&[9]);
+    w1.mark_finished(&[8]);
+    assert_eq!(w1.current_token_for_writer("w1"), 8, "9 is forgotten");
+    let next = w1.allocate(&mut db, 1).unwrap();
+    w1.mark_finished(&next);
+    assert_eq!(
+        w1.current_token_for_writer("w1"),
+        10,
+        "until another id finishes"
+    );
+}

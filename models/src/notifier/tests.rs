@@ -481,3 +481,82 @@ fn initial_sync_returns_everything_up_to_current() {
     assert_eq!(response.events, vec![ev("w1", 2), ev("w2", 3), ev("w2", 5)]);
     assert_eq!(response.next_batch, current);
 }
+
+// ---- historical-bug switches ---------------------------------------------------------------
+
+#[test]
+fn switch_b12_fails_the_second_waiter_on_one_position() {
+    let mut waiters =
+        PositionWaiters::new("reader").with_bugs(Bugs::NONE.with(Bug::WaitersCompareDeferreds));
+    let current = positions(&[("w2", 5)]);
+    assert_eq!(
+        waiters.wait_for_stream_position(1, "w2", 8, &current, ms(0)),
+        Ok(None)
+    );
+    assert_eq!(
+        waiters.wait_for_stream_position(2, "w2", 8, &current, ms(0)),
+        Err(NotifierError::WaitersCompared(2))
+    );
+    assert_eq!(waiters.waiting_count(), 1, "the second waiter is lost");
+}
+
+#[test]
+fn switch_b17_returns_when_the_local_token_is_past_the_position() {
+    let mut waiters =
+        PositionWaiters::new("reader").with_bugs(Bugs::NONE.with(Bug::WaitChecksLocalToken));
+    let current = positions(&[("reader", 9), ("w2", 7)]);
+    assert_eq!(
+        waiters.wait_for_stream_position(1, "w2", 8, &current, ms(0)),
+        Ok(Some(PositionWakeup::Reached { waiter: 1 })),
+        "w2 is at 7, but the local 9 is compared"
+    );
+}
+
+#[test]
+fn switch_b8_waits_on_a_future_token_and_gives_up_empty() {
+    let options = SyncOptions {
+        timeline_limit: None,
+        bugs: Bugs::NONE.with(Bug::SyncWaitsOnFutureToken),
+    };
+    let since = t(50, &[("w1", 100)]);
+    let current = t(90, &[]);
+    let mut request = SyncRequest::with_options(Some(since.clone()), &current, 90, ms(0), options);
+    assert_eq!(request.since(), Some(&since), "not bounded");
+    let mut notifier = Notifier::new(current.clone());
+    let mut now = 0;
+    let response = loop {
+        match notifier.poll_sync(&mut request, ms(now), &current, &[]) {
+            SyncPoll::Ready(response) => break response,
+            SyncPoll::Pending { next_poll_at } => now = next_poll_at.as_ms(),
+        }
+    };
+    assert!(response.timed_out);
+    assert_eq!(
+        response.next_batch, since,
+        "the client keeps its future token"
+    );
+}
+
+#[test]
+fn limited_page_resumes_from_a_partial_read_token_and_switch_b18_goes_backwards() {
+    // from: w2 ahead at 70; rows above: w1 at 61..=64, w2 at 71; limit 2 stops at 62.
+    let since = t(60, &[("w2", 70)]);
+    let current = t(64, &[("w2", 71)]);
+    let events = [ev("w1", 61), ev("w1", 62), ev("w1", 63), ev("w2", 71)];
+    for (bugs, expected_w2) in [
+        (Bugs::NONE, 70),
+        (Bugs::NONE.with(Bug::PartialReadTokenGoesBackwards), 62),
+    ] {
+        let options = SyncOptions {
+            timeline_limit: Some(2),
+            bugs,
+        };
+        let mut request =
+            SyncRequest::with_options(Some(since.clone()), &current, 71, ms(0), options);
+        let response = ready(request.poll(ms(0), &current, &events));
+        assert!(response.limited);
+        assert_eq!(response.events, vec![ev("w1", 61), ev("w1", 62)]);
+        assert_eq!(response.next_batch.stream(), 62);
+        assert_eq!(response.next_batch.pos_for("w2"), expected_w2, "{bugs:?}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Persister tests: batches commit out of order and the generator follows Synapse's rules.
 
 use super::*;
+use crate::bugs::Bugs;
 use crate::db::{Database, StreamRow};
 use crate::idgen::IdGenConfig;
 
@@ -146,4 +147,34 @@ fn empty_batches_and_readers_are_refused() {
             .unwrap_err(),
         PersistError::IdGen(IdGenError::NotAWriter)
     );
+}
+
+#[test]
+fn cancelled_enter_leaves_a_gap_and_switch_b10_pins_the_position() {
+    for (bugs, expected) in [
+        (Bugs::NONE, 3),
+        (Bugs::NONE.with(Bug::CancelledEnterWedgesPosition), 1),
+    ] {
+        let mut db = Database::new();
+        db.nextval().unwrap();
+        let config = IdGenConfig::new("w1", &["w1"]).with_bugs(bugs);
+        let mut generator = MultiWriterIdGenerator::start(&mut db, config).unwrap();
+        let mut persister = Persister::new();
+        let (batch, _) = persister
+            .submit(&mut generator, vec!["$cancelled".into()])
+            .unwrap();
+        let ids = db.nextval_many(1).unwrap();
+        let action = persister.handle_enter_cancelled(&mut generator, batch, ids.clone());
+        assert_eq!(action, Action::Failed { batch, ids });
+        // A later batch commits; with the leak, the position stays below the cancelled id.
+        let (next, _) = persister.submit(&mut generator, vec!["$x".into()]).unwrap();
+        let ids = db.nextval_many(1).unwrap();
+        persister.handle_ids(&mut generator, next, ids);
+        persister.handle_committed(&mut generator, next);
+        assert_eq!(
+            generator.current_token_for_writer("w1"),
+            expected,
+            "{bugs:?}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Replication tests: a writer's announcer and a reader's follower over one database.
 
 use super::*;
+use crate::bugs::{Bug, Bugs};
 use crate::db::{Database, StreamRow};
 use crate::idgen::IdGenConfig;
 use crate::limits::UPDATES_FETCH_ROWS_MAX;
@@ -242,4 +243,80 @@ fn without_room_tokens(actions: Vec<FollowerAction>) -> Vec<FollowerAction> {
             other => other,
         })
         .collect()
+}
+
+// ---- historical-bug switches ---------------------------------------------------------------
+
+/// A reader connected to w1 at 1, with w1's `a` and `b` written.
+fn connected_reader(bugs: Bugs) -> (Database, StreamFollower, MultiWriterIdGenerator, i64, i64) {
+    let mut db = Database::new();
+    db.nextval().unwrap();
+    let mut w1 = start(&mut db, "w1");
+    let mut reader = start(&mut db, "r1");
+    let mut follower = StreamFollower::new("r1").with_bugs(bugs);
+    follower.handle_position(&mut reader, "w1", 1, 1);
+    let a = persist(&mut db, &mut w1, "$a");
+    let b = persist(&mut db, &mut w1, "$b");
+    (db, follower, reader, a, b)
+}
+
+#[test]
+fn switch_b14_handles_rdata_during_a_catch_up_at_once_and_loses_it() {
+    for (bugs, lost) in [
+        (Bugs::NONE, false),
+        (Bugs::NONE.with(Bug::UpdatesDuringCatchUp), true),
+    ] {
+        let (db, mut follower, mut reader, _a, b) = connected_reader(bugs);
+        let c_id = b + 1;
+        follower.handle_position(&mut reader, "w1", b, b);
+        let during = follower.handle_rdata(&mut reader, "w1", Some(c_id), (c_id, "$c".into()));
+        assert_eq!(
+            matches!(
+                &during[..],
+                [FollowerAction::Discarded {
+                    reason: "stream not connected",
+                    ..
+                }]
+            ),
+            lost,
+            "{bugs:?}: {during:?}"
+        );
+        let (rows, limited) = rows_of(&db, "w1", 1, b);
+        let after = follower.handle_updates(&mut reader, rows, limited);
+        let c_announced = after
+            .iter()
+            .any(|action| matches!(action, FollowerAction::Rows { token, .. } if *token == c_id));
+        assert_eq!(c_announced, !lost, "{bugs:?}: {after:?}");
+    }
+}
+
+#[test]
+fn switch_b13_keeps_the_stream_connected_so_rdata_skips_what_was_missed() {
+    for (bugs, applied) in [
+        (Bugs::NONE, false),
+        (Bugs::NONE.with(Bug::LostEventsOnReconnect), true),
+    ] {
+        let (_db, mut follower, mut reader, _a, b) = connected_reader(bugs);
+        // a and b were sent while the connection was down; RDATA of c arrives first.
+        follower.handle_connection_lost();
+        let c_id = b + 1;
+        let actions = follower.handle_rdata(&mut reader, "w1", Some(c_id), (c_id, "$c".into()));
+        assert_eq!(
+            matches!(&actions[..], [FollowerAction::Rows { .. }]),
+            applied,
+            "{bugs:?}: {actions:?}"
+        );
+    }
+}
+
+#[test]
+fn switch_b15_applies_rdata_below_the_writers_position_again() {
+    let (_db, mut follower, mut reader, a, b) =
+        connected_reader(Bugs::NONE.with(Bug::ReprocessingOldRdata));
+    follower.handle_rdata(&mut reader, "w1", Some(b), (b, "$b".into()));
+    let again = follower.handle_rdata(&mut reader, "w1", Some(a), (a, "$a".into()));
+    assert!(
+        matches!(&again[..], [FollowerAction::Rows { token, .. }] if *token == a),
+        "{again:?}"
+    );
 }
