@@ -16,12 +16,14 @@
 //! - [`opscript`]: the ID-generator op-script language run against [`idgen`] and [`db`].
 //! - [`wire`]: the replication line protocol codec.
 //! - [`connection`]: one direct-TCP replication connection (protocol.py's state machine).
+//! - [`metrics`]: Synapse's metrics and background processes, AWX-style aggregation.
 
 pub mod bugs;
 pub mod connection;
 pub mod db;
 pub mod idgen;
 pub mod limits;
+pub mod metrics;
 pub mod notifier;
 pub mod opscript;
 pub mod persister;

@@ -1,0 +1,294 @@
+//! One node's metrics in memory, as AWX's `Metrics` object keeps them, and the flush batches
+//! (`pipe_execute`) that carry them to the shared store.
+//!
+//! Counters and histograms hold only what was added since the last capture: a flush adds
+//! them to the store (`HINCRBY`), so the store sums every flush of every incarnation. Set
+//! gauges hold the current value and a flush overwrites the store's (`HSET`).
+//!
+//! Unlike AWX, whose `pipe_execute` talks to a local Redis over a socket that does not fail,
+//! the store here is across a network: a flush can go unanswered. A captured batch therefore
+//! stays pending, and is sent again with the same sequence number, until the store answers;
+//! the store applies each `(node, incarnation, seq)` once. Increments made meanwhile wait for
+//! the next capture. What a crash loses is exactly what was not yet applied: the pending
+//! batch (unless the store had applied it and only the answer was lost) and everything
+//! counted since it was captured.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::series::{Family, Kind, SeriesKey};
+use crate::time::SimInstant;
+
+/// A histogram's counts: per bucket (cumulative, as Prometheus and AWX keep them: bucket `i`
+/// counts every observation at or below its bound; the last bucket is `+Inf`), the number
+/// of observations and their sum, in raw units.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistogramCounts {
+    pub cumulative: Vec<i64>,
+    pub count: i64,
+    pub sum: i64,
+}
+
+impl HistogramCounts {
+    fn empty(family: &Family) -> Self {
+        HistogramCounts {
+            cumulative: vec![0; family.buckets.len() + 1],
+            count: 0,
+            sum: 0,
+        }
+    }
+
+    fn observe(&mut self, family: &Family, raw: i64) {
+        let first = family
+            .buckets
+            .iter()
+            .position(|bound| raw <= *bound)
+            .unwrap_or(family.buckets.len());
+        for bucket in &mut self.cumulative[first..] {
+            *bucket += 1;
+        }
+        self.count += 1;
+        self.sum += raw;
+    }
+
+    /// Adds another histogram's counts (a flush into the store).
+    pub fn add(&mut self, other: &HistogramCounts) {
+        if self.cumulative.len() < other.cumulative.len() {
+            self.cumulative.resize(other.cumulative.len(), 0);
+        }
+        for (mine, theirs) in self.cumulative.iter_mut().zip(&other.cumulative) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+}
+
+/// What one flush carries: the increments of one capture and every set gauge's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushBatch {
+    pub node: String,
+    pub incarnation: u32,
+    /// 1 for an incarnation's first capture, then 2, 3, ...
+    pub seq: u64,
+    pub counters: BTreeMap<SeriesKey, i64>,
+    pub gauges: BTreeMap<SeriesKey, i64>,
+    pub histograms: BTreeMap<SeriesKey, HistogramCounts>,
+}
+
+/// A node's whole dataset in the store, as the store answers a flush and the node
+/// broadcasts it: every counter, gauge and histogram summed over all its incarnations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub node: String,
+    /// Bumped by every applied batch: a newer dataset of the same node has a higher version.
+    pub version: u64,
+    /// When the store last applied a batch of this node.
+    pub updated_at: SimInstant,
+    pub counters: BTreeMap<SeriesKey, i64>,
+    pub gauges: BTreeMap<SeriesKey, i64>,
+    pub histograms: BTreeMap<SeriesKey, HistogramCounts>,
+}
+
+/// One incarnation of one node's in-memory metrics.
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    node: String,
+    incarnation: u32,
+    counters: BTreeMap<SeriesKey, i64>,
+    gauges: BTreeMap<SeriesKey, i64>,
+    histograms: BTreeMap<SeriesKey, HistogramCounts>,
+    captured: u64,
+    pending: Option<FlushBatch>,
+    last_flush_at: Option<SimInstant>,
+}
+
+impl NodeMetrics {
+    pub fn new(node: &str, incarnation: u32) -> Self {
+        NodeMetrics {
+            node: node.to_owned(),
+            incarnation,
+            counters: BTreeMap::new(),
+            gauges: BTreeMap::new(),
+            histograms: BTreeMap::new(),
+            captured: 0,
+            pending: None,
+            last_flush_at: None,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The sequence number of the capture that will carry an increment made now.
+    pub fn next_seq(&self) -> u64 {
+        self.captured + 1
+    }
+
+    /// `inc(name, value)`: adds to a counter. Panics on a gauge or histogram family or a
+    /// negative amount (a counter never goes down; a broken call site).
+    pub fn inc(&mut self, family: &Family, labels: &[&str], amount: i64) {
+        assert_eq!(
+            family.kind,
+            Kind::Counter,
+            "{} is not a counter",
+            family.name
+        );
+        assert!(amount >= 0, "{} cannot go down", family.name);
+        *self
+            .counters
+            .entry(SeriesKey::new(family, labels))
+            .or_insert(0) += amount;
+    }
+
+    /// `set(name, value)`: a set gauge's current value.
+    pub fn set(&mut self, family: &Family, labels: &[&str], value: i64) {
+        assert_eq!(family.kind, Kind::Gauge, "{} is not a gauge", family.name);
+        self.gauges.insert(SeriesKey::new(family, labels), value);
+    }
+
+    /// Adds `delta` to a set gauge (an in-flight count going up or down).
+    pub fn add_to_gauge(&mut self, family: &Family, labels: &[&str], delta: i64) -> i64 {
+        assert_eq!(family.kind, Kind::Gauge, "{} is not a gauge", family.name);
+        let value = self
+            .gauges
+            .entry(SeriesKey::new(family, labels))
+            .or_insert(0);
+        *value += delta;
+        *value
+    }
+
+    pub fn gauge(&self, family: &Family, labels: &[&str]) -> i64 {
+        self.gauges
+            .get(&SeriesKey::new(family, labels))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `observe(name, value)`: one observation into a histogram, in raw units.
+    pub fn observe(&mut self, family: &Family, labels: &[&str], raw: i64) {
+        assert_eq!(
+            family.kind,
+            Kind::Histogram,
+            "{} is not a histogram",
+            family.name
+        );
+        self.histograms
+            .entry(SeriesKey::new(family, labels))
+            .or_insert_with(|| HistogramCounts::empty(family))
+            .observe(family, raw);
+    }
+
+    /// `should_pipe_execute`: whether `interval_ms` passed since the last flush began.
+    pub fn should_flush(&self, now: SimInstant, interval_ms: u64) -> bool {
+        self.last_flush_at
+            .is_none_or(|last| now.ms_since(last) >= interval_ms)
+    }
+
+    /// `pipe_execute`, first half: the batch to send. A batch still unanswered is sent again
+    /// unchanged; otherwise the increments so far are captured (and cleared) into a new one.
+    pub fn begin_flush(&mut self, now: SimInstant) -> FlushBatch {
+        self.last_flush_at = Some(now);
+        if let Some(pending) = &self.pending {
+            let mut batch = pending.clone();
+            // Gauges are values, not increments: the latest ones go with the retry.
+            batch.gauges = self.gauges.clone();
+            return batch;
+        }
+        self.captured += 1;
+        let batch = FlushBatch {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq: self.captured,
+            counters: std::mem::take(&mut self.counters),
+            gauges: self.gauges.clone(),
+            histograms: std::mem::take(&mut self.histograms),
+        };
+        self.pending = Some(batch.clone());
+        batch
+    }
+
+    /// `pipe_execute`, second half: the store answered the batch `seq`.
+    pub fn flush_answered(&mut self, seq: u64) {
+        if self.pending.as_ref().is_some_and(|batch| batch.seq == seq) {
+            self.pending = None;
+        }
+    }
+
+    /// The batch waiting for the store's answer, if any.
+    pub fn pending(&self) -> Option<&FlushBatch> {
+        self.pending.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::series::{
+        BACKGROUND_PROCESS_IN_FLIGHT_COUNT, BACKGROUND_PROCESS_START_COUNT, REPLICATION_LAG,
+    };
+
+    const HS: &str = "hs";
+
+    #[test]
+    fn a_capture_takes_the_increments_and_keeps_the_gauges() {
+        let mut metrics = NodeMetrics::new("r1", 1);
+        metrics.inc(&BACKGROUND_PROCESS_START_COUNT, &["a", HS], 2);
+        metrics.add_to_gauge(&BACKGROUND_PROCESS_IN_FLIGHT_COUNT, &["a", HS], 1);
+        assert_eq!(metrics.next_seq(), 1);
+        let first = metrics.begin_flush(SimInstant::from_ms(10));
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.counters.values().sum::<i64>(), 2);
+        assert_eq!(first.gauges.values().sum::<i64>(), 1);
+        metrics.flush_answered(1);
+        metrics.inc(&BACKGROUND_PROCESS_START_COUNT, &["a", HS], 1);
+        assert_eq!(metrics.next_seq(), 2);
+        let second = metrics.begin_flush(SimInstant::from_ms(20));
+        assert_eq!((second.seq, second.counters.values().sum::<i64>()), (2, 1));
+        assert_eq!(second.gauges, first.gauges);
+    }
+
+    #[test]
+    fn an_unanswered_batch_is_sent_again_and_new_increments_wait() {
+        let mut metrics = NodeMetrics::new("r1", 1);
+        metrics.inc(&BACKGROUND_PROCESS_START_COUNT, &["a", HS], 5);
+        let first = metrics.begin_flush(SimInstant::from_ms(0));
+        metrics.inc(&BACKGROUND_PROCESS_START_COUNT, &["a", HS], 7);
+        assert_eq!(metrics.next_seq(), 2);
+        let retry = metrics.begin_flush(SimInstant::from_ms(1_000));
+        assert_eq!(retry, first);
+        metrics.flush_answered(first.seq);
+        let next = metrics.begin_flush(SimInstant::from_ms(2_000));
+        assert_eq!((next.seq, next.counters.values().sum::<i64>()), (2, 7));
+    }
+
+    #[test]
+    fn should_flush_waits_for_the_interval() {
+        let mut metrics = NodeMetrics::new("r1", 1);
+        assert!(metrics.should_flush(SimInstant::from_ms(0), 1_000));
+        metrics.begin_flush(SimInstant::from_ms(0));
+        assert!(!metrics.should_flush(SimInstant::from_ms(999), 1_000));
+        assert!(metrics.should_flush(SimInstant::from_ms(1_000), 1_000));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_an_infinite_bucket() {
+        let mut metrics = NodeMetrics::new("r1", 1);
+        for raw in [1_000, 60_000, 120_000_000] {
+            metrics.observe(&REPLICATION_LAG, &["w1", HS], raw);
+        }
+        let batch = metrics.begin_flush(SimInstant::ZERO);
+        let counts = batch.histograms.values().next().unwrap();
+        assert_eq!(counts.count, 3);
+        assert_eq!(counts.sum, 120_061_000);
+        assert_eq!(counts.cumulative.first(), Some(&1));
+        assert_eq!(counts.cumulative[REPLICATION_LAG.buckets.len() - 1], 2);
+        assert_eq!(counts.cumulative.last(), Some(&3));
+    }
+}
