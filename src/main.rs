@@ -61,6 +61,18 @@ enum Command {
         #[arg(long, requires = "hunt")]
         jobs: Option<usize>,
     },
+    /// Run one seed and print the metrics endpoint's Prometheus text at the end (every
+    /// node's dataset, with a `node` label); what crashes lost goes to standard error.
+    Metrics {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// The simulation seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
+        #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
+        bugs: Vec<Bug>,
+    },
     /// The replication line protocol codec, byte-compatible with Synapse 1.163.2.
     Wire {
         #[command(subcommand)]
@@ -86,6 +98,11 @@ struct RunArgs {
     /// Write the history as JSON lines (byte-identical for the same scenario and seed).
     #[arg(long, value_name = "FILE.jsonl")]
     trace: Option<PathBuf>,
+    /// Write the run as Chrome trace-event JSON (open it in ui.perfetto.dev): a track per
+    /// host, background processes as spans, faults and violations as instants, tokens as
+    /// counters.
+    #[arg(long, value_name = "FILE.json")]
+    timeline: Option<PathBuf>,
     /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
     #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
     bugs: Vec<Bug>,
@@ -200,6 +217,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run_scenario(args),
         Command::Sweep(args) => return sweep(args),
         Command::Bench { scenario, json } => return bench(scenario.as_deref(), json),
+        Command::Metrics {
+            scenario,
+            seed,
+            bugs,
+        } => return metrics(&scenario, seed, bug_set(&bugs)),
         Command::Bugs {
             hunt: true,
             budget,
@@ -288,6 +310,18 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write trace {}", path.display()))?;
     }
     report::print_run(&mut out, &report, &replay)?;
+    if let Some(path) = &args.timeline {
+        let trace = streamsim_sim::timeline::build(
+            &scenario.hosts(),
+            &report.history,
+            &report.metrics,
+            &report.violations,
+            report.ended_at,
+        );
+        std::fs::write(path, serde_json::to_vec(&trace)?)
+            .with_context(|| format!("cannot write timeline {}", path.display()))?;
+        report::print_timeline_pointers(&mut out, path, &report.violations)?;
+    }
     if let Some(findings) = report.known_findings() {
         writeln!(
             out,
@@ -327,6 +361,16 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn metrics(path: &Path, seed: u64, bugs: Bugs) -> Result<ExitCode> {
+    let scenario = load_scenario(path)?;
+    let report = runner::run_seed_with(&scenario, seed, bugs);
+    std::io::stdout()
+        .lock()
+        .write_all(report.metrics.endpoint_text.as_bytes())?;
+    report::print_metrics_summary(&mut std::io::stderr().lock(), &report)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sweep(args: SweepArgs) -> Result<ExitCode> {

@@ -95,6 +95,82 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
     Ok(())
 }
 
+/// Where each violation sits on the timeline just written.
+pub fn print_timeline_pointers(
+    out: &mut impl Write,
+    path: &Path,
+    violations: &[Violation],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "timeline: {} (open it in https://ui.perfetto.dev or chrome://tracing)",
+        path.display()
+    )?;
+    for violation in violations.iter().take(20) {
+        writeln!(
+            out,
+            "  {:?} at ts={} us on track {}",
+            streamsim_sim::timeline::violation_instant_name(violation),
+            violation.at.as_ms() * 1_000,
+            if violation.hosts.is_empty() {
+                "run".to_owned()
+            } else {
+                violation.hosts.join(", ")
+            }
+        )?;
+    }
+    Ok(())
+}
+
+/// What the metrics system did: flushes applied, and what each crash lost (predicted from
+/// the crashed incarnation's memory, measured from the store).
+pub fn print_metrics_summary(out: &mut impl Write, report: &RunReport) -> std::io::Result<()> {
+    let metrics = &report.metrics;
+    let batches: u64 = metrics.incarnations.iter().map(|i| i.applied_seq).sum();
+    let metric_violations = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant.starts_with("metrics_"))
+        .count();
+    writeln!(
+        out,
+        "seed {}: {} node incarnations, {batches} flush batches applied (every {} ms), {} scrapes; metrics invariants: {}",
+        report.seed,
+        metrics.incarnations.len(),
+        metrics.flush_interval_ms,
+        metrics.scrapes.len(),
+        if metric_violations == 0 {
+            "held".to_owned()
+        } else {
+            format!("{metric_violations} violations")
+        }
+    )?;
+    for violation in report
+        .violations
+        .iter()
+        .filter(|v| v.invariant.starts_with("metrics_"))
+        .take(10)
+    {
+        print_violation(out, violation)?;
+    }
+    for loss in streamsim_sim::aggregation::crash_losses(metrics) {
+        writeln!(
+            out,
+            "crash lost: {} incarnation {}: {} series, {} counted increments predicted; {} series, {} measured{}",
+            loss.node,
+            loss.incarnation,
+            loss.series.0,
+            loss.predicted,
+            loss.series.1,
+            loss.measured,
+            loss.largest
+                .map(|(series, amount)| format!(" (most: {amount} of {series})"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
 /// Failures with their replay commands, known failures, sometimes-coverage, then the summary
 /// line. Returns the number of failed seeds (known failures do not count).
 pub fn print_sweep(

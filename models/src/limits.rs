@@ -55,6 +55,11 @@ pub const SYNC_TOKEN_WAIT_MAX_MS: u64 = 10_000;
 /// milliseconds: it is what makes an idle writer announce its position (fix of bug B4).
 pub const STREAMER_IDLE_POKE_INTERVAL_MS: u64 = 1_000;
 
+/// How long the consumer of a stream's inbound replication queue waits for more commands
+/// after draining it before its background process ends, in milliseconds
+/// (`BackgroundQueue(timeout_ms=1000)`, synapse/util/background_queue.py).
+pub const REPLICATION_QUEUE_IDLE_MS: u64 = 1_000;
+
 /// Rows one catch-up fetch returns before it says `limited` (Synapse's events stream asks for
 /// 100 and halves it for event rows).
 pub const UPDATES_FETCH_ROWS_MAX: usize = 50;

@@ -284,6 +284,12 @@ impl StreamFollower {
         self.catching_up.is_some()
     }
 
+    /// Commands received but not yet done with: those queued behind a catch-up, and the one
+    /// whose catch-up is in flight.
+    pub fn backlog(&self) -> usize {
+        self.queue.len() + usize::from(self.catching_up.is_some())
+    }
+
     /// An RDATA command arrived. Our own rows are dropped on receipt.
     pub fn handle_rdata(
         &mut self,

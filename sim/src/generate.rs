@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::scenario::{
-    Fault, FaultKind, Network, RandomFaultKind, RandomFaults, Range, Scenario, Topology, Transport,
-    Workload,
+    Fault, FaultKind, Metrics, Network, RandomFaultKind, RandomFaults, Range, ReplicationQueue,
+    Scenario, Topology, Transport, Workload,
 };
 
 /// Salt that keeps the generator's stream apart from the run's own use of the seed.
@@ -187,6 +187,16 @@ pub fn generated(seed: u64) -> Scenario {
             },
         });
     }
+    // The metrics system: flushes from often to rare, and sometimes the historical linearizer
+    // (its in-flight processes pile up behind a catch-up).
+    let metrics = Metrics {
+        flush_interval_ms: rng.random_range(5..=30) * 100,
+        replication_queue: if rng.random_bool(0.25) {
+            ReplicationQueue::Linearizer
+        } else {
+            ReplicationQueue::PerStream
+        },
+    };
     faults.sort_by_key(|f| f.at_ms);
     Scenario {
         duration_ms,
@@ -203,6 +213,7 @@ pub fn generated(seed: u64) -> Scenario {
         network,
         faults,
         random_faults,
+        metrics,
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
 
+pub mod aggregation;
 pub mod bench;
 pub mod checks;
 pub mod faults;
@@ -22,4 +23,5 @@ pub mod hunt;
 pub mod net;
 pub mod runner;
 pub mod scenario;
+pub mod timeline;
 pub mod world;

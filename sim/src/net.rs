@@ -25,6 +25,10 @@ pub const REDIS_PORT: u16 = 6379;
 pub const CLIENT_SEND_PORT: u16 = 8009;
 /// Where a writer takes forwarded sends (the `send_events` replication HTTP endpoint).
 pub const PERSIST_PORT: u16 = 9093;
+/// The shared metrics store (Redis's port on its own host).
+pub const METRICS_STORE_PORT: u16 = 6380;
+/// Where nodes broadcast their metrics datasets to the endpoint host.
+pub const METRICS_ENDPOINT_PORT: u16 = 9094;
 
 /// How long a TCP connect may take before it fails, in milliseconds: Twisted's `connectTCP`
 /// default time-out of 30 s. turmoil never fails a connect whose SYN-ACK is lost (a one-way

@@ -25,6 +25,8 @@ pub struct RunReport {
     /// Where the run fell short of a guarantee Synapse does not give (never a failure).
     pub advisories: Vec<Violation>,
     pub history: History,
+    /// What the metrics system did (its checks are among `violations`).
+    pub metrics: crate::aggregation::MetricsOutcome,
     pub ended_at: SimInstant,
     /// Replication commands put on a wire.
     pub messages: u64,
@@ -85,6 +87,10 @@ pub fn run_seed_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunReport {
         });
     }
     violations.extend(check_all(&outcome.history, &context));
+    violations.extend(crate::aggregation::check_metrics(
+        &outcome.metrics,
+        &outcome.history,
+    ));
     let advisories = check_advisories(&outcome.history, &context);
     let events = outcome
         .history
@@ -100,6 +106,7 @@ pub fn run_seed_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunReport {
         violations,
         advisories,
         history: outcome.history,
+        metrics: outcome.metrics,
         ended_at: outcome.ended_at,
         messages: outcome.messages,
         events,

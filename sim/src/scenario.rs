@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The shared metrics store every node flushes to (AWX's Redis).
+pub const METRICS_STORE_HOST: &str = "metrics-store";
+/// The metrics endpoint that merges every node's broadcast dataset.
+pub const METRICS_ENDPOINT_HOST: &str = "metrics";
+
 /// One scenario.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +33,56 @@ pub struct Scenario {
     /// Faults drawn from the seed, on top of the scheduled ones.
     #[serde(default)]
     pub random_faults: Option<RandomFaults>,
+    /// The metrics system: how often nodes flush, and how inbound replication is queued.
+    #[serde(default, skip_serializing_if = "Metrics::is_default")]
+    pub metrics: Metrics,
+}
+
+/// The AWX-style metrics aggregation of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// How often each node adds its in-memory metrics to the shared store and broadcasts its
+    /// dataset, in milliseconds (AWX's `SUBSYSTEM_METRICS_INTERVAL_SAVE_TO_REDIS`, 2 s).
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// How a process queues inbound RDATA and POSITION: one queue per stream drained by one
+    /// background process (Synapse since 1.18), or one background process per command
+    /// waiting on a per-stream linearizer (Synapse 1.13 to 1.17).
+    #[serde(default)]
+    pub replication_queue: ReplicationQueue,
+}
+
+fn default_flush_interval_ms() -> u64 {
+    2_000
+}
+
+/// Smallest accepted flush interval, in milliseconds: AWX warns that flushing in a tight
+/// loop is what its design exists to avoid.
+pub const FLUSH_INTERVAL_MS_MIN: u64 = 100;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            flush_interval_ms: default_flush_interval_ms(),
+            replication_queue: ReplicationQueue::default(),
+        }
+    }
+}
+
+impl Metrics {
+    fn is_default(&self) -> bool {
+        *self == Metrics::default()
+    }
+}
+
+/// See [`Metrics::replication_queue`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationQueue {
+    #[default]
+    PerStream,
+    Linearizer,
 }
 
 /// A fault mix drawn from the seed (swarm-style): each fault is followed by its repair.
@@ -276,6 +331,10 @@ impl Scenario {
         if self.transport == Transport::Redis {
             hosts.push("redis".into());
         }
+        hosts.extend([
+            METRICS_STORE_HOST.to_owned(),
+            METRICS_ENDPOINT_HOST.to_owned(),
+        ]);
         hosts.extend((1..=self.topology.writers).map(|i| format!("w{i}")));
         hosts.extend((1..=self.topology.readers).map(|i| format!("r{i}")));
         hosts.extend(self.clients().into_iter().map(|(client, _)| client));
@@ -373,6 +432,17 @@ impl Scenario {
                 format!("{} is not in 1..={TICK_MS_MAX}", self.network.tick_ms),
             );
         }
+        if !(FLUSH_INTERVAL_MS_MIN..=self.duration_ms.max(FLUSH_INTERVAL_MS_MIN))
+            .contains(&self.metrics.flush_interval_ms)
+        {
+            return fail(
+                "metrics.flush_interval_ms",
+                format!(
+                    "{} is not in {FLUSH_INTERVAL_MS_MIN}..=duration_ms",
+                    self.metrics.flush_interval_ms
+                ),
+            );
+        }
         let hosts = self.hosts();
         if self.topology.sync_clients > 0 && self.topology.readers == 0 {
             return fail(
@@ -381,7 +451,10 @@ impl Scenario {
             );
         }
         for host in &self.topology.late_hosts {
-            if !hosts.contains(host) || host == "db" || host == "redis" {
+            if !hosts.contains(host)
+                || ["db", "redis", METRICS_STORE_HOST, METRICS_ENDPOINT_HOST]
+                    .contains(&host.as_str())
+            {
                 return fail(
                     "topology.late_hosts",
                     format!("{host:?} is not a writer, reader or client of the topology"),

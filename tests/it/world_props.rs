@@ -135,6 +135,7 @@ prop_compose! {
             network: Network { latency_ms: Range { min: 1, max: latency_max }, ..Network::default() },
             faults,
             random_faults: None,
+            metrics: Default::default(),
         }
     }
 }

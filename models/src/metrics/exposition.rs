@@ -163,7 +163,7 @@ mod tests {
             "synapse_background_process_db_txn_duration_seconds_total{name=\"process-replication-data\",server_name=\"hs\",node=\"r1\"} 0.0015\n"
         ));
         assert!(text.contains(
-            "synapse_background_process_in_flight_count{name=\"process-replication-data\",server_name=\"hs\",node=\"r1\"} 1\n"
+            "synapse_background_process_in_flight{name=\"process-replication-data\",server_name=\"hs\",node=\"r1\"} 1\n"
         ));
         assert!(text.contains(
             "streamsim_replication_lag_seconds_bucket{writer=\"w1\",server_name=\"hs\",node=\"r1\",le=\"0.05\"} 1\n"

@@ -65,6 +65,26 @@ impl HistogramCounts {
     }
 }
 
+/// The series under which a histogram's number of observations is accounted.
+pub fn count_series(series: &SeriesKey) -> SeriesKey {
+    SeriesKey {
+        family: format!("{}_count", series.family),
+        labels: series.labels.clone(),
+    }
+}
+
+/// The increments a batch or dataset carries, histograms as their `<family>_count`.
+pub fn increments(
+    counters: &BTreeMap<SeriesKey, i64>,
+    histograms: &BTreeMap<SeriesKey, HistogramCounts>,
+) -> BTreeMap<SeriesKey, i64> {
+    let mut counts = counters.clone();
+    for (series, histogram) in histograms {
+        counts.insert(count_series(series), histogram.count);
+    }
+    counts
+}
+
 /// What one flush carries: the increments of one capture and every set gauge's value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushBatch {
@@ -72,8 +92,11 @@ pub struct FlushBatch {
     pub incarnation: u32,
     /// 1 for an incarnation's first capture, then 2, 3, ...
     pub seq: u64,
+    #[serde(with = "super::series::series_map")]
     pub counters: BTreeMap<SeriesKey, i64>,
+    #[serde(with = "super::series::series_map")]
     pub gauges: BTreeMap<SeriesKey, i64>,
+    #[serde(with = "super::series::series_map")]
     pub histograms: BTreeMap<SeriesKey, HistogramCounts>,
 }
 
@@ -86,8 +109,11 @@ pub struct Dataset {
     pub version: u64,
     /// When the store last applied a batch of this node.
     pub updated_at: SimInstant,
+    #[serde(with = "super::series::series_map")]
     pub counters: BTreeMap<SeriesKey, i64>,
+    #[serde(with = "super::series::series_map")]
     pub gauges: BTreeMap<SeriesKey, i64>,
+    #[serde(with = "super::series::series_map")]
     pub histograms: BTreeMap<SeriesKey, HistogramCounts>,
 }
 
@@ -102,6 +128,9 @@ pub struct NodeMetrics {
     captured: u64,
     pending: Option<FlushBatch>,
     last_flush_at: Option<SimInstant>,
+    /// Every increment this incarnation ever made (counters, and histogram observations
+    /// under `<family>_count`), never cleared: what the aggregation checks account for.
+    lifetime: BTreeMap<SeriesKey, i64>,
 }
 
 impl NodeMetrics {
@@ -115,6 +144,7 @@ impl NodeMetrics {
             captured: 0,
             pending: None,
             last_flush_at: None,
+            lifetime: BTreeMap::new(),
         }
     }
 
@@ -141,10 +171,9 @@ impl NodeMetrics {
             family.name
         );
         assert!(amount >= 0, "{} cannot go down", family.name);
-        *self
-            .counters
-            .entry(SeriesKey::new(family, labels))
-            .or_insert(0) += amount;
+        let series = SeriesKey::new(family, labels);
+        *self.lifetime.entry(series.clone()).or_insert(0) += amount;
+        *self.counters.entry(series).or_insert(0) += amount;
     }
 
     /// `set(name, value)`: a set gauge's current value.
@@ -179,10 +208,26 @@ impl NodeMetrics {
             "{} is not a histogram",
             family.name
         );
+        let series = SeriesKey::new(family, labels);
+        *self.lifetime.entry(count_series(&series)).or_insert(0) += 1;
         self.histograms
-            .entry(SeriesKey::new(family, labels))
+            .entry(series)
             .or_insert_with(|| HistogramCounts::empty(family))
             .observe(family, raw);
+    }
+
+    /// Every increment this incarnation made, flushed or not.
+    pub fn lifetime(&self) -> &BTreeMap<SeriesKey, i64> {
+        &self.lifetime
+    }
+
+    /// The increments not yet captured into a batch.
+    pub fn unflushed(&self) -> BTreeMap<SeriesKey, i64> {
+        let mut counts = self.counters.clone();
+        for (series, histogram) in &self.histograms {
+            counts.insert(count_series(series), histogram.count);
+        }
+        counts
     }
 
     /// `should_pipe_execute`: whether `interval_ms` passed since the last flush began.

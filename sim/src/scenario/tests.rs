@@ -45,7 +45,10 @@ fn a_good_scenario_loads() {
         scenario.faults[0].kind,
         FaultKind::Crash { host: "w1".into() }
     );
-    assert_eq!(scenario.hosts(), vec!["db", "w1", "w2", "r1", "c1"]);
+    assert_eq!(
+        scenario.hosts(),
+        vec!["db", "metrics-store", "metrics", "w1", "w2", "r1", "c1"]
+    );
 }
 
 #[test]

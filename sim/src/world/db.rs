@@ -224,6 +224,7 @@ impl DbServer {
             }
         }
         self.database.commit(txn).map_err(|e| e.to_string())?;
+        shared.note_committed(&rows);
         shared.record(Event::Committed {
             host: owner.to_owned(),
             rows,

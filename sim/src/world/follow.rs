@@ -70,11 +70,17 @@ struct ClientSide {
 
 impl LinkHandler for ClientSide {
     fn on_command(&self, command: Command) {
+        self.process.count_inbound(&self.writer, &command);
         self.process.on_command(&self.writer, &command);
     }
 
-    fn on_transmit(&self, _line: &[u8]) {
+    fn on_transmit(&self, line: &[u8]) {
         self.process.shared.count_message();
+        self.process.count_outbound(&self.writer, line);
+    }
+
+    fn on_pending(&self, pending: usize) {
+        self.process.set_pending_commands(&self.writer, pending);
     }
 
     fn slow_until(&self) -> Option<SimInstant> {

@@ -35,6 +35,8 @@ pub trait LinkHandler {
     fn outbound_cut(&self) -> bool;
     /// The connection ended, and why.
     fn on_closed(&self, reason: &str);
+    /// The connection holds `pending` commands while its transport is paused.
+    fn on_pending(&self, _pending: usize) {}
 }
 
 fn close_reason(reason: &CloseReason) -> String {
@@ -145,6 +147,7 @@ pub async fn drive(
                 }
             }
         }
+        handler.on_pending(connection.pending_commands());
         if gone || (connection.state() == ConnectionState::Closed && !closing) {
             handler.on_closed(&reason);
             return;

@@ -11,7 +11,9 @@
 mod client;
 mod db;
 mod follow;
+pub mod instruments;
 mod link;
+pub mod metrics;
 mod process;
 mod reader;
 mod redis;
@@ -28,9 +30,15 @@ use rand_chacha::ChaCha8Rng;
 use streamsim_models::bugs::Bugs;
 use streamsim_models::time::SimInstant;
 
+use streamsim_models::metrics::node::increments;
+use streamsim_models::metrics::{FlushBatch, MetricsEndpoint, MetricsStore, SeriesKey};
+
+use crate::aggregation::{self, IncarnationOutcome, MetricsOutcome};
 use crate::faults;
 use crate::history::{Event, History};
-use crate::scenario::{FaultKind, Range, Scenario, Transport};
+use crate::scenario::{
+    FaultKind, Range, Scenario, Transport, METRICS_ENDPOINT_HOST, METRICS_STORE_HOST,
+};
 
 /// The homeserver name every process shares (the SERVER greeting carries it).
 pub const HOMESERVER_NAME: &str = "streamsim.test";
@@ -52,6 +60,15 @@ pub struct Shared {
     /// Clients whose next /sync presents a token from the future, and how far ahead.
     future_tokens: RefCell<BTreeMap<String, i64>>,
     messages: Cell<u64>,
+    /// The metrics store's and endpoint's data (outside their hosts, as the database's is).
+    pub metrics_store: RefCell<MetricsStore>,
+    pub metrics_endpoint: RefCell<MetricsEndpoint>,
+    /// Observer bookkeeping of the metrics system, for its checks and the timeline.
+    metric_incarnations: RefCell<Vec<instruments::Incarnation>>,
+    applied_by_incarnation: RefCell<BTreeMap<(String, u32), BTreeMap<SeriesKey, i64>>>,
+    scrapes: RefCell<Vec<metrics::Scrape>>,
+    spans: RefCell<Vec<instruments::Span>>,
+    commit_times: RefCell<BTreeMap<i64, SimInstant>>,
 }
 
 impl Shared {
@@ -70,6 +87,13 @@ impl Shared {
             cut: RefCell::default(),
             future_tokens: RefCell::default(),
             messages: Cell::new(0),
+            metrics_store: RefCell::default(),
+            metrics_endpoint: RefCell::default(),
+            metric_incarnations: RefCell::default(),
+            applied_by_incarnation: RefCell::default(),
+            scrapes: RefCell::default(),
+            spans: RefCell::default(),
+            commit_times: RefCell::default(),
         }
     }
 
@@ -152,6 +176,22 @@ impl Shared {
         self.future_tokens.borrow_mut().remove(client)
     }
 
+    /// A process incarnation's metrics, kept to judge after the run what it lost.
+    pub fn watch_metrics(&self, incarnation: instruments::Incarnation) {
+        self.metric_incarnations.borrow_mut().push(incarnation);
+    }
+
+    /// The store applied a batch (for the first time).
+    pub fn note_applied(&self, batch: &FlushBatch) {
+        let mut applied = self.applied_by_incarnation.borrow_mut();
+        let totals = applied
+            .entry((batch.node.clone(), batch.incarnation))
+            .or_default();
+        for (series, amount) in increments(&batch.counters, &batch.histograms) {
+            *totals.entry(series).or_insert(0) += amount;
+        }
+    }
+
     /// One replication command went out on a wire.
     pub fn count_message(&self) {
         self.messages.set(self.messages.get() + 1);
@@ -168,6 +208,8 @@ pub struct RunOutcome {
     pub messages: u64,
     /// A host's software failed (a model assertion, a panic): the run stopped there.
     pub host_failure: Option<String>,
+    /// What the metrics system did.
+    pub metrics: MetricsOutcome,
 }
 
 /// Runs `scenario` with `seed` (and the models' historical-bug switches `bugs`): the workload
@@ -195,6 +237,16 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
     }
     if scenario.transport == Transport::Redis {
         sim.host("redis", redis::serve);
+    }
+    {
+        let shared_store = shared.clone();
+        sim.host(METRICS_STORE_HOST, move || {
+            metrics::serve_store(shared_store.clone())
+        });
+        let shared_endpoint = shared.clone();
+        sim.host(METRICS_ENDPOINT_HOST, move || {
+            metrics::serve_endpoint(shared_endpoint.clone())
+        });
     }
     for name in scenario.writer_names() {
         let shared = shared.clone();
@@ -249,12 +301,75 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
         }
     }
     let ended_at = SimInstant::from_ms(elapsed_ms(&sim));
+    let running: BTreeSet<String> = scenario
+        .hosts()
+        .into_iter()
+        .filter(|host| sim.is_host_running(host.as_str()))
+        .collect();
     drop(sim);
+    let metrics = metrics_outcome(&shared, &running);
     RunOutcome {
         history: shared.history.take(),
         ended_at,
         messages: shared.messages.get(),
         host_failure,
+        metrics,
+    }
+}
+
+/// What the metrics system did, read off the observer's bookkeeping once the run is over.
+fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcome {
+    let store = shared.metrics_store.borrow();
+    let incarnations = shared.metric_incarnations.borrow();
+    let latest: BTreeMap<&str, u32> =
+        incarnations
+            .iter()
+            .fold(BTreeMap::new(), |mut latest, watched| {
+                let entry = latest.entry(watched.node.as_str()).or_insert(0);
+                *entry = (*entry).max(watched.incarnation);
+                latest
+            });
+    let applied = shared.applied_by_incarnation.borrow();
+    let network = &shared.scenario.network;
+    MetricsOutcome {
+        flush_interval_ms: shared.scenario.metrics.flush_interval_ms,
+        staleness_bound_ms: aggregation::staleness_bound_ms(
+            shared.scenario.metrics.flush_interval_ms,
+            network.latency_ms.max,
+            network.tick_ms,
+        ),
+        incarnations: incarnations
+            .iter()
+            .map(|watched| {
+                let metrics = watched.metrics.borrow();
+                let applied_seq = store.applied_seq(&watched.node, watched.incarnation);
+                IncarnationOutcome {
+                    node: watched.node.clone(),
+                    incarnation: watched.incarnation,
+                    started_at: watched.started_at,
+                    crashed: latest.get(watched.node.as_str()) != Some(&watched.incarnation)
+                        || !running.contains(&watched.node),
+                    lifetime: metrics.node.lifetime().clone(),
+                    unflushed: metrics.node.unflushed(),
+                    unapplied_pending: metrics
+                        .node
+                        .pending()
+                        .filter(|batch| batch.seq > applied_seq)
+                        .map(|batch| increments(&batch.counters, &batch.histograms))
+                        .unwrap_or_default(),
+                    applied_seq,
+                    applied: applied
+                        .get(&(watched.node.clone(), watched.incarnation))
+                        .cloned()
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
+        store: store.datasets().cloned().collect(),
+        scrapes: shared.scrapes.take(),
+        spans: shared.spans.take(),
+        endpoint_text: shared.metrics_endpoint.borrow().render(),
+        running: running.clone(),
     }
 }
 

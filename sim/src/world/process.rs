@@ -22,7 +22,10 @@ use streamsim_models::wire::pyjson::PyValue;
 use streamsim_models::wire::Command;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use streamsim_models::metrics::bgproc::Usage;
+
 use super::db::DbClient;
+use super::instruments::{self, Incarnation, ProcessMetrics, CPU_US_PER_COMMAND};
 use super::redis::BusPublisher;
 use super::Shared;
 use crate::history::Event;
@@ -125,6 +128,8 @@ pub struct Process {
     pub send_queued: Notify,
     /// Draws which batch requests are cancelled (`workload.cancel_rate`).
     cancel_rng: RefCell<rand_chacha::ChaCha8Rng>,
+    /// The process's metrics (lost with it on a crash, but what was flushed).
+    pub metrics: Rc<RefCell<ProcessMetrics>>,
 }
 
 /// A command's wire line without the newline (`NAME␠args`), or `None` if it cannot be sent.
@@ -174,7 +179,14 @@ impl Process {
         let notifier = (!is_writer).then(|| Notifier::new(token).with_bugs(shared.bugs));
         let shared_bugs = shared.bugs;
         let shared_for_rng = shared.clone();
-        Rc::new(Process {
+        let metrics = Rc::new(RefCell::new(ProcessMetrics::new(name, incarnation)));
+        shared.watch_metrics(Incarnation {
+            node: name.to_owned(),
+            incarnation,
+            started_at: crate::net::now(),
+            metrics: metrics.clone(),
+        });
+        let process = Rc::new(Process {
             shared,
             name: name.to_owned(),
             incarnation,
@@ -196,13 +208,26 @@ impl Process {
             cancel_rng: RefCell::new(
                 shared_for_rng.rng_for(&format!("{name}/cancel"), incarnation),
             ),
-        })
+            metrics,
+        });
+        tokio::task::spawn_local(super::metrics::flush_loop(process.clone()));
+        process
     }
 
     /// A replication command arrived on `link`.
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
         let inbound = Inbound::from_command(command);
         let replicate = matches!(inbound, Inbound::Replicate);
+        if matches!(inbound, Inbound::Rdata { .. } | Inbound::Position { .. }) {
+            let worker = self.replication_item_arrived(link, command);
+            self.bg_charge(
+                worker,
+                Usage {
+                    cpu_us: CPU_US_PER_COMMAND,
+                    ..Usage::default()
+                },
+            );
+        }
         let actions = {
             let state = &mut *self.state.borrow_mut();
             let follower = state.followers.entry(link.to_owned()).or_insert_with(|| {
@@ -235,6 +260,7 @@ impl Process {
             }
         };
         self.apply_follower(link, actions);
+        self.replication_settled(link);
         if replicate {
             self.poke();
         }
@@ -317,11 +343,15 @@ impl Process {
 
     async fn fetch_missing(self: Rc<Self>, link: &str, instance: &str, from: i64, upto: i64) {
         let (rows, limited) = loop {
-            match self
+            let started = crate::net::now();
+            let answer = self
                 .db
                 .rows_between(instance, from, upto, UPDATES_FETCH_ROWS_MAX)
-                .await
-            {
+                .await;
+            if let Some(worker) = self.replication_worker(link) {
+                self.bg_db_txn(worker, started);
+            }
+            match answer {
                 Ok(answer) => break answer,
                 Err(error) => {
                     tracing::debug!(host = %self.name, %error, "catch-up read failed; retrying");
@@ -346,6 +376,7 @@ impl Process {
             follower.handle_updates(&mut state.generator, rows, limited)
         };
         self.apply_follower(link, actions);
+        self.replication_settled(link);
     }
 
     /// New rows of `instance` reached this process: a reader's notifier announces them.
@@ -366,6 +397,7 @@ impl Process {
             .collect();
         let outcome = notifier.on_new_room_events(events, max_token);
         if let Some(announcement) = outcome.announcement {
+            self.observe_deliveries_of(&announcement.events);
             for event in &announcement.events {
                 self.shared.record(Event::Delivered {
                     reader: self.name.clone(),
@@ -385,15 +417,27 @@ impl Process {
 
     /// `on_notifier_poke`: one turn of the writer's announcer.
     pub fn poke(self: &Rc<Self>) {
-        let actions = {
+        let (actions, has_connections) = {
             let state = &mut *self.state.borrow_mut();
             let has_connections = !state.links.is_empty() || state.bus.is_some();
             match &mut state.writer {
-                Some(writer) => writer.announcer.poke(&state.generator, has_connections),
+                Some(writer) => (
+                    writer.announcer.poke(&state.generator, has_connections),
+                    has_connections,
+                ),
                 None => return,
             }
         };
+        if !has_connections {
+            // `on_notifier_poke` returns before starting its loop when nothing is connected.
+            self.apply_announcer(actions);
+            return;
+        }
+        self.notifier_poked();
+        // The loop's own turn holds it open while it reads its updates.
+        self.notifier_fetches(1);
         self.apply_announcer(actions);
+        self.notifier_fetches(-1);
     }
 
     fn apply_announcer(self: &Rc<Self>, actions: Vec<AnnouncerAction>) {
@@ -402,8 +446,10 @@ impl Process {
                 AnnouncerAction::Send(command) => self.broadcast(command),
                 AnnouncerAction::FetchOwnUpdates { from, upto } => {
                     let process = self.clone();
+                    self.notifier_fetches(1);
                     tokio::task::spawn_local(async move {
-                        process.fetch_own_updates(from, upto).await;
+                        process.clone().fetch_own_updates(from, upto).await;
+                        process.notifier_fetches(-1);
                     });
                 }
             }
@@ -412,11 +458,15 @@ impl Process {
 
     async fn fetch_own_updates(self: Rc<Self>, from: i64, upto: i64) {
         let (rows, limited) = loop {
-            match self
+            let started = crate::net::now();
+            let answer = self
                 .db
                 .rows_between(&self.name, from, upto, UPDATES_FETCH_ROWS_MAX)
-                .await
-            {
+                .await;
+            if let Some(notifier) = self.notifier_process() {
+                self.bg_db_txn(notifier, started);
+            }
+            match answer {
                 Ok(answer) => break answer,
                 Err(error) => {
                     tracing::debug!(host = %self.name, %error, "own-updates read failed; retrying");
@@ -452,7 +502,11 @@ impl Process {
             let _ = link.send(command.clone());
         }
         if let Some(bus) = &state.bus {
+            // `RedisSubscriber.send_command`: each command is its own background process.
+            let sender = self.bg_start(instruments::names::SEND_CMD);
+            self.count_outbound("redis", line.as_bytes());
             bus.publish(&line);
+            self.bg_finish(sender);
         }
     }
 

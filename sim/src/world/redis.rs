@@ -213,6 +213,7 @@ async fn listen(
                 } else if !line.trim().is_empty() {
                     if let Ok(command) = Command::from_line(&PyStr::from(line.as_str())) {
                         process.shared.count_message();
+                        process.count_inbound("redis", &command);
                         process.on_command("bus", &command);
                     }
                 }

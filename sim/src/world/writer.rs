@@ -15,7 +15,10 @@ use streamsim_models::persister::Action;
 use tokio::sync::mpsc;
 use turmoil::net::TcpListener;
 
+use streamsim_models::metrics::bgproc::{ProcessId, Usage};
+
 use super::db::DbCallError;
+use super::instruments::{names, CPU_US_PER_EVENT};
 use super::link::{self, LinkHandler};
 use super::process::Process;
 use super::{follow, reader, send, Shared, HOMESERVER_NAME};
@@ -93,6 +96,27 @@ pub async fn persist(
     events: Vec<String>,
     delay_ms: u64,
 ) -> Result<Vec<i64>, String> {
+    // `persist_events`: the persistence queue's background process, one per batch here.
+    let worker = process.bg_start(names::PERSIST_EVENTS);
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    process.bg_charge(
+        worker,
+        Usage {
+            cpu_us: CPU_US_PER_EVENT * count,
+            ..Usage::default()
+        },
+    );
+    let outcome = persist_batch(&process, worker, events, delay_ms).await;
+    process.bg_finish(worker);
+    outcome
+}
+
+async fn persist_batch(
+    process: &Rc<Process>,
+    worker: ProcessId,
+    events: Vec<String>,
+    delay_ms: u64,
+) -> Result<Vec<i64>, String> {
     let submitted = {
         let state = &mut *process.state.borrow_mut();
         let writer = state.writer.as_mut().expect("a writer process");
@@ -107,7 +131,10 @@ pub async fn persist(
             return Err(error.to_string());
         }
     };
-    let ids = match process.db.nextval_many(count).await {
+    let started = now();
+    let fetched = process.db.nextval_many(count).await;
+    process.bg_db_txn(worker, started);
+    let ids = match fetched {
         Ok(ids) => ids,
         Err(error) => {
             tracing::debug!(host = %process.name, %error, "sequence call failed");
@@ -150,7 +177,9 @@ pub async fn persist(
         }
     };
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let started = now();
     let committed = process.db.commit(rows).await;
+    process.bg_db_txn(worker, started);
     let actions = {
         let state = &mut *process.state.borrow_mut();
         let writer = state.writer.as_mut().expect("a writer process");
@@ -177,7 +206,12 @@ pub async fn persist(
     process.poke();
     for action in actions {
         if let Action::UpsertPosition { position } = action {
-            if let Err(error) = process.db.upsert_position(position).await {
+            let updater = process.bg_start(names::UPDATE_TABLE);
+            let started = now();
+            let upserted = process.db.upsert_position(position).await;
+            process.bg_db_txn(updater, started);
+            process.bg_finish(updater);
+            if let Err(error) = upserted {
                 tracing::debug!(host = %process.name, %error, "position upsert failed");
             }
         }
@@ -223,11 +257,17 @@ struct ServerSide {
 impl LinkHandler for ServerSide {
     fn on_command(&self, command: streamsim_models::wire::Command) {
         // Clients send REPLICATE (and USER_SYNC etc.); the server follows no stream from them.
+        self.process.count_inbound(&self.peer, &command);
         self.process.on_command("clients", &command);
     }
 
-    fn on_transmit(&self, _line: &[u8]) {
+    fn on_transmit(&self, line: &[u8]) {
         self.process.shared.count_message();
+        self.process.count_outbound(&self.peer, line);
+    }
+
+    fn on_pending(&self, pending: usize) {
+        self.process.set_pending_commands(&self.peer, pending);
     }
 
     fn slow_until(&self) -> Option<streamsim_models::time::SimInstant> {

@@ -1,0 +1,171 @@
+//! The AWX-style aggregation as hosts: each process's flush loop (`pipe_execute` to the
+//! shared store, then a broadcast of its dataset), the store host, and the endpoint host with
+//! a scraper that reads it as Prometheus would.
+//!
+//! The store's and the endpoint's data live outside their hosts (like the database's): the
+//! store is durable, and the run reads both at the end. A crash of either host only breaks
+//! its connections.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::Serialize;
+use streamsim_models::metrics::node::increments;
+use streamsim_models::metrics::series::BACKGROUND_PROCESS_IN_FLIGHT_COUNT;
+use streamsim_models::metrics::{Dataset, FlushBatch, SeriesKey};
+use streamsim_models::time::SimInstant;
+use turmoil::net::TcpListener;
+
+use super::process::Process;
+use super::Shared;
+use crate::net::{now, FramedStream, METRICS_ENDPOINT_PORT, METRICS_STORE_PORT};
+use crate::scenario::{METRICS_ENDPOINT_HOST, METRICS_STORE_HOST};
+
+/// Connects for a metrics exchange, giving up after `timeout_ms`.
+async fn connect(host: &str, port: u16, timeout_ms: u64) -> Option<FramedStream> {
+    tokio::time::timeout(
+        Duration::from_millis(timeout_ms),
+        turmoil::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .ok()?
+    .ok()
+    .map(FramedStream::new)
+}
+
+/// `should_pipe_execute` / `pipe_execute` / `send_metrics`, every flush interval, for the
+/// life of the process. A flush that goes unanswered within the interval drops its
+/// connection (an answer arriving later must not be taken for the next one's) and is sent
+/// again next time.
+pub async fn flush_loop(process: Rc<Process>) {
+    let interval_ms = process.shared.scenario.metrics.flush_interval_ms;
+    let mut store: Option<FramedStream> = None;
+    let mut endpoint: Option<FramedStream> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        process.sample_gauges();
+        let batch = {
+            let metrics = &mut *process.metrics.borrow_mut();
+            metrics.processes.collect(&mut metrics.node);
+            metrics.node.begin_flush(now())
+        };
+        if store.is_none() {
+            store = connect(METRICS_STORE_HOST, METRICS_STORE_PORT, interval_ms).await;
+        }
+        let Some(connection) = &mut store else {
+            continue;
+        };
+        let dataset = match connection.call::<_, Dataset>(&batch, interval_ms).await {
+            Ok(dataset) => dataset,
+            Err(error) => {
+                tracing::debug!(host = %process.name, %error, "metrics flush unanswered");
+                store = None;
+                continue;
+            }
+        };
+        process.metrics.borrow_mut().node.flush_answered(batch.seq);
+        if endpoint.is_none() {
+            endpoint = connect(METRICS_ENDPOINT_HOST, METRICS_ENDPOINT_PORT, interval_ms).await;
+        }
+        if let Some(connection) = &mut endpoint {
+            if connection.send(&dataset).await.is_err() {
+                endpoint = None;
+            }
+        }
+    }
+}
+
+/// The shared store: applies each batch once and answers with the node's dataset.
+pub async fn serve_store(shared: Rc<Shared>) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", METRICS_STORE_PORT)).await?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let mut framed = FramedStream::new(stream);
+            while let Ok(Some(batch)) = framed.recv::<FlushBatch>().await {
+                let applied = shared.metrics_store.borrow_mut().apply(&batch, now());
+                if applied.fresh {
+                    shared.note_applied(&batch);
+                }
+                if framed.send(&applied.dataset).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// One scrape of the endpoint: what it held of each node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Scrape {
+    pub at: SimInstant,
+    pub nodes: Vec<ScrapedNode>,
+}
+
+/// A node's dataset as one scrape saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScrapedNode {
+    pub node: String,
+    pub version: u64,
+    /// When the store applied the flush this dataset reflects.
+    pub updated_at: SimInstant,
+    pub received_at: SimInstant,
+    /// Counters and histogram counts.
+    pub increments: Vec<(SeriesKey, i64)>,
+    /// Background processes in flight, over every name.
+    pub in_flight: i64,
+}
+
+/// The endpoint: keeps each node's newest dataset, and scrapes itself every flush interval.
+pub async fn serve_endpoint(shared: Rc<Shared>) -> turmoil::Result {
+    tokio::task::spawn_local(scraper(shared.clone()));
+    let listener = TcpListener::bind(("0.0.0.0", METRICS_ENDPOINT_PORT)).await?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let mut framed = FramedStream::new(stream);
+            while let Ok(Some(dataset)) = framed.recv::<Dataset>().await {
+                shared.metrics_endpoint.borrow_mut().receive(dataset, now());
+            }
+        });
+    }
+}
+
+async fn scraper(shared: Rc<Shared>) {
+    let interval_ms = shared.scenario.metrics.flush_interval_ms;
+    loop {
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        let nodes = shared
+            .metrics_endpoint
+            .borrow()
+            .instances()
+            .values()
+            .map(|held| ScrapedNode {
+                node: held.dataset.node.clone(),
+                version: held.dataset.version,
+                updated_at: held.dataset.updated_at,
+                received_at: held.received_at,
+                increments: increments(&held.dataset.counters, &held.dataset.histograms)
+                    .into_iter()
+                    .collect(),
+                in_flight: held
+                    .dataset
+                    .gauges
+                    .iter()
+                    .filter(|(series, _)| series.family == BACKGROUND_PROCESS_IN_FLIGHT_COUNT.name)
+                    .map(|(_, value)| value)
+                    .sum(),
+            })
+            .collect();
+        shared
+            .scrapes
+            .borrow_mut()
+            .push(Scrape { at: now(), nodes });
+    }
+}
