@@ -58,12 +58,14 @@ pg_bin_dir() {
 need=()
 pg_bin_dir >/dev/null || need+=(postgresql)
 command -v pg_config >/dev/null 2>&1 || need+=(libpq-dev)
+# promtool, which checks `streamsim metrics` output (Debian's prometheus package).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     apt_install "${need[@]}"
 fi
 PG_BIN=$(pg_bin_dir)
-step_done "apt (postgresql, libpq-dev)"
+step_done "apt (postgresql, libpq-dev, prometheus)"
 
 # --- 2. venv with Synapse ------------------------------------------------------------------
 VPY=$VENV/bin/python

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: style gates, then every test, with the differential
 # tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), then a short
-# fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10) and
-# the bug hunt (STREAMSIM_CI_HUNT_BUDGET seeds per switch, default 30).
+# fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10), the
+# metrics exposition and timeline checks, and the bug hunt (STREAMSIM_CI_HUNT_BUDGET seeds per switch, default 30).
 #
 #   bash scripts/test.sh
 #
@@ -39,6 +39,26 @@ while IFS= read -r scenario; do
     | sed "s|^|$scenario: |" || status=1
 done < <(find scenarios -name '*.toml' | sort)
 [ "$status" -eq 0 ] || { echo "a scenario sweep failed"; exit 1; }
+
+# The metrics endpoint of every shipped scenario must pass promtool's checks and parse with
+# Python's prometheus_client (the library Synapse uses); a known-bug seed's timeline must be
+# valid trace-event JSON with its violation on it.
+stage "metrics exposition and timeline checks"
+out=target/ci-metrics
+rm -rf "$out" && mkdir -p "$out"
+while IFS= read -r scenario; do
+  name=$(basename "$scenario" .toml)
+  target/release/streamsim metrics "$scenario" --seed 1 > "$out/$name.prom" 2> "$out/$name.summary"
+  promtool check metrics < "$out/$name.prom" || { echo "promtool rejects $scenario"; exit 1; }
+done < <(find scenarios -name '*.toml' | sort)
+"$STREAMSIM_SYNAPSE_PYTHON" tools/metrics/check_exposition.py "$out"/*.prom
+cat "$out"/*.summary
+bug_seed=tests/data/bugs/idle-writer-never-announces.seed-1.toml
+if target/release/streamsim run "$bug_seed" --seed 1 --bug idle-writer-never-announces \
+    --timeline "$out/timeline.json" > "$out/timeline.txt"; then
+  echo "the known-bug seed $bug_seed passed: it must fail"; exit 1
+fi
+python3 tools/timeline/check_trace_events.py "$out/timeline.json" --expect-violation
 
 # The bug hunt with a small budget: every historical-bug switch must be caught by the
 # generated scenarios, and the clean model must pass every seed the hunt used.

@@ -134,10 +134,11 @@ pub fn print_metrics_summary(out: &mut impl Write, report: &RunReport) -> std::i
         .count();
     writeln!(
         out,
-        "seed {}: {} node incarnations, {batches} flush batches applied (every {} ms), {} scrapes; metrics invariants: {}",
+        "seed {}: {} node incarnations, {batches} flush batches applied (every {} ms), {} received again and not re-applied, {} scrapes; metrics invariants: {}",
         report.seed,
         metrics.incarnations.len(),
         metrics.flush_interval_ms,
+        metrics.duplicate_batches,
         metrics.scrapes.len(),
         if metric_violations == 0 {
             "held".to_owned()
@@ -153,6 +154,19 @@ pub fn print_metrics_summary(out: &mut impl Write, report: &RunReport) -> std::i
     {
         print_violation(out, violation)?;
     }
+    let mut peaks: Vec<((String, String), usize)> =
+        streamsim_sim::aggregation::peak_in_flight(metrics)
+            .into_iter()
+            .collect();
+    peaks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Every host's largest, so a reader's pile-up is not hidden behind the writers' persists.
+    let mut seen = std::collections::BTreeSet::new();
+    let top: Vec<String> = peaks
+        .iter()
+        .filter(|((host, _), _)| seen.insert(host.clone()))
+        .map(|((host, name), peak)| format!("{host} {name} {peak}"))
+        .collect();
+    writeln!(out, "peak in flight: {}", top.join(", "))?;
     for loss in streamsim_sim::aggregation::crash_losses(metrics) {
         writeln!(
             out,

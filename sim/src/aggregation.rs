@@ -85,6 +85,8 @@ pub struct MetricsOutcome {
     pub endpoint_text: String,
     /// Hosts running at the end.
     pub running: BTreeSet<String>,
+    /// Batches the store received again after applying them (and did not apply again).
+    pub duplicate_batches: u64,
 }
 
 /// How old the endpoint's view of a running node may be when nothing is faulty: a change
@@ -135,6 +137,42 @@ pub fn crash_losses(outcome: &MetricsOutcome) -> Vec<CrashLoss> {
                     .max_by_key(|(_, amount)| **amount)
                     .map(|(series, amount)| (series.to_string(), *amount)),
             }
+        })
+        .collect()
+}
+
+/// The most background processes of each (host, name) in flight at once, from the spans
+/// (a scrape only samples the gauge; a pile-up can come and go between two scrapes).
+pub fn peak_in_flight(outcome: &MetricsOutcome) -> BTreeMap<(String, String), usize> {
+    let ended = outcome
+        .spans
+        .iter()
+        .filter_map(|span| span.end)
+        .chain(outcome.scrapes.last().map(|scrape| scrape.at))
+        .max()
+        .unwrap_or(SimInstant::ZERO);
+    // Ends before starts at the same instant: a process that ended as another began did
+    // not overlap it.
+    let mut changes: BTreeMap<(&str, &str), Vec<(SimInstant, i8)>> = BTreeMap::new();
+    for span in &outcome.spans {
+        let moments = changes.entry((&span.host, &span.name)).or_default();
+        moments.push((span.start, 1));
+        moments.push((span.end.unwrap_or(ended), -1));
+    }
+    changes
+        .into_iter()
+        .map(|((host, name), mut moments)| {
+            moments.sort();
+            let mut running = 0i64;
+            let mut peak = 0i64;
+            for (_, change) in moments {
+                running += i64::from(change);
+                peak = peak.max(running);
+            }
+            (
+                (host.to_owned(), name.to_owned()),
+                usize::try_from(peak).unwrap_or(0),
+            )
         })
         .collect()
 }
@@ -319,9 +357,9 @@ fn last_heal(history: &History) -> SimInstant {
     history
         .records()
         .iter()
-        .filter(|record| matches!(record.event, Event::Healed))
+        .rev()
+        .find(|record| matches!(record.event, Event::Healed))
         .map(|record| record.at)
-        .last()
         .unwrap_or(SimInstant::ZERO)
 }
 

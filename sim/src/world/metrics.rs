@@ -89,6 +89,10 @@ pub async fn serve_store(shared: Rc<Shared>) -> turmoil::Result {
                 let applied = shared.metrics_store.borrow_mut().apply(&batch, now());
                 if applied.fresh {
                     shared.note_applied(&batch);
+                } else {
+                    shared
+                        .duplicate_batches
+                        .set(shared.duplicate_batches.get() + 1);
                 }
                 if framed.send(&applied.dataset).await.is_err() {
                     break;

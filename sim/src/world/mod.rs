@@ -69,6 +69,8 @@ pub struct Shared {
     scrapes: RefCell<Vec<metrics::Scrape>>,
     spans: RefCell<Vec<instruments::Span>>,
     commit_times: RefCell<BTreeMap<i64, SimInstant>>,
+    /// Batches the store received again after applying them (their answer was lost).
+    pub(crate) duplicate_batches: Cell<u64>,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             scrapes: RefCell::default(),
             spans: RefCell::default(),
             commit_times: RefCell::default(),
+            duplicate_batches: Cell::new(0),
         }
     }
 
@@ -369,6 +372,7 @@ fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcom
         scrapes: shared.scrapes.take(),
         spans: shared.spans.take(),
         endpoint_text: shared.metrics_endpoint.borrow().render(),
+        duplicate_batches: shared.duplicate_batches.get(),
         running: running.clone(),
     }
 }
