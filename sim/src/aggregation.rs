@@ -151,13 +151,13 @@ pub fn peak_in_flight(outcome: &MetricsOutcome) -> BTreeMap<(String, String), us
         .chain(outcome.scrapes.last().map(|scrape| scrape.at))
         .max()
         .unwrap_or(SimInstant::ZERO);
-    // Ends before starts at the same instant: a process that ended as another began did
-    // not overlap it.
+    // Time is in whole milliseconds: within one, starts count before ends, so a process that
+    // began and ended in the same millisecond was in flight, and two that met there overlap.
     let mut changes: BTreeMap<(&str, &str), Vec<(SimInstant, i8)>> = BTreeMap::new();
     for span in &outcome.spans {
         let moments = changes.entry((&span.host, &span.name)).or_default();
-        moments.push((span.start, 1));
-        moments.push((span.end.unwrap_or(ended), -1));
+        moments.push((span.start, -1));
+        moments.push((span.end.unwrap_or(ended), 1));
     }
     changes
         .into_iter()
@@ -166,7 +166,8 @@ pub fn peak_in_flight(outcome: &MetricsOutcome) -> BTreeMap<(String, String), us
             let mut running = 0i64;
             let mut peak = 0i64;
             for (_, change) in moments {
-                running += i64::from(change);
+                // Sorted as -1 (start) before +1 (end); a start adds one.
+                running -= i64::from(change);
                 peak = peak.max(running);
             }
             (

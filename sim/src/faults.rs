@@ -127,6 +127,11 @@ pub fn describe(kind: &FaultKind) -> String {
         ),
         FaultKind::MessageLoss { rate } => format!("message loss {rate}"),
         FaultKind::SlowReader { host, for_ms } => format!("slow reader {host} for {for_ms} ms"),
+        FaultKind::Busy {
+            host,
+            for_ms,
+            per_command_ms,
+        } => format!("busy {host} for {for_ms} ms, {per_command_ms} ms per command"),
         FaultKind::Reconfigure { writers } => format!("reconfigure writers {}", writers.join(",")),
         FaultKind::Quiesce { host } => format!("quiesce {host}"),
         FaultKind::FutureToken { client, ahead_by } => {

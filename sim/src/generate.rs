@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::scenario::{
     Fault, FaultKind, Metrics, Network, RandomFaultKind, RandomFaults, Range, ReplicationQueue,
-    Scenario, Topology, Transport, Workload,
+    Scenario, Topology, Transport, Workload, METRICS_STORE_HOST,
 };
 
 /// Salt that keeps the generator's stream apart from the run's own use of the seed.
@@ -184,6 +184,37 @@ pub fn generated(seed: u64) -> Scenario {
             kind: FaultKind::FutureToken {
                 client: format!("c{client}"),
                 ahead_by: 1_000_000,
+            },
+        });
+    }
+    // The metrics store out of reach of one process for a while: its flushes go unanswered
+    // and are sent again, which the store must count once.
+    if rng.random_bool(0.3) {
+        let host = if rng.random_bool(0.5) {
+            format!("r{}", rng.random_range(1..=readers))
+        } else {
+            format!("w{}", rng.random_range(1..=writers))
+        };
+        let at_ms = rng.random_range(1_000..=duration_ms / 2);
+        faults.push(Fault {
+            at_ms,
+            kind: FaultKind::Partition {
+                hosts: [host, METRICS_STORE_HOST.to_owned()],
+            },
+        });
+        faults.push(Fault {
+            at_ms: (at_ms + rng.random_range(2_000..=8_000)).min(duration_ms),
+            kind: FaultKind::Heal,
+        });
+    }
+    // A reader falls behind: CPU-bound for a while, its stream commands queue up.
+    if rng.random_bool(0.3) {
+        faults.push(Fault {
+            at_ms: rng.random_range(1_000..=duration_ms / 2),
+            kind: FaultKind::Busy {
+                host: format!("r{}", rng.random_range(1..=readers)),
+                for_ms: rng.random_range(2_000..=8_000),
+                per_command_ms: rng.random_range(5..=30),
             },
         });
     }

@@ -266,6 +266,14 @@ pub enum FaultKind {
     Quiesce { host: String },
     /// The reader stops reading for `for_ms`, so its peers' queues fill up.
     SlowReader { host: String, for_ms: u64 },
+    /// The process is CPU-bound for `for_ms`: each inbound RDATA or POSITION takes
+    /// `per_command_ms` to handle, so commands queue up behind one another (what makes a
+    /// reader fall behind, and the historical linearizer pile its background processes up).
+    Busy {
+        host: String,
+        for_ms: u64,
+        per_command_ms: u64,
+    },
     /// The client's next /sync presents its token moved `ahead_by` past every position: what a
     /// client holds after the server's database was restored from an older backup (the
     /// trigger of bug B8, issue #17274). Its tokens are judged afresh from there.
@@ -493,7 +501,8 @@ impl Scenario {
                 FaultKind::Crash { host }
                 | FaultKind::Restart { host }
                 | FaultKind::Quiesce { host }
-                | FaultKind::SlowReader { host, .. } => vec![("host", host)],
+                | FaultKind::SlowReader { host, .. }
+                | FaultKind::Busy { host, .. } => vec![("host", host)],
                 FaultKind::Reconfigure { writers } => {
                     writers.iter().map(|w| ("writers", w)).collect()
                 }

@@ -258,13 +258,17 @@ impl Process {
     /// ends its process (they finish in order: the linearizer admits one at a time). Also
     /// samples the queue gauge.
     pub fn replication_settled(&self, link: &str) {
-        let backlog: usize = {
+        let (backlog, total_backlog) = {
             let state = self.state.borrow();
-            state.followers.get(link).map_or(0, |f| f.backlog())
-        };
-        let total_backlog: usize = {
-            let state = self.state.borrow();
-            state.followers.values().map(|f| f.backlog()).sum()
+            let waiting = |link: &str| state.inbound_backlog.get(link).map_or(0, VecDeque::len);
+            let backlog = state.followers.get(link).map_or(0, |f| f.backlog()) + waiting(link);
+            let total: usize = state.followers.values().map(|f| f.backlog()).sum::<usize>()
+                + state
+                    .inbound_backlog
+                    .values()
+                    .map(VecDeque::len)
+                    .sum::<usize>();
+            (backlog, total)
         };
         self.metrics.borrow_mut().node.set(
             &REPLICATION_COMMAND_QUEUE,
@@ -362,12 +366,14 @@ async fn retire_consumer(process: Rc<Process>, link: String, id: ProcessId) {
             return;
         }
         sleep_until(last_item + REPLICATION_QUEUE_IDLE_MS).await;
-        let busy = process
-            .state
-            .borrow()
-            .followers
-            .get(&link)
-            .is_some_and(|f| f.backlog() > 0);
+        let busy = {
+            let state = process.state.borrow();
+            state.followers.get(&link).is_some_and(|f| f.backlog() > 0)
+                || state
+                    .inbound_backlog
+                    .get(&link)
+                    .is_some_and(|q| !q.is_empty())
+        };
         let idle_since = process
             .metrics
             .borrow()

@@ -54,6 +54,8 @@ pub struct Shared {
     writers: RefCell<Vec<String>>,
     unfinished: RefCell<BTreeMap<String, BTreeSet<i64>>>,
     slow_until: RefCell<BTreeMap<String, SimInstant>>,
+    /// CPU-bound processes: until when, and what each inbound stream command costs (ms).
+    busy: RefCell<BTreeMap<String, (SimInstant, u64)>>,
     quiesced: RefCell<BTreeSet<String>>,
     /// One-way partitions in force: (from, to).
     cut: RefCell<BTreeSet<(String, String)>>,
@@ -85,6 +87,7 @@ impl Shared {
             writers: RefCell::new(writers),
             unfinished: RefCell::default(),
             slow_until: RefCell::default(),
+            busy: RefCell::default(),
             quiesced: RefCell::default(),
             cut: RefCell::default(),
             future_tokens: RefCell::default(),
@@ -158,6 +161,16 @@ impl Shared {
             .remove(host)
             .map(|set| set.into_iter().collect())
             .unwrap_or_default()
+    }
+
+    /// What handling one inbound stream command costs `host` now, if it is busy, in ms.
+    pub fn busy_cost_ms(&self, host: &str) -> Option<u64> {
+        let now = crate::net::now();
+        self.busy
+            .borrow()
+            .get(host)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, cost)| *cost)
     }
 
     pub fn slow_until(&self, host: &str) -> Option<SimInstant> {
@@ -440,6 +453,16 @@ impl Driver {
                     .borrow_mut()
                     .insert(host.clone(), now + *for_ms);
             }
+            FaultKind::Busy {
+                host,
+                for_ms,
+                per_command_ms,
+            } => {
+                self.shared
+                    .busy
+                    .borrow_mut()
+                    .insert(host.clone(), (now + *for_ms, *per_command_ms));
+            }
             FaultKind::Reconfigure { writers } => {
                 *self.shared.writers.borrow_mut() = writers.clone();
             }
@@ -471,6 +494,7 @@ impl Driver {
         self.set_latency(sim, self.shared.scenario.network.latency_ms, None);
         self.set_loss(sim, 0.0);
         self.shared.slow_until.borrow_mut().clear();
+        self.shared.busy.borrow_mut().clear();
         self.shared.record_at(now, Event::Healed);
     }
 

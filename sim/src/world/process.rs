@@ -7,7 +7,7 @@
 //! `await`.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ pub struct ProcessState {
     pub waiters: PositionWaiters,
     pub waiter_wakeups: BTreeMap<WaiterId, oneshot::Sender<PositionWakeup>>,
     pub next_waiter: WaiterId,
+    /// Stream commands waiting while the process is busy, per link.
+    pub inbound_backlog: BTreeMap<String, VecDeque<Command>>,
 }
 
 /// A running process.
@@ -128,6 +130,8 @@ pub struct Process {
     pub send_queued: Notify,
     /// Draws which batch requests are cancelled (`workload.cancel_rate`).
     cancel_rng: RefCell<rand_chacha::ChaCha8Rng>,
+    /// When the process's CPU is next free, while it is busy (see `drain_backlog`).
+    cpu_free_at: std::cell::Cell<streamsim_models::time::SimInstant>,
     /// The process's metrics (lost with it on a crash, but what was flushed).
     pub metrics: Rc<RefCell<ProcessMetrics>>,
 }
@@ -203,11 +207,13 @@ impl Process {
                 waiters: PositionWaiters::new(name).with_bugs(shared_bugs),
                 waiter_wakeups: BTreeMap::new(),
                 next_waiter: 0,
+                inbound_backlog: BTreeMap::new(),
             }),
             send_queued: Notify::new(),
             cancel_rng: RefCell::new(
                 shared_for_rng.rng_for(&format!("{name}/cancel"), incarnation),
             ),
+            cpu_free_at: std::cell::Cell::new(streamsim_models::time::SimInstant::ZERO),
             metrics,
         });
         tokio::task::spawn_local(super::metrics::flush_loop(process.clone()));
@@ -217,7 +223,6 @@ impl Process {
     /// A replication command arrived on `link`.
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
         let inbound = Inbound::from_command(command);
-        let replicate = matches!(inbound, Inbound::Replicate);
         if matches!(inbound, Inbound::Rdata { .. } | Inbound::Position { .. }) {
             let worker = self.replication_item_arrived(link, command);
             self.bg_charge(
@@ -227,7 +232,76 @@ impl Process {
                     ..Usage::default()
                 },
             );
+            // A busy process handles stream commands one at a time, each taking its cost;
+            // what arrives meanwhile queues behind them, in order.
+            let queued = {
+                let state = &mut *self.state.borrow_mut();
+                let backlog = state.inbound_backlog.entry(link.to_owned()).or_default();
+                let busy = self.shared.busy_cost_ms(&self.name).is_some();
+                if busy || !backlog.is_empty() {
+                    backlog.push_back(command.clone());
+                    Some(backlog.len() == 1)
+                } else {
+                    None
+                }
+            };
+            match queued {
+                Some(first) => {
+                    if first {
+                        tokio::task::spawn_local(self.clone().drain_backlog(link.to_owned()));
+                    }
+                    self.replication_settled(link);
+                }
+                None => self.handle_command(link, inbound),
+            }
+            return;
         }
+        self.handle_command(link, inbound);
+    }
+
+    /// Handles the commands queued while the process was busy, oldest first, each after its
+    /// cost in simulated time (charged to the background process doing it).
+    async fn drain_backlog(self: Rc<Self>, link: String) {
+        loop {
+            if let Some(cost_ms) = self.shared.busy_cost_ms(&self.name) {
+                if let Some(worker) = self.replication_worker(&link) {
+                    self.bg_charge(
+                        worker,
+                        Usage {
+                            cpu_us: i64::try_from(cost_ms).unwrap_or(i64::MAX / 1_000) * 1_000,
+                            ..Usage::default()
+                        },
+                    );
+                }
+                // One Python process, one CPU: the links' queues take turns on it.
+                let start = self.cpu_free_at.get().max(crate::net::now());
+                self.cpu_free_at.set(start + cost_ms);
+                crate::net::sleep_until(start + cost_ms).await;
+            }
+            let Some(command) = self
+                .state
+                .borrow_mut()
+                .inbound_backlog
+                .get_mut(&link)
+                .and_then(VecDeque::pop_front)
+            else {
+                return;
+            };
+            self.handle_command(&link, Inbound::from_command(&command));
+            if self
+                .state
+                .borrow()
+                .inbound_backlog
+                .get(&link)
+                .is_none_or(VecDeque::is_empty)
+            {
+                return;
+            }
+        }
+    }
+
+    fn handle_command(self: &Rc<Self>, link: &str, inbound: Inbound) {
+        let replicate = matches!(inbound, Inbound::Replicate);
         let actions = {
             let state = &mut *self.state.borrow_mut();
             let follower = state.followers.entry(link.to_owned()).or_insert_with(|| {
