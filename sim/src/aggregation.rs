@@ -437,3 +437,6 @@ fn in_flight_settles(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
     }
     violations
 }
+
+#[cfg(test)]
+mod tests;

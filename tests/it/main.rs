@@ -8,6 +8,7 @@
 mod idgen_diff;
 mod idgen_ports;
 mod known_bugs;
+mod metrics;
 mod props;
 mod readme;
 mod support;

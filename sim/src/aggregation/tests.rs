@@ -1,0 +1,176 @@
+//! Each metrics invariant on hand-made outcomes: quiet when the system kept its promise,
+//! loud when it did not.
+
+use super::*;
+use crate::world::metrics::ScrapedNode;
+use streamsim_models::metrics::series::BACKGROUND_PROCESS_START_COUNT;
+
+fn series() -> SeriesKey {
+    SeriesKey::new(&BACKGROUND_PROCESS_START_COUNT, &["persist_events", "hs"])
+}
+
+fn map(amount: i64) -> BTreeMap<SeriesKey, i64> {
+    if amount == 0 {
+        BTreeMap::new()
+    } else {
+        [(series(), amount)].into_iter().collect()
+    }
+}
+
+fn incarnation(lifetime: i64, applied: i64, unflushed: i64, pending: i64) -> IncarnationOutcome {
+    IncarnationOutcome {
+        node: "w1".to_owned(),
+        incarnation: 1,
+        started_at: SimInstant::ZERO,
+        crashed: false,
+        lifetime: map(lifetime),
+        unflushed: map(unflushed),
+        unapplied_pending: map(pending),
+        applied_seq: 1,
+        applied: map(applied),
+    }
+}
+
+fn store(amount: i64) -> Dataset {
+    Dataset {
+        node: "w1".to_owned(),
+        version: 1,
+        counters: map(amount),
+        ..Dataset::default()
+    }
+}
+
+fn outcome(incarnations: Vec<IncarnationOutcome>, stored: i64) -> MetricsOutcome {
+    MetricsOutcome {
+        flush_interval_ms: 1_000,
+        staleness_bound_ms: 1_100,
+        incarnations,
+        store: vec![store(stored)],
+        running: ["w1".to_owned()].into_iter().collect(),
+        ..MetricsOutcome::default()
+    }
+}
+
+fn names(violations: &[Violation]) -> Vec<&'static str> {
+    violations.iter().map(|v| v.invariant).collect()
+}
+
+#[test]
+fn an_accounted_run_passes_every_check() {
+    let run = outcome(vec![incarnation(10, 7, 2, 1)], 7);
+    assert!(check_metrics(&run, &History::new()).is_empty());
+}
+
+#[test]
+fn a_batch_applied_twice_is_double_counting() {
+    // Counted 10, flushed all, but the store applied 20 and holds 20.
+    let run = outcome(vec![incarnation(10, 20, 0, 0)], 20);
+    let found = names(&check_metrics(&run, &History::new()));
+    assert!(found.contains(&"metrics_no_double_counting"), "{found:?}");
+    // The store holding more than its applied batches is double counting too.
+    let run = outcome(vec![incarnation(10, 10, 0, 0)], 12);
+    assert_eq!(
+        names(&no_double_counting(&run, &History::new())),
+        ["metrics_no_double_counting"]
+    );
+}
+
+#[test]
+fn increments_lost_without_a_crash_are_reported() {
+    // Counted 10, 7 applied, but the memory holds only 1 more: 2 vanished.
+    let run = outcome(vec![incarnation(10, 7, 1, 0)], 7);
+    assert_eq!(
+        names(&loss_only_by_crash(&run, &History::new())),
+        ["metrics_loss_only_by_crash"]
+    );
+}
+
+#[test]
+fn a_crash_loses_exactly_what_its_memory_held() {
+    let mut crashed = incarnation(10, 6, 3, 1);
+    crashed.crashed = true;
+    let run = outcome(vec![crashed], 6);
+    assert!(check_metrics(&run, &History::new()).is_empty());
+    let losses = crash_losses(&run);
+    assert_eq!(losses.len(), 1);
+    assert_eq!((losses[0].predicted, losses[0].measured), (4, 4));
+}
+
+fn scraped(at_ms: u64, value: i64, updated_ms: u64, in_flight: i64) -> Scrape {
+    Scrape {
+        at: SimInstant::from_ms(at_ms),
+        nodes: vec![ScrapedNode {
+            node: "w1".to_owned(),
+            version: 1,
+            updated_at: SimInstant::from_ms(updated_ms),
+            received_at: SimInstant::from_ms(updated_ms),
+            increments: vec![(series(), value)],
+            in_flight,
+        }],
+    }
+}
+
+#[test]
+fn a_counter_going_down_at_the_endpoint_is_caught() {
+    let mut run = outcome(Vec::new(), 0);
+    run.scrapes = vec![scraped(1_000, 5, 900, 0), scraped(2_000, 4, 1_900, 0)];
+    assert_eq!(
+        names(&counters_never_decrease(&run, &History::new())),
+        ["metrics_counters_never_decrease"]
+    );
+    run.scrapes[1] = scraped(2_000, 5, 1_900, 0);
+    assert!(counters_never_decrease(&run, &History::new()).is_empty());
+}
+
+#[test]
+fn a_stale_view_after_the_heal_is_caught_but_not_before() {
+    let mut run = outcome(vec![incarnation(0, 0, 0, 0)], 0);
+    let mut history = History::new();
+    history.record(SimInstant::from_ms(10_000), Event::Healed);
+    // Stale during the faults (before the heal): not judged.
+    run.scrapes = vec![scraped(5_000, 0, 1_000, 0)];
+    assert!(staleness_bounded(&run, &history).is_empty());
+    // Fresh after the heal: fine. Stale after it: caught, once per node.
+    run.scrapes = vec![scraped(13_000, 0, 12_500, 0)];
+    assert!(staleness_bounded(&run, &history).is_empty());
+    run.scrapes = vec![scraped(13_000, 0, 11_000, 0), scraped(14_000, 0, 11_000, 0)];
+    assert_eq!(
+        names(&staleness_bounded(&run, &history)),
+        ["metrics_staleness_bounded"]
+    );
+    // A node that is down at the end is not expected to report.
+    run.running.clear();
+    assert!(staleness_bounded(&run, &history).is_empty());
+}
+
+#[test]
+fn in_flight_must_settle_and_never_go_negative() {
+    let mut run = outcome(Vec::new(), 0);
+    run.scrapes = vec![scraped(1_000, 0, 900, 3), scraped(2_000, 0, 1_900, 0)];
+    assert!(in_flight_settles(&run, &History::new()).is_empty());
+    run.scrapes = vec![scraped(1_000, 0, 900, -1), scraped(2_000, 0, 1_900, 2)];
+    assert_eq!(in_flight_settles(&run, &History::new()).len(), 2);
+}
+
+#[test]
+fn peaks_count_overlapping_spans_per_host_and_name() {
+    let span = |start: u64, end: Option<u64>| Span {
+        host: "r1".to_owned(),
+        incarnation: 1,
+        name: "replication-RDATA-events".to_owned(),
+        start: SimInstant::from_ms(start),
+        end: end.map(SimInstant::from_ms),
+    };
+    let mut run = outcome(Vec::new(), 0);
+    run.spans = vec![
+        span(0, Some(10)),
+        span(5, Some(20)),
+        span(8, None),
+        span(30, Some(30)),
+    ];
+    let peaks = peak_in_flight(&run);
+    assert_eq!(
+        peaks[&("r1".to_owned(), "replication-RDATA-events".to_owned())],
+        3
+    );
+}
