@@ -174,7 +174,16 @@ impl Process {
             &[name.as_str(), peer, HOMESERVER_NAME],
             1,
         );
-        if let Command::Rdata { stream_name, .. } = command {
+        if let Command::Rdata {
+            stream_name,
+            instance_name,
+            ..
+        } = command
+        {
+            if instance_name.eq_str(&self.name) {
+                // Counted after the own-echo check, as `on_RDATA` does.
+                return;
+            }
             let stream = stream_name.to_utf8().unwrap_or_default();
             metrics
                 .node

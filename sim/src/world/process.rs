@@ -223,7 +223,11 @@ impl Process {
     /// A replication command arrived on `link`.
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
         let inbound = Inbound::from_command(command);
-        if matches!(inbound, Inbound::Rdata { .. } | Inbound::Position { .. }) {
+        // `on_RDATA` / `on_POSITION` ignore the process's own echoes (the Redis bus sends
+        // every line to its sender too) before anything is queued.
+        let own_echo = matches!(&inbound,
+            Inbound::Rdata { instance, .. } | Inbound::Position { instance, .. } if *instance == self.name);
+        if !own_echo && matches!(inbound, Inbound::Rdata { .. } | Inbound::Position { .. }) {
             let worker = self.replication_item_arrived(link, command);
             self.bg_charge(
                 worker,
