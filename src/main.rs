@@ -320,7 +320,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         );
         std::fs::write(path, serde_json::to_vec(&trace)?)
             .with_context(|| format!("cannot write timeline {}", path.display()))?;
-        report::print_timeline_pointers(&mut out, path, &report.violations)?;
+        report::print_timeline_pointers(&mut out, path, &scenario.hosts(), &report.violations)?;
     }
     if let Some(findings) = report.known_findings() {
         writeln!(

@@ -90,7 +90,11 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
         print_violation(out, first)?;
     }
     if !report.passed() {
-        writeln!(out, "replay: {replay} --trace seed-{}.jsonl", report.seed)?;
+        writeln!(
+            out,
+            "replay: {replay} --trace seed-{0}.jsonl --timeline seed-{0}.json",
+            report.seed
+        )?;
     }
     Ok(())
 }
@@ -99,6 +103,7 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
 pub fn print_timeline_pointers(
     out: &mut impl Write,
     path: &Path,
+    hosts: &[String],
     violations: &[Violation],
 ) -> std::io::Result<()> {
     writeln!(
@@ -107,15 +112,22 @@ pub fn print_timeline_pointers(
         path.display()
     )?;
     for violation in violations.iter().take(20) {
+        let tracks: Vec<&str> = violation
+            .hosts
+            .iter()
+            .filter(|host| hosts.contains(host))
+            .map(String::as_str)
+            .collect();
         writeln!(
             out,
-            "  {:?} at ts={} us on track {}",
+            "  {:?} at ts={} us ({}) on track {}",
             streamsim_sim::timeline::violation_instant_name(violation),
             violation.at.as_ms() * 1_000,
-            if violation.hosts.is_empty() {
+            violation.at,
+            if tracks.is_empty() {
                 "run".to_owned()
             } else {
-                violation.hosts.join(", ")
+                tracks.join(", ")
             }
         )?;
     }

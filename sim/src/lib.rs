@@ -12,6 +12,8 @@
 //! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
+//! - [`aggregation`]: what the metrics system did in a run, and its own invariants.
+//! - [`timeline`]: a run as Chrome trace-event JSON.
 
 pub mod aggregation;
 pub mod bench;
