@@ -92,6 +92,8 @@ pub struct FlushBatch {
     pub incarnation: u32,
     /// 1 for an incarnation's first capture, then 2, 3, ...
     pub seq: u64,
+    /// When the node took its gauges' values (the latest send of the batch).
+    pub captured_at: SimInstant,
     #[serde(with = "super::series::series_map")]
     pub counters: BTreeMap<SeriesKey, i64>,
     #[serde(with = "super::series::series_map")]
@@ -109,6 +111,9 @@ pub struct Dataset {
     pub version: u64,
     /// When the store last applied a batch of this node.
     pub updated_at: SimInstant,
+    /// When the node took the gauge values of that batch, and which incarnation it was.
+    pub captured_at: SimInstant,
+    pub incarnation: u32,
     #[serde(with = "super::series::series_map")]
     pub counters: BTreeMap<SeriesKey, i64>,
     #[serde(with = "super::series::series_map")]
@@ -244,6 +249,7 @@ impl NodeMetrics {
             let mut batch = pending.clone();
             // Gauges are values, not increments: the latest ones go with the retry.
             batch.gauges = self.gauges.clone();
+            batch.captured_at = now;
             return batch;
         }
         self.captured += 1;
@@ -251,6 +257,7 @@ impl NodeMetrics {
             node: self.node.clone(),
             incarnation: self.incarnation,
             seq: self.captured,
+            captured_at: now,
             counters: std::mem::take(&mut self.counters),
             gauges: self.gauges.clone(),
             histograms: std::mem::take(&mut self.histograms),
@@ -307,7 +314,9 @@ mod tests {
         metrics.inc(&BACKGROUND_PROCESS_START_COUNT, &["a", HS], 7);
         assert_eq!(metrics.next_seq(), 2);
         let retry = metrics.begin_flush(SimInstant::from_ms(1_000));
-        assert_eq!(retry, first);
+        assert_eq!(retry.seq, first.seq);
+        assert_eq!(retry.counters, first.counters);
+        assert_eq!(retry.captured_at, SimInstant::from_ms(1_000));
         metrics.flush_answered(first.seq);
         let next = metrics.begin_flush(SimInstant::from_ms(2_000));
         assert_eq!((next.seq, next.counters.values().sum::<i64>()), (2, 7));

@@ -81,6 +81,8 @@ impl MetricsStore {
         }
         dataset.version += 1;
         dataset.updated_at = now;
+        dataset.captured_at = batch.captured_at;
+        dataset.incarnation = batch.incarnation;
         Applied {
             fresh: true,
             dataset: dataset.clone(),

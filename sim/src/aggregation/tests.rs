@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::world::metrics::ScrapedNode;
-use streamsim_models::metrics::series::BACKGROUND_PROCESS_START_COUNT;
+use streamsim_models::metrics::series::{
+    BACKGROUND_PROCESS_IN_FLIGHT_COUNT, BACKGROUND_PROCESS_START_COUNT,
+};
 
 fn series() -> SeriesKey {
     SeriesKey::new(&BACKGROUND_PROCESS_START_COUNT, &["persist_events", "hs"])
@@ -131,9 +133,9 @@ fn a_stale_view_after_the_heal_is_caught_but_not_before() {
     run.scrapes = vec![scraped(5_000, 0, 1_000, 0)];
     assert!(staleness_bounded(&run, &history).is_empty());
     // Fresh after the heal: fine. Stale after it: caught, once per node.
-    run.scrapes = vec![scraped(13_000, 0, 12_500, 0)];
+    run.scrapes = vec![scraped(14_000, 0, 13_500, 0)];
     assert!(staleness_bounded(&run, &history).is_empty());
-    run.scrapes = vec![scraped(13_000, 0, 11_000, 0), scraped(14_000, 0, 11_000, 0)];
+    run.scrapes = vec![scraped(14_000, 0, 11_000, 0), scraped(15_000, 0, 11_000, 0)];
     assert_eq!(
         names(&staleness_bounded(&run, &history)),
         ["metrics_staleness_bounded"]
@@ -143,13 +145,65 @@ fn a_stale_view_after_the_heal_is_caught_but_not_before() {
     assert!(staleness_bounded(&run, &history).is_empty());
 }
 
+fn in_flight(value: i64, captured_ms: u64) -> Dataset {
+    Dataset {
+        node: "w1".to_owned(),
+        version: 1,
+        incarnation: 1,
+        captured_at: SimInstant::from_ms(captured_ms),
+        gauges: [(
+            SeriesKey::new(
+                &BACKGROUND_PROCESS_IN_FLIGHT_COUNT,
+                &["persist_events", "hs"],
+            ),
+            value,
+        )]
+        .into_iter()
+        .collect(),
+        ..Dataset::default()
+    }
+}
+
+fn persist_span(start: u64, end: Option<u64>) -> Span {
+    Span {
+        host: "w1".to_owned(),
+        incarnation: 1,
+        name: "persist_events".to_owned(),
+        start: SimInstant::from_ms(start),
+        end: end.map(SimInstant::from_ms),
+    }
+}
+
 #[test]
-fn in_flight_must_settle_and_never_go_negative() {
+fn in_flight_gauges_must_tell_the_truth_and_never_go_negative() {
     let mut run = outcome(Vec::new(), 0);
-    run.scrapes = vec![scraped(1_000, 0, 900, 3), scraped(2_000, 0, 1_900, 0)];
-    assert!(in_flight_settles(&run, &History::new()).is_empty());
-    run.scrapes = vec![scraped(1_000, 0, 900, -1), scraped(2_000, 0, 1_900, 2)];
-    assert_eq!(in_flight_settles(&run, &History::new()).len(), 2);
+    run.spans = vec![persist_span(100, Some(300)), persist_span(200, None)];
+    // Two running at 250, one at 350, none before 100.
+    for (value, at, truthful) in [
+        (2, 250, true),
+        (1, 350, true),
+        (0, 50, true),
+        (0, 250, false),
+        (3, 250, false),
+    ] {
+        run.store = vec![in_flight(value, at)];
+        assert_eq!(
+            in_flight_accurate(&run, &History::new()).is_empty(),
+            truthful,
+            "{value} at {at}"
+        );
+    }
+    // Within the millisecond of a start or an end, either count is true.
+    run.store = vec![in_flight(1, 100)];
+    assert!(in_flight_accurate(&run, &History::new()).is_empty());
+    run.store = vec![in_flight(2, 300)];
+    assert!(in_flight_accurate(&run, &History::new()).is_empty());
+    // A node that is down at the end is not judged; a negative value at a scrape always is.
+    run.store = vec![in_flight(5, 250)];
+    run.running.clear();
+    assert!(in_flight_accurate(&run, &History::new()).is_empty());
+    run.scrapes = vec![scraped(1_000, 0, 900, -1)];
+    assert_eq!(in_flight_accurate(&run, &History::new()).len(), 1);
 }
 
 #[test]

@@ -34,9 +34,9 @@ async fn connect(host: &str, port: u16, timeout_ms: u64) -> Option<FramedStream>
 }
 
 /// `should_pipe_execute` / `pipe_execute` / `send_metrics`, every flush interval, for the
-/// life of the process. A flush that goes unanswered within the interval drops its
-/// connection (an answer arriving later must not be taken for the next one's) and is sent
-/// again next time.
+/// life of the process. A flush (or broadcast) that goes unanswered within the interval
+/// drops its connection (an answer arriving later must not be taken for the next one's, and
+/// a turmoil stream that lost a segment never recovers) and is sent again next time.
 pub async fn flush_loop(process: Rc<Process>) {
     let interval_ms = process.shared.scenario.metrics.flush_interval_ms;
     let mut store: Option<FramedStream> = None;
@@ -68,7 +68,13 @@ pub async fn flush_loop(process: Rc<Process>) {
             endpoint = connect(METRICS_ENDPOINT_HOST, METRICS_ENDPOINT_PORT, interval_ms).await;
         }
         if let Some(connection) = &mut endpoint {
-            if connection.send(&dataset).await.is_err() {
+            // The endpoint acknowledges each dataset: a broadcast into a connection that
+            // lost a segment (turmoil does not retransmit) must not go unnoticed forever.
+            if connection
+                .call::<_, bool>(&dataset, interval_ms)
+                .await
+                .is_err()
+            {
                 endpoint = None;
             }
         }
@@ -136,6 +142,9 @@ pub async fn serve_endpoint(shared: Rc<Shared>) -> turmoil::Result {
             let mut framed = FramedStream::new(stream);
             while let Ok(Some(dataset)) = framed.recv::<Dataset>().await {
                 shared.metrics_endpoint.borrow_mut().receive(dataset, now());
+                if framed.send(&true).await.is_err() {
+                    break;
+                }
             }
         });
     }
