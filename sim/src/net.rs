@@ -4,6 +4,9 @@
 //! Nothing here models Synapse; it is how the simulated processes talk to the simulated
 //! database, the sync clients to their reader, and the Redis bus to its clients.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -11,7 +14,7 @@ use serde::Serialize;
 use streamsim_models::time::SimInstant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use turmoil::net::TcpStream;
+use turmoil::net::{TcpListener, TcpStream};
 
 /// The database host's port (PostgreSQL's).
 pub const DB_PORT: u16 = 5432;
@@ -123,5 +126,40 @@ impl FramedStream {
         tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
             .await
             .map_err(|_| FrameError::TimedOut(timeout_ms))?
+    }
+}
+
+/// Listens on `port` of the running host and runs `serve` as its own task for every
+/// connection accepted, for as long as the host lives. Returns only if the port cannot be
+/// bound. (An accept fails only while the host goes down; listening goes on.)
+pub async fn accept_each<S, F>(port: u16, mut serve: S) -> std::io::Result<Infallible>
+where
+    S: FnMut(TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        tokio::task::spawn_local(serve(stream, peer));
+    }
+}
+
+/// Answers one connection's requests in order, until the peer closes it or sends a frame
+/// that cannot be read.
+pub async fn answer_each<Q, A, H, F>(stream: TcpStream, mut handle: H)
+where
+    Q: DeserializeOwned,
+    A: Serialize,
+    H: FnMut(Q) -> F,
+    F: Future<Output = A>,
+{
+    let mut framed = FramedStream::new(stream);
+    while let Ok(Some(request)) = framed.recv::<Q>().await {
+        let answer = handle(request).await;
+        if framed.send(&answer).await.is_err() {
+            break;
+        }
     }
 }

@@ -19,7 +19,6 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use streamsim_models::db::{Database, StreamRow};
 use streamsim_models::idgen::{read_startup_state, IdGenConfig, StartupState};
-use turmoil::net::TcpListener;
 
 use super::Shared;
 use crate::history::Event;
@@ -235,21 +234,16 @@ impl DbServer {
 
 /// The `db` host: accepts connections forever and answers each request at once, in order.
 pub async fn serve(shared: Rc<Shared>, server: Rc<RefCell<DbServer>>) -> turmoil::Result {
-    let listener = TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
-    loop {
-        let (stream, _) = listener.accept().await?;
+    let Err(error) = crate::net::accept_each(DB_PORT, |stream, _| {
         let shared = shared.clone();
         let server = server.clone();
-        tokio::task::spawn_local(async move {
-            let mut framed = FramedStream::new(stream);
-            while let Ok(Some(envelope)) = framed.recv::<Envelope>().await {
-                let response = server.borrow_mut().handle(&shared, envelope);
-                if framed.send(&response).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+        crate::net::answer_each(stream, move |envelope: Envelope| {
+            let response = server.borrow_mut().handle(&shared, envelope);
+            std::future::ready(response)
+        })
+    })
+    .await;
+    Err(error.into())
 }
 
 /// Why a database call failed.

@@ -14,11 +14,12 @@ use streamsim_models::metrics::node::increments;
 use streamsim_models::metrics::series::BACKGROUND_PROCESS_IN_FLIGHT_COUNT;
 use streamsim_models::metrics::{Dataset, FlushBatch, SeriesKey};
 use streamsim_models::time::SimInstant;
-use turmoil::net::TcpListener;
 
 use super::process::Process;
 use super::Shared;
-use crate::net::{now, FramedStream, METRICS_ENDPOINT_PORT, METRICS_STORE_PORT};
+use crate::net::{
+    accept_each, answer_each, now, FramedStream, METRICS_ENDPOINT_PORT, METRICS_STORE_PORT,
+};
 use crate::scenario::{METRICS_ENDPOINT_HOST, METRICS_STORE_HOST};
 
 /// Connects for a metrics exchange, giving up after `timeout_ms`.
@@ -83,29 +84,22 @@ pub async fn flush_loop(process: Rc<Process>) {
 
 /// The shared store: applies each batch once and answers with the node's dataset.
 pub async fn serve_store(shared: Rc<Shared>) -> turmoil::Result {
-    let listener = TcpListener::bind(("0.0.0.0", METRICS_STORE_PORT)).await?;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let Err(error) = accept_each(METRICS_STORE_PORT, |stream, _| {
         let shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            let mut framed = FramedStream::new(stream);
-            while let Ok(Some(batch)) = framed.recv::<FlushBatch>().await {
-                let applied = shared.metrics_store.borrow_mut().apply(&batch, now());
-                if applied.fresh {
-                    shared.note_applied(&batch);
-                } else {
-                    shared
-                        .duplicate_batches
-                        .set(shared.duplicate_batches.get() + 1);
-                }
-                if framed.send(&applied.dataset).await.is_err() {
-                    break;
-                }
+        answer_each(stream, move |batch: FlushBatch| {
+            let applied = shared.metrics_store.borrow_mut().apply(&batch, now());
+            if applied.fresh {
+                shared.note_applied(&batch);
+            } else {
+                shared
+                    .duplicate_batches
+                    .set(shared.duplicate_batches.get() + 1);
             }
-        });
-    }
+            std::future::ready(applied.dataset)
+        })
+    })
+    .await;
+    Err(error.into())
 }
 
 /// One scrape of the endpoint: what it held of each node.
@@ -132,22 +126,15 @@ pub struct ScrapedNode {
 /// The endpoint: keeps each node's newest dataset, and scrapes itself every flush interval.
 pub async fn serve_endpoint(shared: Rc<Shared>) -> turmoil::Result {
     tokio::task::spawn_local(scraper(shared.clone()));
-    let listener = TcpListener::bind(("0.0.0.0", METRICS_ENDPOINT_PORT)).await?;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let Err(error) = accept_each(METRICS_ENDPOINT_PORT, |stream, _| {
         let shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            let mut framed = FramedStream::new(stream);
-            while let Ok(Some(dataset)) = framed.recv::<Dataset>().await {
-                shared.metrics_endpoint.borrow_mut().receive(dataset, now());
-                if framed.send(&true).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+        answer_each(stream, move |dataset: Dataset| {
+            shared.metrics_endpoint.borrow_mut().receive(dataset, now());
+            std::future::ready(true)
+        })
+    })
+    .await;
+    Err(error.into())
 }
 
 async fn scraper(shared: Rc<Shared>) {

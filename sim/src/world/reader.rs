@@ -7,11 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use streamsim_models::notifier::{RoomEvent, SyncOptions, SyncPoll, SyncRequest};
 use streamsim_models::token::MultiWriterToken;
-use turmoil::net::TcpListener;
 
 use super::process::{room_token, Process, DB_RETRY_DELAY_MS};
 use super::{follow, Shared};
-use crate::net::{now, sleep_until, FramedStream, SYNC_PORT};
+use crate::net::{now, sleep_until, SYNC_PORT};
 use crate::scenario::Transport;
 
 /// A /sync request: the client's name (for the history) and its `since` token.
@@ -43,24 +42,15 @@ pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
 
 /// Serves /sync on a process (readers, and writers that serve clients too).
 pub async fn serve_sync(process: Rc<Process>) {
-    let listener = TcpListener::bind(("0.0.0.0", SYNC_PORT))
-        .await
-        .expect("the sync port is free");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let Err(error) = crate::net::accept_each(SYNC_PORT, |stream, _| {
         let process = process.clone();
-        tokio::task::spawn_local(async move {
-            let mut framed = FramedStream::new(stream);
-            while let Ok(Some(query)) = framed.recv::<SyncQuery>().await {
-                let answer = sync(&process, query).await;
-                if framed.send(&answer).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+        crate::net::answer_each(stream, move |query: SyncQuery| {
+            let process = process.clone();
+            async move { sync(&process, query).await }
+        })
+    })
+    .await;
+    panic!("the sync port is taken: {error}");
 }
 
 /// One /sync: bound a token from the future, wait for this process to catch up with it (or

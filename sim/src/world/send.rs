@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use streamsim_models::limits::WAIT_FOR_STREAM_POSITION_TIMEOUT_MS;
 use streamsim_models::notifier::PositionWakeup;
 use tokio::sync::oneshot;
-use turmoil::net::TcpListener;
 
 use super::process::Process;
 use super::writer;
@@ -59,43 +58,36 @@ pub struct QueuedSend {
 
 /// Serves client sends on every process.
 pub async fn serve_client_sends(process: Rc<Process>) {
-    let listener = TcpListener::bind(("0.0.0.0", CLIENT_SEND_PORT))
-        .await
-        .expect("the client send port is free");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let Err(error) = crate::net::accept_each(CLIENT_SEND_PORT, |stream, _| {
         let process = process.clone();
-        tokio::task::spawn_local(async move {
+        async move {
+            // One send per connection: the client connects for each.
             let mut framed = FramedStream::new(stream);
             if let Ok(Some(request)) = framed.recv::<SendRequest>().await {
                 let answer = handle_send(&process, request).await;
                 let _ = framed.send(&answer).await;
             }
-        });
-    }
+        }
+    })
+    .await;
+    panic!("the client send port is taken: {error}");
 }
 
 /// Serves forwarded sends on a writer, and persists them in batches.
 pub async fn serve_forwarded(process: Rc<Process>) {
     tokio::task::spawn_local(persist_queued(process.clone()));
-    let listener = TcpListener::bind(("0.0.0.0", PERSIST_PORT))
-        .await
-        .expect("the persist port is free");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let Err(error) = crate::net::accept_each(PERSIST_PORT, |stream, _| {
         let process = process.clone();
-        tokio::task::spawn_local(async move {
+        async move {
             let mut framed = FramedStream::new(stream);
             if let Ok(Some(request)) = framed.recv::<ForwardRequest>().await {
                 let result = enqueue(&process, request.event_id).await;
                 let _ = framed.send(&ForwardAnswer { result }).await;
             }
-        });
-    }
+        }
+    })
+    .await;
+    panic!("the persist port is taken: {error}");
 }
 
 /// Queues one event for the next batch and waits for the batch's outcome.

@@ -13,7 +13,6 @@ use streamsim_models::connection::Role;
 use streamsim_models::limits::STREAMER_IDLE_POKE_INTERVAL_MS;
 use streamsim_models::persister::Action;
 use tokio::sync::mpsc;
-use turmoil::net::TcpListener;
 
 use streamsim_models::metrics::bgproc::{ProcessId, Usage};
 
@@ -224,18 +223,12 @@ async fn persist_batch(
 
 /// The replication server: one protocol connection per client.
 async fn serve_replication(process: Rc<Process>) {
-    let listener = TcpListener::bind(("0.0.0.0", REPLICATION_PORT))
-        .await
-        .expect("the replication port is free");
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
+    let Err(error) = crate::net::accept_each(REPLICATION_PORT, |stream, peer| {
         let peer = turmoil::reverse_lookup(peer.ip()).unwrap_or_default();
         let (sender, receiver) = mpsc::unbounded_channel();
         let id = process.add_link(sender);
         let process = process.clone();
-        tokio::task::spawn_local(async move {
+        async move {
             let handler: Rc<dyn LinkHandler> = Rc::new(ServerSide {
                 process: process.clone(),
                 peer,
@@ -245,8 +238,10 @@ async fn serve_replication(process: Rc<Process>) {
             };
             link::drive(stream, role, Vec::new(), receiver, handler).await;
             process.remove_link(id);
-        });
-    }
+        }
+    })
+    .await;
+    panic!("the replication port is taken: {error}");
 }
 
 struct ServerSide {
