@@ -1,7 +1,8 @@
 //! A run as a Chrome trace-event file (`{"traceEvents":[...]}`), for ui.perfetto.dev or
 //! chrome://tracing: one process track per host, `X` spans for background processes (the
 //! writers' `persist_events` are the persists), `i` instants for faults, heals and
-//! violations, and `C` counters for each reader's token.
+//! violations, and `C` counters for each reader's token and each host's background
+//! processes in flight.
 //!
 //! Timestamps are simulated microseconds. Spans of one host that overlap go on separate
 //! lanes (threads), because trace viewers expect the slices of one thread to nest.
@@ -85,6 +86,27 @@ pub fn build(
             "ph": "X", "cat": "background_process", "name": span.name,
             "pid": pid, "tid": lane + 1, "ts": ts(span.start), "dur": ts(end) - ts(span.start),
             "args": {"incarnation": span.incarnation, "unfinished": span.end.is_none()}
+        }));
+    }
+
+    // Each host's background processes in flight, as a counter track: a pile-up is a hill.
+    let mut changes: BTreeMap<(&str, SimInstant), i64> = BTreeMap::new();
+    for span in &metrics.spans {
+        *changes.entry((&span.host, span.start)).or_insert(0) += 1;
+        *changes
+            .entry((&span.host, span.end.unwrap_or(ended_at).max(span.start)))
+            .or_insert(0) -= 1;
+    }
+    let mut in_flight: BTreeMap<&str, i64> = BTreeMap::new();
+    for ((host, at), change) in changes {
+        let Some(pid) = pids.get(host) else {
+            continue;
+        };
+        let running = in_flight.entry(host).or_insert(0);
+        *running += change;
+        events.push(json!({
+            "ph": "C", "name": "background processes in flight", "pid": pid, "tid": 0,
+            "ts": ts(at), "args": {"in_flight": *running}
         }));
     }
 

@@ -1,6 +1,8 @@
 //! Property tests of the whole world: proptest generates scenarios (topology, workload, persist
-//! delays, latency, a fault schedule of partitions, heals, crashes, restarts and writer config
-//! changes) plus a simulation seed; every case must keep every invariant with the clean model.
+//! delays, latency, a fault schedule of partitions, heals, crashes, restarts, quiesced writers,
+//! busy readers, processes cut off from the metrics store and tokens from the future, and the
+//! metrics system's flush interval and replication queue) plus a simulation seed; every case
+//! must keep every invariant, the metrics system's included, with the clean model.
 //!
 //! On failure proptest shrinks toward fewer hosts, fewer faults and a shorter run, and the
 //! message prints the failing case as a scenario file and the `streamsim run` command that
@@ -13,7 +15,8 @@ use proptest::test_runner::Config;
 use streamsim_models::bugs::{Bug, Bugs};
 use streamsim_sim::runner::run_seed_with;
 use streamsim_sim::scenario::{
-    Fault, FaultKind, Network, Range, Scenario, Topology, Transport, Workload,
+    Fault, FaultKind, Metrics, Network, Range, ReplicationQueue, Scenario, Topology, Transport,
+    Workload, METRICS_STORE_HOST,
 };
 
 /// One fault of a generated schedule, by host index so that shrinking keeps it valid.
@@ -39,6 +42,21 @@ enum FaultSpec {
     Quiesce {
         writer: u32,
     },
+    /// A reader CPU-bound for a while (its stream commands queue up).
+    Busy {
+        reader: u32,
+        for_ms: u64,
+        per_command_ms: u64,
+    },
+    /// A process cut off from the metrics store (its flushes are retried).
+    StoreCut {
+        writer: u32,
+        for_ms: u64,
+    },
+    /// A client's next /sync presents a token from the future.
+    FutureToken {
+        client: u32,
+    },
 }
 
 fn fault_spec() -> impl Strategy<Value = (u64, FaultSpec)> {
@@ -61,6 +79,16 @@ fn fault_spec() -> impl Strategy<Value = (u64, FaultSpec)> {
             .prop_map(|(writer, down_ms)| FaultSpec::CrashRestart { writer, down_ms }),
         (0..3u32).prop_map(|reader| FaultSpec::ReaderRestart { reader }),
         (0..4u32).prop_map(|writer| FaultSpec::Quiesce { writer }),
+        (0..3u32, 1_000..8_000u64, 1..30u64).prop_map(|(reader, for_ms, per_command_ms)| {
+            FaultSpec::Busy {
+                reader,
+                for_ms,
+                per_command_ms,
+            }
+        }),
+        (0..4u32, 1_000..10_000u64)
+            .prop_map(|(writer, for_ms)| FaultSpec::StoreCut { writer, for_ms }),
+        (0..2u32).prop_map(|client| FaultSpec::FutureToken { client }),
     ];
     (500..15_000u64, spec)
 }
@@ -82,6 +110,10 @@ prop_compose! {
             prop_oneof![Just(0.0), Just(0.05)],
             prop_oneof![Just(None), Just(Some(50u32))],
             0..=3u32,
+        ),
+        (flush_interval_ms, linearizer) in (
+            prop_oneof![Just(500u64), Just(2_000)],
+            proptest::bool::weighted(0.3),
         ),
     ) -> Scenario {
         let duration_ms = duration_s * 1_000;
@@ -110,6 +142,20 @@ prop_compose! {
                 FaultSpec::Quiesce { writer: w } => {
                     faults.push(Fault { at_ms, kind: FaultKind::Quiesce { host: writer(w) } });
                 }
+                FaultSpec::Busy { reader: r, for_ms, per_command_ms } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::Busy { host: reader(r), for_ms, per_command_ms } });
+                }
+                FaultSpec::StoreCut { writer: w, for_ms } => {
+                    faults.push(Fault { at_ms, kind: FaultKind::Partition { hosts: [writer(w), METRICS_STORE_HOST.to_owned()] } });
+                    faults.push(heal(for_ms));
+                }
+                FaultSpec::FutureToken { client } => {
+                    // Only clients that exist: with none, the fault names no one and is dropped.
+                    if sync_clients.min(readers) > 0 {
+                        let client = client % sync_clients.min(readers) + 1;
+                        faults.push(Fault { at_ms, kind: FaultKind::FutureToken { client: format!("c{client}"), ahead_by: 1_000_000 } });
+                    }
+                }
             }
         }
         faults.sort_by_key(|f| f.at_ms);
@@ -135,7 +181,10 @@ prop_compose! {
             network: Network { latency_ms: Range { min: 1, max: latency_max }, ..Network::default() },
             faults,
             random_faults: None,
-            metrics: Default::default(),
+            metrics: Metrics {
+                flush_interval_ms,
+                replication_queue: if linearizer { ReplicationQueue::Linearizer } else { ReplicationQueue::PerStream },
+            },
         }
     }
 }
