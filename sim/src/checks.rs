@@ -922,6 +922,13 @@ fn no_duplicate(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     let mut violations = Vec::new();
     for record in facts.history.records() {
         let (owner, events): (&str, Vec<&str>) = match &record.event {
+            // A restarted reader has a new notifier, which announces afresh everything above
+            // its start token, as Synapse's does: once per notifier, not per host. (A sync
+            // client's pages are judged across the reader's restarts.)
+            Event::Started { host, .. } => {
+                seen.retain(|(owner, _)| owner != host);
+                continue;
+            }
             Event::Delivered {
                 reader, event_id, ..
             } => (reader, vec![event_id]),

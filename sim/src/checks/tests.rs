@@ -234,3 +234,23 @@ fn an_early_cover_after_another_writers_restart_is_diagnosed_as_f1() {
         "w2's claim stops below the id: not F1"
     );
 }
+
+#[test]
+fn a_restarted_readers_new_notifier_may_announce_again_but_one_notifier_only_once() {
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    delivered(&mut h, 20, "w1", 2);
+    h.record(
+        SimInstant::from_ms(30),
+        Event::Started {
+            host: "r1".into(),
+            token: token(1, &[]),
+        },
+    );
+    delivered(&mut h, 40, "w1", 2);
+    assert!(!no_duplicate(&Facts::from(&h), &context(50))
+        .iter()
+        .any(|v| v.invariant == "no_duplicate"));
+    delivered(&mut h, 45, "w1", 2);
+    assert_eq!(no_duplicate(&Facts::from(&h), &context(50)).len(), 1);
+}

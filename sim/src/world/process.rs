@@ -117,6 +117,8 @@ pub struct ProcessState {
     pub next_waiter: WaiterId,
     /// Stream commands waiting while the process is busy, per link.
     pub inbound_backlog: BTreeMap<String, VecDeque<Command>>,
+    /// Links whose backlog a drain task is working through.
+    pub draining: std::collections::BTreeSet<String>,
 }
 
 /// A running process.
@@ -208,6 +210,7 @@ impl Process {
                 waiter_wakeups: BTreeMap::new(),
                 next_waiter: 0,
                 inbound_backlog: BTreeMap::new(),
+                draining: std::collections::BTreeSet::new(),
             }),
             send_queued: Notify::new(),
             cancel_rng: RefCell::new(
@@ -244,7 +247,9 @@ impl Process {
                 let busy = self.shared.busy_cost_ms(&self.name).is_some();
                 if busy || !backlog.is_empty() {
                     backlog.push_back(command.clone());
-                    Some(backlog.len() == 1)
+                    // One drain task per link, even when a lost connection emptied the
+                    // backlog under a running one.
+                    Some(state.draining.insert(link.to_owned()))
                 } else {
                     None
                 }
@@ -266,6 +271,12 @@ impl Process {
     /// Handles the commands queued while the process was busy, oldest first, each after its
     /// cost in simulated time (charged to the background process doing it).
     async fn drain_backlog(self: Rc<Self>, link: String) {
+        self.drain_backlog_until_empty(&link).await;
+        self.state.borrow_mut().draining.remove(&link);
+    }
+
+    async fn drain_backlog_until_empty(self: &Rc<Self>, link: &str) {
+        let link = link.to_owned();
         loop {
             if let Some(cost_ms) = self.shared.busy_cost_ms(&self.name) {
                 if let Some(worker) = self.replication_worker(&link) {
@@ -346,9 +357,19 @@ impl Process {
 
     /// The link's connection is gone: its stream is disconnected until the next POSITION.
     pub fn on_link_lost(&self, link: &str) {
-        if let Some(follower) = self.state.borrow_mut().followers.get_mut(link) {
-            follower.handle_connection_lost();
+        {
+            let state = &mut *self.state.borrow_mut();
+            if let Some(follower) = state.followers.get_mut(link) {
+                follower.handle_connection_lost();
+            }
+            // Commands of the lost connection still waiting behind a busy CPU are dropped:
+            // Synapse ignores RDATA and POSITION of a stream its connection no longer has,
+            // and the new connection's POSITION catches up over them.
+            if let Some(backlog) = state.inbound_backlog.get_mut(link) {
+                backlog.clear();
+            }
         }
+        self.replication_settled(link);
     }
 
     fn apply_follower(self: &Rc<Self>, link: &str, actions: Vec<FollowerAction>) {
