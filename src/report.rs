@@ -179,6 +179,13 @@ pub fn print_metrics_summary(out: &mut impl Write, report: &RunReport) -> std::i
         .map(|((host, name), peak)| format!("{host} {name} {peak}"))
         .collect();
     writeln!(out, "peak in flight: {}", top.join(", "))?;
+    if report.has_unexplained() {
+        let first = report.violations.iter().find(|v| !v.is_known());
+        if let Some(violation) = first {
+            writeln!(out, "FAILED: an invariant no known Synapse bug explains:")?;
+            print_violation(out, violation)?;
+        }
+    }
     for loss in streamsim_sim::aggregation::crash_losses(metrics) {
         writeln!(
             out,

@@ -264,29 +264,16 @@ impl Process {
     }
 
     /// After `link`'s follower moved on: with the linearizer, every command it is done with
-    /// ends its process (they finish in order: the linearizer admits one at a time). Also
-    /// samples the queue gauge.
+    /// ends its process (they finish in order: the linearizer admits one at a time).
     pub fn replication_settled(&self, link: &str) {
-        let (backlog, total_backlog) = {
-            let state = self.state.borrow();
-            let waiting = |link: &str| state.inbound_backlog.get(link).map_or(0, VecDeque::len);
-            let backlog = state.followers.get(link).map_or(0, |f| f.backlog()) + waiting(link);
-            let total: usize = state.followers.values().map(|f| f.backlog()).sum::<usize>()
-                + state
-                    .inbound_backlog
-                    .values()
-                    .map(VecDeque::len)
-                    .sum::<usize>();
-            (backlog, total)
-        };
-        self.metrics.borrow_mut().node.set(
-            &REPLICATION_COMMAND_QUEUE,
-            &[STREAM_NAME, HOMESERVER_NAME],
-            i64::try_from(total_backlog).unwrap_or(i64::MAX),
-        );
         if self.shared.scenario.metrics.replication_queue != ReplicationQueue::Linearizer {
             return;
         }
+        let backlog = {
+            let state = self.state.borrow();
+            state.followers.get(link).map_or(0, |f| f.backlog())
+                + state.inbound_backlog.get(link).map_or(0, VecDeque::len)
+        };
         loop {
             let done = {
                 let mut metrics = self.metrics.borrow_mut();
@@ -352,13 +339,29 @@ impl Process {
         self.metrics.borrow().notifier.map(|(id, _)| id)
     }
 
-    /// Gauges sampled before each flush.
+    /// Gauges sampled before each flush, as Synapse's `LaterGauge`s are computed at a
+    /// scrape rather than on every change.
     pub fn sample_gauges(&self) {
-        let position = self.state.borrow().generator.persisted_upto();
-        self.metrics.borrow_mut().node.set(
+        let (position, queued) = {
+            let state = self.state.borrow();
+            let queued = state.followers.values().map(|f| f.backlog()).sum::<usize>()
+                + state
+                    .inbound_backlog
+                    .values()
+                    .map(VecDeque::len)
+                    .sum::<usize>();
+            (state.generator.persisted_upto(), queued)
+        };
+        let node = &mut self.metrics.borrow_mut().node;
+        node.set(
             &STREAM_CURRENT_POSITION,
             &[STREAM_NAME, HOMESERVER_NAME],
             position,
+        );
+        node.set(
+            &REPLICATION_COMMAND_QUEUE,
+            &[STREAM_NAME, HOMESERVER_NAME],
+            i64::try_from(queued).unwrap_or(i64::MAX),
         );
     }
 }

@@ -35,7 +35,7 @@ pub trait LinkHandler {
     fn outbound_cut(&self) -> bool;
     /// The connection ended, and why.
     fn on_closed(&self, reason: &str);
-    /// The connection holds `pending` commands while its transport is paused.
+    /// The number of commands the connection holds while its transport is paused changed.
     fn on_pending(&self, _pending: usize) {}
 }
 
@@ -116,6 +116,8 @@ pub async fn drive(
     let mut closing = false;
     let mut gone = false;
     let mut reason = String::from("closed by peer");
+    // usize::MAX so that the first turn reports the connection (at 0), as a LaterGauge would.
+    let mut reported_pending = usize::MAX;
     loop {
         // Carry out everything the connection asked for, in order.
         while let Some(output) = connection.poll_output() {
@@ -147,7 +149,11 @@ pub async fn drive(
                 }
             }
         }
-        handler.on_pending(connection.pending_commands());
+        // Reported on change only: this loop turns for every read and every command.
+        if connection.pending_commands() != reported_pending {
+            reported_pending = connection.pending_commands();
+            handler.on_pending(reported_pending);
+        }
         if gone || (connection.state() == ConnectionState::Closed && !closing) {
             handler.on_closed(&reason);
             return;
