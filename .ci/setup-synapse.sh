@@ -5,7 +5,8 @@
 #
 # Idempotent: a second run only checks and takes seconds. Runs as root on Debian 12.
 #   1. Debian's PostgreSQL server (initdb) and libpq-dev (pg_config, to build psycopg2)
-#   2. a venv with matrix-synapse[postgres,test]==1.163.2
+#   2. a venv with matrix-synapse[postgres,redis,test]==1.163.2 (redis: the multi-worker
+#      harness of the system oracle skips every test without hiredis/txredisapi)
 #   3. Synapse's `tests` package, extracted from the sdist (the wheel does not ship it)
 #   4. a throwaway PostgreSQL cluster on 127.0.0.1:$STREAMSIM_PG_PORT (trust auth)
 #   5. target/synapse-env.sh
@@ -73,13 +74,13 @@ venv_ok() {
     [ -x "$VPY" ] && "$VPY" - "$SYNAPSE_VERSION" <<'EOF' >/dev/null 2>&1
 import sys, importlib.metadata as m
 assert m.version("matrix-synapse") == sys.argv[1]
-import psycopg2, parameterized, synapse.replication.tcp.commands, synapse.storage.util.id_generators
+import psycopg2, parameterized, hiredis, txredisapi, synapse.replication.tcp.commands, synapse.storage.util.id_generators
 EOF
 }
 if ! venv_ok; then
     mkdir -p "$(dirname "$VENV")"
     [ -x "$VPY" ] || "$PYTHON" -m venv "$VENV"
-    "$VPY" -m pip install -q "matrix-synapse[postgres,test]==$SYNAPSE_VERSION"
+    "$VPY" -m pip install -q "matrix-synapse[postgres,redis,test]==$SYNAPSE_VERSION"
     venv_ok || { echo "setup-synapse: venv check failed after install" >&2; exit 1; }
 fi
 step_done "venv matrix-synapse==$SYNAPSE_VERSION"
@@ -90,9 +91,16 @@ if [ ! -f "$TESTS_ROOT/tests/storage/test_id_generators.py" ]; then
     mkdir -p "$sdist_dir"
     sdist=$(ls "$sdist_dir"/matrix_synapse-"$SYNAPSE_VERSION".tar.gz 2>/dev/null || true)
     if [ -z "$sdist" ]; then
-        "$VPY" -m pip download -q --no-deps --no-binary :all: \
-            "matrix-synapse==$SYNAPSE_VERSION" -d "$sdist_dir"
-        sdist=$(ls "$sdist_dir"/matrix_synapse-"$SYNAPSE_VERSION".tar.gz)
+        # Straight from the package index: `pip download --no-binary :all:` would build
+        # maturin from source just to read the sdist's metadata (minutes).
+        url=$(curl -fsS https://pypi.org/simple/matrix-synapse/ \
+            | grep -o "https://[^\"]*/matrix_synapse-$SYNAPSE_VERSION.tar.gz#sha256=[0-9a-f]*" | head -1)
+        [ -n "$url" ] || { echo "setup-synapse: no sdist of $SYNAPSE_VERSION on the index" >&2; exit 1; }
+        curl -fsS -o "$sdist_dir/dl.tmp" "${url%%#*}"
+        echo "${url##*sha256=}  $sdist_dir/dl.tmp" | sha256sum -c --quiet - \
+            || { echo "setup-synapse: sdist checksum mismatch" >&2; exit 1; }
+        mv "$sdist_dir/dl.tmp" "$sdist_dir/matrix_synapse-$SYNAPSE_VERSION.tar.gz"
+        sdist=$sdist_dir/matrix_synapse-$SYNAPSE_VERSION.tar.gz
     fi
     tmp=$(mktemp -d "$CACHE_DIR/extract.XXXXXX")
     tar -xzf "$sdist" -C "$tmp" "matrix_synapse-$SYNAPSE_VERSION/tests"
