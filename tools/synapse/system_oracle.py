@@ -238,7 +238,8 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         self.hold_fetch: dict[str, str] = {}  # writer -> "before_nextval" | "after_nextval"
         self.pending_fetch_label: dict[str, str] = {}
         self.tokens: dict[str, str] = {}  # sync label -> full next_batch
-        self.long_polls: dict[str, Any] = {}  # label -> (channel, proc)
+        self.long_polls: dict[str, Any] = {}  # label -> channel
+        self.waits: dict[str, Any] = {}  # label -> (deferred, start time in s)
         self.disconnected: set[str] = set()
         self.instance_names: dict[int, str] = {}
         main = Process("main", "main", self.hs)
@@ -572,9 +573,11 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         wanted: dict[str, str] = {}
         oracle = self
         shard_class = type(self.hs.config.worker.events_shard_config)
-        orig_get_instance = shard_class.get_instance
+        had_own = "_get_instance" in shard_class.__dict__
+        orig_get_instance = shard_class._get_instance
 
-        def get_instance(cfg, key: str) -> str:
+        def _get_instance(cfg, key: str) -> str:
+            # `get_instance` and `should_handle` both route through `_get_instance`.
             if list(cfg.instances) == list(oracle.writers):
                 if key not in wanted and oracle._next_room_writer is not None:
                     wanted[key] = oracle._next_room_writer
@@ -582,8 +585,11 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
                     return wanted[key]
             return orig_get_instance(cfg, key)
 
-        shard_class.get_instance = get_instance
-        self.addCleanup(setattr, shard_class, "get_instance", orig_get_instance)
+        shard_class._get_instance = _get_instance
+        if had_own:
+            self.addCleanup(setattr, shard_class, "_get_instance", orig_get_instance)
+        else:
+            self.addCleanup(delattr, shard_class, "_get_instance")
         for label in sorted(step["rooms"]):
             self._next_room_writer = step["rooms"][label]
             self.reactor.advance(0.001)
@@ -837,6 +843,8 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             return self.do_sync(step)
         if op == "observe":
             return self.observe(step["process"])
+        if op == "wait":
+            return self.do_wait(step)
         raise StepError("unknown op %s" % op)
 
     def _writer(self, name: str) -> Process:
@@ -893,6 +901,38 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         self.long_polls[label] = channel
         return {"pending": True}
 
+    def do_wait(self, step: dict) -> dict:
+        """`wait_for_stream_position(writer, "events", id of event)` on a process, as the
+        HTTP replication endpoints do before they answer (replication/tcp/client.py)."""
+        proc = self._proc(step["process"])
+        writer = step["writer"]
+        if writer not in self.writers:
+            raise StepError("%s is not a writer" % writer)
+        label = step["label"]
+        if label in self.tokens or label in self.long_polls or label in self.waits:
+            raise StepError("label %s is already used" % label)
+        event = step["event"]
+        if event not in self.ids:
+            raise StepError("event %s has no stream id yet" % event)
+        handler = proc.hs.get_replication_data_handler()
+        started = self.reactor.seconds()
+        d = defer.ensureDeferred(
+            handler.wait_for_stream_position(writer, EVENTS, self.ids[event])
+        )
+        finished: list[float] = []
+
+        def _finished(result):
+            finished.append(self.reactor.seconds())
+            return result
+
+        d.addBoth(_finished)
+        self.waits[label] = (finished, started)
+        self.pump_quiet()
+        if finished:
+            del self.waits[label]
+            return {"waited_ms": int(round((finished[0] - started) * 1000))}
+        return {"pending": True}
+
     def collect_long_polls(self) -> dict:
         done = {}
         for label in sorted(self.long_polls):
@@ -900,8 +940,13 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             if channel.is_finished():
                 done[label] = self._sync_result(channel)
                 self.tokens[label] = channel.json_body["next_batch"]
+        for label in sorted(self.waits):
+            finished, started = self.waits[label]
+            if finished:
+                done[label] = {"waited_ms": int(round((finished[0] - started) * 1000))}
         for label in done:
-            del self.long_polls[label]
+            self.long_polls.pop(label, None)
+            self.waits.pop(label, None)
         return done
 
 
@@ -994,6 +1039,7 @@ STEP_FIELDS = {
     "advance": ({"ms"}, set()),
     "sync": ({"process", "label"}, {"since", "timeout_ms"}),
     "observe": ({"process"}, set()),
+    "wait": ({"process", "writer", "event", "label"}, set()),
 }
 
 
