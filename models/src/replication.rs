@@ -213,11 +213,18 @@ pub enum FollowerAction {
         from: i64,
         upto: i64,
     },
-    /// `on_position`: the generator advanced `instance` to `token` without new rows.
-    Advanced { instance: String, token: i64 },
-    /// An inbound command was discarded, and why (for the history).
+    /// `on_position`: the generator advanced `instance` to `token` without new rows; `prev`
+    /// is the processed POSITION's.
+    Advanced {
+        instance: String,
+        prev: i64,
+        token: i64,
+    },
+    /// An inbound command was discarded, and why (for the history). `prev` is a dropped
+    /// POSITION's (`None` for RDATA).
     Discarded {
         instance: String,
+        prev: Option<i64>,
         token: Option<i64>,
         reason: &'static str,
     },
@@ -240,6 +247,7 @@ enum Inbound {
 #[derive(Clone, Debug)]
 struct CatchUp {
     instance: String,
+    prev: i64,
     new: i64,
 }
 
@@ -333,6 +341,7 @@ impl StreamFollower {
         if self.connected && new <= generator.current_token_for_writer(instance) {
             return vec![FollowerAction::Discarded {
                 instance: instance.to_owned(),
+                prev: Some(prev),
                 token: Some(new),
                 reason: "position already reached",
             }];
@@ -394,7 +403,12 @@ impl StreamFollower {
             return actions;
         }
         self.catching_up = None;
-        actions.extend(self.finish_position(generator, &catch_up.instance, catch_up.new));
+        actions.extend(self.finish_position(
+            generator,
+            &catch_up.instance,
+            catch_up.prev,
+            catch_up.new,
+        ));
         actions.extend(self.drain(generator));
         actions
     }
@@ -432,6 +446,7 @@ impl StreamFollower {
             // The following POSITION will fill the gap from the database (fix of B14).
             return Some(FollowerAction::Discarded {
                 instance,
+                prev: None,
                 token,
                 reason: "stream not connected",
             });
@@ -452,6 +467,7 @@ impl StreamFollower {
             // Already seen, e.g. fetched during a catch-up (fix of B15).
             return Some(FollowerAction::Discarded {
                 instance,
+                prev: None,
                 token: Some(token),
                 reason: "already seen",
             });
@@ -476,6 +492,7 @@ impl StreamFollower {
         if self.connected && new <= generator.current_token_for_writer(&instance) {
             return vec![FollowerAction::Discarded {
                 instance,
+                prev: Some(prev),
                 token: Some(new),
                 reason: "position already reached",
             }];
@@ -487,6 +504,7 @@ impl StreamFollower {
         if missing && current < new {
             self.catching_up = Some(CatchUp {
                 instance: instance.clone(),
+                prev,
                 new,
             });
             return vec![FollowerAction::FetchMissing {
@@ -496,19 +514,21 @@ impl StreamFollower {
             }];
         }
         // A POSITION behind us also "fetches", but the update function returns nothing.
-        self.finish_position(generator, &instance, new)
+        self.finish_position(generator, &instance, prev, new)
     }
 
     fn finish_position(
         &mut self,
         generator: &mut MultiWriterIdGenerator,
         instance: &str,
+        prev: i64,
         new: i64,
     ) -> Vec<FollowerAction> {
         generator.advance(instance, new);
         self.connected = true;
         vec![FollowerAction::Advanced {
             instance: instance.to_owned(),
+            prev,
             token: new,
         }]
     }

@@ -91,6 +91,7 @@ fn reader_fills_a_gap_announced_by_position_prev() {
         follower.handle_position(&mut reader, "w1", 1, 1),
         vec![FollowerAction::Advanced {
             instance: "w1".into(),
+            prev: 1,
             token: 1
         }]
     );
@@ -143,10 +144,12 @@ fn reader_fills_a_gap_announced_by_position_prev() {
             },
             FollowerAction::Advanced {
                 instance: "w1".into(),
+                prev: b,
                 token: b
             },
             FollowerAction::Discarded {
                 instance: "w1".into(),
+                prev: None,
                 token: Some(b),
                 reason: "already seen"
             },

@@ -396,11 +396,14 @@ impl Process {
                         process.fetch_missing(&link, &instance, from, upto).await;
                     });
                 }
-                FollowerAction::Advanced { instance, token } => self.wake_waiters(&instance, token),
+                FollowerAction::Advanced {
+                    instance, token, ..
+                } => self.wake_waiters(&instance, token),
                 FollowerAction::Discarded {
                     instance,
                     token,
                     reason,
+                    ..
                 } => {
                     tracing::trace!(host = %self.name, %instance, ?token, reason, "discarded");
                     if let (Some(token), "already seen") = (token, reason) {
