@@ -13,12 +13,15 @@
 //! - [`notifier`]: room-event release, listeners, `wait_for_stream_position`, /sync `since` waits.
 //! - [`persister`]: an event persister; batches commit out of order.
 //! - [`replication`]: the writer's announcer and the reader's follower of one stream.
+//! - [`changecache`]: `StreamChangeCache`, the per-room `_events_stream_cache`.
+//! - [`roomsync`]: the room timelines of an initial or incremental /sync.
 //! - [`opscript`]: the ID-generator op-script language run against [`idgen`] and [`db`].
 //! - [`wire`]: the replication line protocol codec.
 //! - [`connection`]: one direct-TCP replication connection (protocol.py's state machine).
 //! - [`metrics`]: Synapse's metrics and background processes, AWX-style aggregation.
 
 pub mod bugs;
+pub mod changecache;
 pub mod connection;
 pub mod db;
 pub mod idgen;
@@ -28,6 +31,7 @@ pub mod notifier;
 pub mod opscript;
 pub mod persister;
 pub mod replication;
+pub mod roomsync;
 pub mod time;
 pub mod token;
 pub mod wire;
