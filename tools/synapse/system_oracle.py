@@ -1174,39 +1174,96 @@ def _shutdown(harness: SystemOracle) -> None:
             pass
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out-dir")
-    ap.add_argument("files", nargs="+")
-    args = ap.parse_args(argv)
-    if args.out_dir is None and len(args.files) != 1:
-        print("system_oracle: give --out-dir for more than one file", file=sys.stderr)
-        return 2
-    jobs = []
-    for path in args.files:
-        try:
-            with open(path, "rb") as f:
-                text = f.read().decode("utf-8", errors="surrogateescape")
-        except OSError as e:
-            print("system_oracle: cannot read %s: %s" % (path, e), file=sys.stderr)
-            return 2
+def _expected_path(path: str) -> str:
+    base = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
+    return base + ".expected.jsonl"
+
+
+def _run_files(paths: list[str]) -> list[tuple[str, str]]:
+    """Runs each file in this process; (path, output text) per file, in order."""
+    results = []
+    for path in paths:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="surrogateescape")
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        jobs.append((path, lines))
-    for path, lines in jobs:
         out = run_choreography(lines)
-        text = "".join(line + "\n" for line in out)
-        if args.out_dir is None:
-            sys.stdout.write(text)
-        else:
+        results.append((path, "".join(line + "\n" for line in out)))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--out-dir", help="write DIR/<name>.out.jsonl per file")
+    mode.add_argument(
+        "--update", action="store_true", help="write <name>.expected.jsonl beside each file"
+    )
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with <name>.expected.jsonl beside each file; exit 1 on any difference",
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="processes (each its own harness)")
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args(argv)
+    if not (args.out_dir or args.update or args.check) and len(args.files) != 1:
+        print("system_oracle: give --out-dir, --update or --check for several files", file=sys.stderr)
+        return 2
+    for path in args.files:
+        if not os.access(path, os.R_OK) or os.path.isdir(path):
+            print("system_oracle: cannot read %s" % path, file=sys.stderr)
+            return 2
+    jobs = max(1, min(args.jobs, len(args.files)))
+    if jobs == 1:
+        results = _run_files(args.files)
+    else:
+        import multiprocessing
+
+        shards = [args.files[i::jobs] for i in range(jobs)]
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            parts = pool.map(_run_files, shards)
+        by_path = {path: text for part in parts for path, text in part}
+        results = [(path, by_path[path]) for path in args.files]
+    status = 0
+    differing = 0
+    for path, text in results:
+        if args.out_dir:
             os.makedirs(args.out_dir, exist_ok=True)
             base = os.path.basename(path)
             if base.endswith(".jsonl"):
                 base = base[: -len(".jsonl")]
             with open(os.path.join(args.out_dir, base + ".out.jsonl"), "w") as f:
                 f.write(text)
-    return 0
+        elif args.update:
+            with open(_expected_path(path), "w") as f:
+                f.write(text)
+        elif args.check:
+            try:
+                with open(_expected_path(path)) as f:
+                    expected = f.read()
+            except OSError:
+                expected = None
+            if expected != text:
+                status = 1
+                differing += 1
+                print("system_oracle: %s: real Synapse no longer prints %s" % (path, _expected_path(path)))
+                got, want = text.splitlines(), (expected or "").splitlines()
+                for i in range(max(len(got), len(want))):
+                    g = got[i] if i < len(got) else "<none>"
+                    w = want[i] if i < len(want) else "<none>"
+                    if g != w:
+                        print("  output line %d\n    oracle:   %s\n    expected: %s" % (i + 1, g, w))
+                        break
+        else:
+            sys.stdout.write(text)
+    if args.check:
+        print(
+            "system oracle: %d choreographies, %d differ from their expected files"
+            % (len(results), differing)
+        )
+    return status
 
 
 if __name__ == "__main__":
