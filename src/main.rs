@@ -32,6 +32,12 @@ enum Command {
         /// The script, JSON lines; `-` reads standard input.
         script: PathBuf,
     },
+    /// Run a choreography (tools/synapse/CHOREO.md) through the models: one JSON line of
+    /// observables per step, as the system oracle prints them for real Synapse.
+    Choreo {
+        /// The choreography, JSON lines; `-` reads standard input.
+        file: PathBuf,
+    },
     /// Run one seed of a scenario and check every invariant (exit 1 on a violation).
     Run(RunArgs),
     /// Run a range of seeds of a scenario; one summary line, a replay command per failure.
@@ -243,6 +249,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let bytes = read_input(&script)?;
             let mut out = std::io::stdout().lock();
             for line in opscript::run_script(&bytes) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Choreo { file } => {
+            let bytes = read_input(&file)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("cannot read {}: not UTF-8", file.display()))?;
+            let mut out = std::io::stdout().lock();
+            for line in streamsim_sim::choreo::run_script(&text) {
                 writeln!(out, "{line}")?;
             }
         }

@@ -1,6 +1,7 @@
 //! The room timelines of a /sync answer (synapse/handlers/sync.py and
 //! synapse/storage/databases/main/stream.py, 1.163.2), for one user joined to every room, with
-//! the default filter (timeline limit 10) and only message events.
+//! a filter's timeline limit (the default filter's is [`TIMELINE_LIMIT`]) and only message
+//! events.
 //!
 //! - Initial sync (no `since`): `_get_room_changes_for_initial_sync` builds every joined
 //!   room's entry and `_load_filtered_recents` pages backwards from `now_token` with
@@ -41,8 +42,9 @@ pub struct EventRow {
 /// Room → its timeline's event ids, rooms without events left out.
 pub type Timelines = BTreeMap<String, Vec<String>>;
 
-/// The latest `TIMELINE_LIMIT` events of each room in `(low, high]` by the row-in-range rule.
+/// The latest `limit` events of each room in `(low, high]` by the row-in-range rule.
 fn timelines_between<'a>(
+    limit: usize,
     rooms: impl IntoIterator<Item = &'a str>,
     low: &MultiWriterToken,
     high: &MultiWriterToken,
@@ -58,7 +60,7 @@ fn timelines_between<'a>(
             })
             .collect();
         events.sort_by(|a, b| (a.stream_id, &a.instance).cmp(&(b.stream_id, &b.instance)));
-        let skip = events.len().saturating_sub(TIMELINE_LIMIT);
+        let skip = events.len().saturating_sub(limit);
         let timeline: Vec<String> = events[skip..]
             .iter()
             .map(|row| row.event_id.clone())
@@ -70,18 +72,20 @@ fn timelines_between<'a>(
     timelines
 }
 
-/// An initial sync's timelines: every joined room's latest events at or before `now`.
+/// An initial sync's timelines: every joined room's latest `limit` events at or before `now`.
 pub fn initial_sync<'a>(
+    limit: usize,
     joined: impl IntoIterator<Item = &'a str>,
     now: &MultiWriterToken,
     rows: &[EventRow],
 ) -> Timelines {
-    timelines_between(joined, &MultiWriterToken::at(0), now, rows)
+    timelines_between(limit, joined, &MultiWriterToken::at(0), now, rows)
 }
 
 /// An incremental sync's timelines: the rooms the change cache names, their events in
 /// `(since, now]`.
 pub fn incremental_sync<'a>(
+    limit: usize,
     joined: impl IntoIterator<Item = &'a str>,
     since: &MultiWriterToken,
     now: &MultiWriterToken,
@@ -93,7 +97,7 @@ pub fn incremental_sync<'a>(
         .iter()
         .map(String::as_str)
         .filter(|room| cache.has_entity_changed(room, since.stream()));
-    timelines_between(rooms, since, now, rows)
+    timelines_between(limit, rooms, since, now, rows)
 }
 
 #[cfg(test)]
@@ -125,7 +129,7 @@ mod tests {
         rows.push(row("w2", 21, "!b", "$x"));
         rows.push(row("w1", 22, "!a", "$late"));
         let now = token(20, &[("w2", 21)]);
-        let timelines = initial_sync(["!a", "!b", "!c"], &now, &rows);
+        let timelines = initial_sync(TIMELINE_LIMIT, ["!a", "!b", "!c"], &now, &rows);
         let a: Vec<String> = (11..=20).map(|id| format!("$e{id}")).collect();
         assert_eq!(timelines["!a"], a);
         assert_eq!(timelines["!b"], vec!["$x".to_owned()]);
@@ -144,17 +148,17 @@ mod tests {
         let mut cache = StreamChangeCache::new(40);
         cache.entity_has_changed("!a", 41);
         cache.entity_has_changed("!b", 42);
-        let timelines = incremental_sync(["!a", "!b"], &since, &now, &cache, &rows);
+        let timelines = incremental_sync(TIMELINE_LIMIT, ["!a", "!b"], &since, &now, &cache, &rows);
         assert_eq!(timelines["!a"], vec!["$a".to_owned()], "43 is beyond now");
         assert_eq!(timelines["!b"], vec!["$b".to_owned()]);
         // A room the cache does not know changed is not read, whatever the table holds.
         let mut stale = StreamChangeCache::new(40);
         stale.entity_has_changed("!a", 41);
-        let timelines = incremental_sync(["!a", "!b"], &since, &now, &stale, &rows);
+        let timelines = incremental_sync(TIMELINE_LIMIT, ["!a", "!b"], &since, &now, &stale, &rows);
         assert!(!timelines.contains_key("!b"));
         // A since token before the earliest known position reads every room.
         let fresh = StreamChangeCache::new(45);
-        let timelines = incremental_sync(["!a", "!b"], &since, &now, &fresh, &rows);
+        let timelines = incremental_sync(TIMELINE_LIMIT, ["!a", "!b"], &since, &now, &fresh, &rows);
         assert_eq!(timelines.len(), 2);
     }
 
@@ -166,7 +170,7 @@ mod tests {
         let now = token(42, &[]);
         // A cache that knows nothing before 45 reads every room.
         let cache = StreamChangeCache::new(45);
-        let timelines = incremental_sync(["!a", "!b"], &since, &now, &cache, &rows);
+        let timelines = incremental_sync(TIMELINE_LIMIT, ["!a", "!b"], &since, &now, &cache, &rows);
         assert_eq!(timelines.len(), 1);
         assert_eq!(timelines["!a"], vec!["$a".to_owned()]);
     }

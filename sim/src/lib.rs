@@ -10,6 +10,8 @@
 //! - [`net`]: simulated time, ports and request/response framing shared by the hosts.
 //! - [`hunt`]: the bug hunt over generated scenarios (`streamsim bugs --hunt`).
 //! - [`history`]: every observable act of a run, in simulated time (`--trace` JSON lines).
+//! - [`choreo`]: choreographies (tools/synapse/CHOREO.md) run through the models, step by
+//!   step, printing what the system oracle prints for real Synapse.
 //! - [`checks`]: the invariants of DESIGN.md as named `always`/`eventually` properties and the
 //!   `sometimes` coverage targets of a sweep.
 //! - [`aggregation`]: what the metrics system did in a run, and its own invariants.
@@ -18,6 +20,7 @@
 pub mod aggregation;
 pub mod bench;
 pub mod checks;
+pub mod choreo;
 pub mod faults;
 pub mod generate;
 pub mod history;

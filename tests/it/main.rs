@@ -5,6 +5,7 @@
 //! Without them they say so and pass, unless `STREAMSIM_REQUIRE_SYNAPSE=1` (set by CI), where a
 //! missing oracle is a failure: CI can never silently skip the differential tests.
 
+mod choreo;
 mod idgen_diff;
 mod idgen_ports;
 mod known_bugs;
