@@ -239,7 +239,8 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         self.pending_fetch_label: dict[str, str] = {}
         self.tokens: dict[str, str] = {}  # sync label -> full next_batch
         self.long_polls: dict[str, Any] = {}  # label -> channel
-        self.waits: dict[str, Any] = {}  # label -> (deferred, start time in s)
+        self.waits: dict[str, Any] = {}  # label -> (finish times, start time in s)
+        self.used_labels: set[str] = set()  # sync and wait labels share one namespace
         self.disconnected: set[str] = set()
         self.instance_names: dict[int, str] = {}
         main = Process("main", "main", self.hs)
@@ -774,6 +775,8 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             return self._send_status(label)
         if op == "hold_persist":
             self._writer(step["writer"])
+            if step["writer"] in self.hold_persist:
+                raise StepError("%s is already holding persists" % step["writer"])
             self.hold_persist.add(step["writer"])
             return {}
         if op == "unhold_persist":
@@ -784,6 +787,8 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             return {}
         if op == "hold_fetch":
             self._writer(step["writer"])
+            if step["writer"] in self.hold_fetch:
+                raise StepError("%s already has a fetch hold waiting" % step["writer"])
             self.hold_fetch[step["writer"]] = step["at"]
             return {}
         if op == "release":
@@ -802,6 +807,7 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             if any(h.writer == name for h in self.held.values()):
                 raise StepError("%s holds an event" % name)
             self._kill(name)
+            self.disconnected.discard(name)
             self._start_process(name, proc.role)
             return {}
         if op == "disconnect":
@@ -828,7 +834,9 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             return {}
         if op == "hold_publishes":
             self._proc(step["process"])
-            self._redis_server.held.setdefault(step["process"], [])
+            if step["process"] in self._redis_server.held:
+                raise StepError("%s publishes are already held" % step["process"])
+            self._redis_server.held[step["process"]] = []
             return {}
         if op == "release_publishes":
             if step["process"] not in self._redis_server.held:
@@ -874,14 +882,15 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         if proc.role == "writer":
             raise StepError("/sync is served by main and the readers, not %s" % name)
         label = step["label"]
-        if label in self.tokens or label in self.long_polls:
-            raise StepError("sync label %s is already used" % label)
+        if label in self.used_labels:
+            raise StepError("label %s is already used" % label)
         since = step.get("since")
         query = "/sync?filter=%s&timeout=%d" % (SYNC_FILTER, step.get("timeout_ms", 0))
         if since is not None:
             if since not in self.tokens:
                 raise StepError("no sync labelled %s" % since)
             query += "&since=%s" % self.tokens[since]
+        self.used_labels.add(label)
         from urllib.parse import quote
 
         query = query.replace(SYNC_FILTER, quote(SYNC_FILTER))
@@ -909,11 +918,12 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         if writer not in self.writers:
             raise StepError("%s is not a writer" % writer)
         label = step["label"]
-        if label in self.tokens or label in self.long_polls or label in self.waits:
+        if label in self.used_labels:
             raise StepError("label %s is already used" % label)
         event = step["event"]
         if event not in self.ids:
             raise StepError("event %s has no stream id yet" % event)
+        self.used_labels.add(label)
         handler = proc.hs.get_replication_data_handler()
         started = self.reactor.seconds()
         d = defer.ensureDeferred(
@@ -1056,7 +1066,7 @@ def parse_step(raw: str) -> dict:
     try:
         obj = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
     except ValueError as e:
-        raise MalformedLine("not valid JSON: %s" % (e,))
+        raise MalformedLine("not valid JSON")
     if not isinstance(obj, dict):
         raise MalformedLine("not a JSON object")
     op = obj.get("op")
@@ -1071,8 +1081,8 @@ def parse_step(raw: str) -> dict:
     for key in sorted(obj):
         if key != "op" and key not in required and key not in optional:
             raise MalformedLine("%s: unknown field '%s'" % (op, key))
-    for key in ("writer", "process", "event", "room", "label", "since"):
-        if key in obj and not isinstance(obj[key], str) or (key in obj and obj[key] == ""):
+    for key in ("writer", "process", "event", "room", "label", "since", "at"):
+        if key in obj and (not isinstance(obj[key], str) or obj[key] == ""):
             raise MalformedLine("field '%s' must be a non-empty string" % key)
     if op == "setup":
         writers = obj["writers"]
