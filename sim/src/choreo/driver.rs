@@ -102,6 +102,32 @@ impl Msg {
     }
 }
 
+/// Something due now. Database reads are answered in turn, not at once: in Synapse they are
+/// round trips (the harness runs them on the next reactor tick), so what was already
+/// delivered goes first.
+#[derive(Clone, Debug)]
+enum Work {
+    /// A publish reaches one subscriber.
+    Deliver { to: String, msg: Msg },
+    /// A follower's catch-up read (`get_updates_since`) returns.
+    CatchUp {
+        process: String,
+        incarnation: u32,
+        instance: String,
+        from: i64,
+        upto: i64,
+    },
+    /// A writer's read of its own updates returns.
+    OwnUpdates {
+        process: String,
+        incarnation: u32,
+        from: i64,
+        upto: i64,
+    },
+    /// `_send_subscribe` after its REPLICATE was published: `send_positions_to_connection`.
+    Announce { process: String, incarnation: u32 },
+}
+
 /// Where a send is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum SendStage {
@@ -231,13 +257,16 @@ pub struct Driver {
     now: SimInstant,
     db: Database,
     writers: Vec<String>,
-    /// `main`, the readers, the writers: the bus's subscription order.
+    /// `main`, the writers, the readers: the order processes start in.
     order: Vec<String>,
+    /// Subscribed processes in subscription order: the bus delivers in this order (the
+    /// oracle's fake Redis keeps subscribers so; a re-subscription goes to the end).
+    subscribers: Vec<String>,
     rooms: BTreeMap<String, String>,
     procs: BTreeMap<String, Proc>,
     incarnations: BTreeMap<String, u32>,
-    /// Publishes waiting for delivery: (subscriber, message).
-    bus: VecDeque<(String, Msg)>,
+    /// What is due now, in order: deliveries and database answers.
+    work: VecDeque<Work>,
     /// Processes whose publishes the bus keeps, and what it keeps.
     held_publishes: BTreeMap<String, Vec<Msg>>,
     hold_persist: BTreeMap<String, bool>,
@@ -362,6 +391,7 @@ impl Driver {
                     return Err(StepError::HoldsAnEvent(process.clone()));
                 }
                 self.procs.remove(process);
+                self.subscribers.retain(|s| s != process);
                 self.held_publishes.remove(process);
                 self.start(process);
                 self.settle();
@@ -373,7 +403,9 @@ impl Driver {
                 }
                 proc.subscribed = false;
                 proc.follower.handle_connection_lost();
-                self.bus.retain(|(to, _)| to != process);
+                self.subscribers.retain(|s| s != process);
+                self.work
+                    .retain(|w| !matches!(w, Work::Deliver { to, .. } if to == process));
                 self.settle();
             }
             Step::Reconnect { process } => {
@@ -567,8 +599,8 @@ impl Driver {
     ) {
         self.writers = writers.to_vec();
         self.order = std::iter::once(MAIN.to_owned())
-            .chain(readers.iter().cloned())
             .chain(writers.iter().cloned())
+            .chain(readers.iter().cloned())
             .collect();
         self.rooms = rooms.iter().cloned().collect();
         let first_room = |writer: &String| {
@@ -703,13 +735,22 @@ impl Driver {
 
     /// `_send_subscribe`: subscribed (`new_connection`), publish `REPLICATE`, then
     /// `send_positions_to_connection` (announce our positions on the next poke, and poke).
+    ///
+    /// `_async_send_command(REPLICATE)` is awaited (the PUBLISH reply) before the positions go
+    /// out, so the other writers' answers to the REPLICATE come first.
     fn subscribe(&mut self, name: &str) {
         self.procs.get_mut(name).expect("a process").subscribed = true;
+        self.subscribers.retain(|s| s != name);
+        self.subscribers.push(name.to_owned());
         self.publish(name, Msg::Replicate);
-        if let Some(writer) = &mut self.procs.get_mut(name).expect("a process").writer {
-            writer.announcer.handle_replicate();
-        }
-        self.poke(name);
+        self.work.push_back(Work::Announce {
+            process: name.to_owned(),
+            incarnation: self.incarnations[name],
+        });
+    }
+
+    fn is_live(&self, process: &str, incarnation: u32) -> bool {
+        self.procs.contains_key(process) && self.incarnations.get(process) == Some(&incarnation)
     }
 
     // ----- the bus -----
@@ -727,10 +768,11 @@ impl Driver {
     }
 
     fn deliver_to_all(&mut self, msg: Msg) {
-        for name in &self.order {
-            if self.procs.get(name).is_some_and(|p| p.subscribed) {
-                self.bus.push_back((name.clone(), msg.clone()));
-            }
+        for name in &self.subscribers {
+            self.work.push_back(Work::Deliver {
+                to: name.clone(),
+                msg: msg.clone(),
+            });
         }
     }
 
@@ -780,15 +822,55 @@ impl Driver {
         self.apply_follower(to, actions);
     }
 
-    /// Runs everything due now until nothing is left: deliveries, then woken long-polls.
+    /// Runs everything due now until nothing is left. A long-poll woken by a delivery runs
+    /// its callback before the next delivery (the listener's deferred fires inside
+    /// `notify_new_room_events`).
     fn settle(&mut self) {
-        loop {
-            while let Some((to, msg)) = self.bus.pop_front() {
-                self.deliver(&to, msg);
+        self.run_woken_syncs();
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::Deliver { to, msg } => self.deliver(&to, msg),
+                Work::CatchUp {
+                    process,
+                    incarnation,
+                    instance,
+                    from,
+                    upto,
+                } if self.is_live(&process, incarnation) => {
+                    let (rows, limited) = self.rows_between(&instance, from, upto);
+                    let proc = self.procs.get_mut(&process).expect("a live process");
+                    let more = proc
+                        .follower
+                        .handle_updates(&mut proc.generator, rows, limited);
+                    self.apply_follower(&process, more);
+                }
+                Work::OwnUpdates {
+                    process,
+                    incarnation,
+                    from,
+                    upto,
+                } if self.is_live(&process, incarnation) => {
+                    let (rows, limited) = self.rows_between(&process, from, upto);
+                    let proc = self.procs.get_mut(&process).expect("a live process");
+                    let writer = proc.writer.as_mut().expect("a writer");
+                    let more = writer
+                        .announcer
+                        .handle_updates(&proc.generator, rows, limited);
+                    self.apply_announcer(&process, more);
+                }
+                Work::Announce {
+                    process,
+                    incarnation,
+                } if self.is_live(&process, incarnation) => {
+                    let proc = self.procs.get_mut(&process).expect("a live process");
+                    if let Some(writer) = &mut proc.writer {
+                        writer.announcer.handle_replicate();
+                    }
+                    self.poke(&process);
+                }
+                _ => {}
             }
-            if !self.run_woken_syncs() {
-                break;
-            }
+            self.run_woken_syncs();
         }
     }
 
@@ -833,6 +915,9 @@ impl Driver {
                     }
                     self.notify(name, events, room_token);
                     self.wake_waiters(name, &instance, token);
+                    // `notify_new_room_events` ends with `notify_replication()`: an idle
+                    // writer announces the position it now follows.
+                    self.poke(name);
                 }
                 FollowerAction::FetchMissing {
                     instance,
@@ -842,12 +927,13 @@ impl Driver {
                     // `_process_position` is under way: its line goes before the rows it fetches.
                     let at = self.handled.get(name).map_or(0, Vec::len);
                     self.catch_up_marks.entry(name.to_owned()).or_insert(at);
-                    let (rows, limited) = self.rows_between(&instance, from, upto);
-                    let proc = self.procs.get_mut(name).expect("a process");
-                    let more = proc
-                        .follower
-                        .handle_updates(&mut proc.generator, rows, limited);
-                    self.apply_follower(name, more);
+                    self.work.push_back(Work::CatchUp {
+                        process: name.to_owned(),
+                        incarnation: self.incarnations[name],
+                        instance,
+                        from,
+                        upto,
+                    });
                 }
                 FollowerAction::Advanced {
                     instance,
@@ -864,6 +950,8 @@ impl Driver {
                         None => self.log(name, line),
                     }
                     self.wake_waiters(name, &instance, token);
+                    // `on_position` pokes the replication notifier too.
+                    self.poke(name);
                 }
                 FollowerAction::Discarded {
                     instance,
@@ -965,13 +1053,12 @@ impl Driver {
                     }
                 }
                 AnnouncerAction::FetchOwnUpdates { from, upto } => {
-                    let (rows, limited) = self.rows_between(name, from, upto);
-                    let proc = self.procs.get_mut(name).expect("a process");
-                    let writer = proc.writer.as_mut().expect("a writer");
-                    let more = writer
-                        .announcer
-                        .handle_updates(&proc.generator, rows, limited);
-                    self.apply_announcer(name, more);
+                    self.work.push_back(Work::OwnUpdates {
+                        process: name.to_owned(),
+                        incarnation: self.incarnations[name],
+                        from,
+                        upto,
+                    });
                 }
             }
         }
@@ -1015,8 +1102,9 @@ impl Driver {
                 for id in &ids {
                     self.by_id.insert(*id, event_id.to_owned());
                 }
-                self.sends.get_mut(event_id).expect("a send").stage =
-                    SendStage::FetchHeldAfter(ids);
+                let send = self.sends.get_mut(event_id).expect("a send");
+                send.id = ids.first().copied();
+                send.stage = SendStage::FetchHeldAfter(ids);
             }
             None => self.continue_fetch(event_id),
         }
