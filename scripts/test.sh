@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: style gates, then every test, with the differential
-# tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), then a short
+# tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), the system oracle
+# re-run on every choreography and the F1 trial test, then a short
 # fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10), the
 # metrics exposition and timeline checks, and the bug hunt (STREAMSIM_CI_HUNT_BUDGET seeds per switch, default 30).
 #
@@ -27,6 +28,15 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 stage "cargo test"
 cargo test --workspace --quiet
+
+# The system oracle: every choreography of tests/data/system re-run on real Synapse 1.163.2
+# workers; any output that differs from its expected file (which `cargo test` compared with
+# `streamsim choreo`) fails, so no expectation can drift from real Synapse. Then the F1
+# trial test in Synapse's own harness, which must fail on 1.163.2.
+stage "system oracle: every choreography on real Synapse"
+mapfile -t choreographies < <(find tests/data/system -name '*.jsonl' ! -name '*.expected.jsonl' | sort)
+"$STREAMSIM_SYNAPSE_PYTHON" tools/synapse/system_oracle.py --check --jobs 2 "${choreographies[@]}"
+bash tools/synapse/trial/run.sh
 
 # The scenario regression suite: a fixed-seed sweep of every shipped scenario with the clean
 # model. Any failure prints the `streamsim run` command that replays it.
