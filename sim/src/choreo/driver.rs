@@ -215,39 +215,39 @@ struct SyncResult {
 /// Why a step cannot act.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error("the first step must be setup")]
+    #[error("setup comes once, first")]
     NoSetup,
-    #[error("setup was already done")]
+    #[error("setup comes once, first")]
     SetupTwice,
-    #[error("unknown process {0:?}")]
+    #[error("no process {0}")]
     UnknownProcess(String),
-    #[error("{0:?} is not a writer")]
+    #[error("{0} is not a writer")]
     NotAWriter(String),
-    #[error("{0:?} does not serve /sync")]
+    #[error("/sync is served by main and the readers, not {0}")]
     NoSync(String),
-    #[error("unknown room {0:?}")]
+    #[error("no room {0}")]
     UnknownRoom(String),
-    #[error("event {0:?} was already sent")]
+    #[error("event {0} was already sent")]
     EventExists(String),
-    #[error("unknown event {0:?}")]
+    #[error("event {0} is not held")]
     UnknownEvent(String),
-    #[error("event {0:?} is not held")]
+    #[error("event {0} is not held")]
     NotHeld(String),
-    #[error("{0:?} holds an event")]
+    #[error("{0} holds an event")]
     HoldsAnEvent(String),
-    #[error("{0:?} is already disconnected")]
+    #[error("{0} is already disconnected")]
     AlreadyDisconnected(String),
-    #[error("{0:?} is connected")]
+    #[error("{0} is not disconnected")]
     AlreadyConnected(String),
-    #[error("{0:?} already holds its publishes")]
+    #[error("{0} publishes are already held")]
     AlreadyHoldingPublishes(String),
-    #[error("{0:?} holds no publishes")]
+    #[error("{0} publishes are not held")]
     NotHoldingPublishes(String),
-    #[error("label {0:?} is already used")]
+    #[error("label {0} is already used")]
     LabelExists(String),
-    #[error("event {0:?} has no stream id yet")]
+    #[error("event {0} has no stream id yet")]
     NoId(String),
-    #[error("no sync returned label {0:?}")]
+    #[error("no sync labelled {0}")]
     UnknownLabel(String),
 }
 

@@ -84,14 +84,7 @@ mod tests {
     fn malformed_lines_and_steps_before_setup_are_errors_and_the_script_goes_on() {
         let out = run_script("# comment\n\n{\n{\"op\":\"observe\",\"process\":\"main\"}\n");
         assert_eq!(out.len(), 2);
-        assert!(
-            out[0].starts_with(r#"{"error":"line 3: not JSON"#),
-            "{}",
-            out[0]
-        );
-        assert_eq!(
-            out[1],
-            r#"{"error":"line 4: the first step must be setup"}"#
-        );
+        assert_eq!(out[0], r#"{"error":"line 3: not valid JSON"}"#);
+        assert_eq!(out[1], r#"{"error":"line 4: setup comes once, first"}"#);
     }
 }

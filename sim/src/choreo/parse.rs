@@ -99,30 +99,34 @@ impl Step {
     }
 }
 
-/// Why a line is not a step.
+/// Why a line is not a step. The texts are the system oracle's (`parse_step` in
+/// tools/synapse/system_oracle.py): they are part of the output compared byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ParseError {
-    #[error("not JSON: {0}")]
+    #[error("not valid JSON")]
     NotJson(String),
-    #[error("a step is a JSON object")]
+    #[error("not a JSON object")]
     NotAnObject,
-    #[error("missing \"op\"")]
+    #[error("missing field 'op'")]
     MissingOp,
     #[error("unknown op {0:?}")]
     UnknownOp(String),
-    #[error("{op}: missing {field:?}")]
+    #[error("{op}: missing field '{field}'")]
     MissingField { op: String, field: &'static str },
-    #[error("{op}: {field:?} must be {expected}")]
+    #[error("field '{field}' must be {expected}")]
     BadField {
         op: String,
         field: &'static str,
         expected: &'static str,
     },
-    #[error("{op}: unknown key {key:?}")]
+    #[error("{op}: unknown field '{key}'")]
     UnknownKey { op: String, key: String },
-    #[error("setup: {0}")]
+    #[error("{0}")]
     BadSetup(String),
 }
+
+/// Longest `advance` and long-poll time-out, in ms (the oracle's `MAX_ADVANCE_MS`).
+pub const MAX_ADVANCE_MS: u64 = 600_000;
 
 /// A line's meaning: nothing (blank or comment) or a step.
 pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
@@ -137,13 +141,7 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
     };
     let op = match object.get("op") {
         Some(Value::String(op)) => op.clone(),
-        Some(_) => {
-            return Err(ParseError::BadField {
-                op: String::new(),
-                field: "op",
-                expected: "a string",
-            })
-        }
+        Some(other) => return Err(ParseError::UnknownOp(other.to_string())),
         None => return Err(ParseError::MissingOp),
     };
     let fields = Fields {
@@ -159,9 +157,11 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
             let rooms = fields.rooms()?;
             let base = match fields.object.get("base") {
                 None => 40,
-                Some(value) => value
-                    .as_i64()
-                    .ok_or_else(|| fields.bad("base", "an integer"))?,
+                Some(value) => match value.as_i64() {
+                    Some(base) if (30..=1_000_000).contains(&base) => base,
+                    Some(_) => return Err(fields.bad("base", "in 30..1000000")),
+                    None => return Err(fields.bad("base", "an integer")),
+                },
             };
             check_setup(&writers, &readers, &rooms, base)?;
             Step::Setup {
@@ -189,7 +189,7 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
             let at = match fields.string("at")?.as_str() {
                 "before_nextval" => FetchHold::BeforeNextval,
                 "after_nextval" => FetchHold::AfterNextval,
-                _ => return Err(fields.bad("at", "\"before_nextval\" or \"after_nextval\"")),
+                _ => return Err(fields.bad("at", "before_nextval or after_nextval")),
             };
             Step::HoldFetch {
                 writer: fields.string("writer")?,
@@ -308,9 +308,11 @@ impl Fields<'_> {
 
     fn count(&self, field: &'static str) -> Result<u64, ParseError> {
         match self.object.get(field) {
-            Some(value) => value
+            Some(value) if value.is_i64() || value.is_u64() => value
                 .as_u64()
-                .ok_or_else(|| self.bad(field, "a non-negative integer")),
+                .filter(|ms| *ms <= MAX_ADVANCE_MS)
+                .ok_or_else(|| self.bad(field, "in 0..600000")),
+            Some(_) => Err(self.bad(field, "an integer")),
             None => Err(ParseError::MissingField {
                 op: self.op.clone(),
                 field,
@@ -329,11 +331,12 @@ impl Fields<'_> {
                 .iter()
                 .map(|item| {
                     item.as_str()
+                        .filter(|name| valid_name(name))
                         .map(str::to_owned)
-                        .ok_or_else(|| self.bad(field, "a list of names"))
+                        .ok_or_else(|| self.bad(field, "a list of names [a-z][a-z0-9]*"))
                 })
                 .collect(),
-            Some(_) => Err(self.bad(field, "a list of names")),
+            Some(_) => Err(self.bad(field, "a list of names [a-z][a-z0-9]*")),
         }
     }
 
@@ -347,8 +350,8 @@ impl Fields<'_> {
             }),
             Some(Value::Object(_)) => serde_json::from_str::<OrderedRooms>(self.line)
                 .map(|ordered| ordered.rooms.into_iter().collect())
-                .map_err(|_| self.bad("rooms", "an object of room -> writer")),
-            Some(_) => Err(self.bad("rooms", "an object of room -> writer")),
+                .map_err(|_| self.bad("rooms", "map room labels to writers")),
+            Some(_) => Err(self.bad("rooms", "map room labels to writers")),
         }
     }
 }
@@ -363,25 +366,25 @@ fn check_setup(
     writers: &[String],
     readers: &[String],
     rooms: &[(String, String)],
-    base: i64,
+    _base: i64,
 ) -> Result<(), ParseError> {
     let bad = |message: String| Err(ParseError::BadSetup(message));
     if writers.is_empty() || writers.len() > 3 {
-        return bad(format!("1 to 3 writers, not {}", writers.len()));
+        return bad("field 'writers' must name 1 to 3 writers".into());
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for name in writers.iter().chain(readers) {
-        if !valid_name(name) || name == "main" {
-            return bad(format!("bad process name {name:?}"));
-        }
-        if !seen.insert(name.as_str()) {
-            return bad(format!("process {name:?} named twice"));
-        }
+    let everyone: Vec<&String> = writers.iter().chain(readers).collect();
+    let distinct: std::collections::BTreeSet<&String> = everyone.iter().copied().collect();
+    if distinct.len() != everyone.len() || everyone.iter().any(|n| *n == "main") {
+        return bad("process names must be distinct and not 'main'".into());
+    }
+    if rooms.is_empty() {
+        return bad("field 'rooms' must map room labels to writers".into());
     }
     for (room, writer) in rooms {
-        if !writers.contains(writer) {
+        if !valid_name(room) || !writers.contains(writer) {
             return bad(format!(
-                "room {room:?} is persisted by {writer:?}, not a writer"
+                "room {} must be a name and map to a writer",
+                Value::String(room.clone())
             ));
         }
     }
@@ -389,10 +392,7 @@ fn check_setup(
         .iter()
         .find(|w| !rooms.iter().any(|(_, writer)| writer == *w))
     {
-        return bad(format!("writer {idle:?} has no room"));
-    }
-    if base < 30 {
-        return bad(format!("base must be at least 30, not {base}"));
+        return bad(format!("writer {idle} has no room"));
     }
     Ok(())
 }
@@ -476,34 +476,34 @@ mod tests {
     #[test]
     fn malformed_lines_say_why() {
         let cases = [
-            ("{", "not JSON"),
-            ("[1]", "a step is a JSON object"),
-            (r#"{"event":"A"}"#, "missing \"op\""),
+            ("{", "not valid JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"event":"A"}"#, "missing field 'op'"),
             (r#"{"op":"jump"}"#, "unknown op \"jump\""),
-            (r#"{"op":"send","event":"A"}"#, "send: missing \"room\""),
+            (r#"{"op":"send","event":"A"}"#, "send: missing field 'room'"),
             (
                 r#"{"op":"advance","ms":-1}"#,
-                "advance: \"ms\" must be a non-negative integer",
+                "field 'ms' must be in 0..600000",
             ),
             (
                 r#"{"op":"send","event":"A","room":"r1","x":1}"#,
-                "send: unknown key \"x\"",
+                "send: unknown field 'x'",
             ),
             (
                 r#"{"op":"hold_fetch","writer":"worker1","at":"later"}"#,
-                "hold_fetch: \"at\" must be",
+                "field 'at' must be before_nextval or after_nextval",
             ),
             (
                 r#"{"op":"setup","writers":["main"],"rooms":{"r1":"main"}}"#,
-                "setup: bad process name \"main\"",
+                "process names must be distinct and not 'main'",
             ),
             (
                 r#"{"op":"setup","writers":["w1","w2"],"rooms":{"r1":"w1"}}"#,
-                "setup: writer \"w2\" has no room",
+                "writer w2 has no room",
             ),
             (
                 r#"{"op":"setup","writers":["w1"],"rooms":{"r1":"w1"},"base":29}"#,
-                "setup: base must be at least 30",
+                "field 'base' must be in 30..1000000",
             ),
         ];
         for (line, expected) in cases {
