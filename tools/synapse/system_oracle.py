@@ -246,6 +246,8 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
         main = Process("main", "main", self.hs)
         self.procs["main"] = main
         self._instrument(main)
+        # main connected to the bus during the harness's own set-up.
+        self._own_new_protocols("main", set())
 
     def _main_db_args(self) -> dict:
         return dict(self.hs.config.database.databases[0].config["args"])
