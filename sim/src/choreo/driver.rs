@@ -215,7 +215,7 @@ struct SyncResult {
 /// Why a step cannot act.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error("setup comes once, first")]
+    #[error("the first step must be setup")]
     NoSetup,
     #[error("setup comes once, first")]
     SetupTwice,
@@ -233,6 +233,14 @@ pub enum StepError {
     UnknownEvent(String),
     #[error("event {0} is not held")]
     NotHeld(String),
+    #[error("main cannot be restarted")]
+    RestartMain,
+    #[error("{0} is already holding persists")]
+    AlreadyHoldingPersists(String),
+    #[error("{0} is not holding persists")]
+    NotHoldingPersists(String),
+    #[error("{0} already has a fetch hold waiting")]
+    FetchHoldWaiting(String),
     #[error("{0} holds an event")]
     HoldsAnEvent(String),
     #[error("{0} is already disconnected")]
@@ -352,14 +360,23 @@ impl Driver {
             }
             Step::HoldPersist { writer } => {
                 self.writer_named(writer)?;
+                if self.hold_persist.get(writer).copied().unwrap_or(false) {
+                    return Err(StepError::AlreadyHoldingPersists(writer.clone()));
+                }
                 self.hold_persist.insert(writer.clone(), true);
             }
             Step::UnholdPersist { writer } => {
                 self.writer_named(writer)?;
+                if !self.hold_persist.get(writer).copied().unwrap_or(false) {
+                    return Err(StepError::NotHoldingPersists(writer.clone()));
+                }
                 self.hold_persist.insert(writer.clone(), false);
             }
             Step::HoldFetch { writer, at } => {
                 self.writer_named(writer)?;
+                if self.hold_fetch.contains_key(writer) {
+                    return Err(StepError::FetchHoldWaiting(writer.clone()));
+                }
                 self.hold_fetch.insert(writer.clone(), *at);
             }
             Step::Release { event } => {
@@ -383,6 +400,9 @@ impl Driver {
             }
             Step::Restart { process } => {
                 self.process_named(process)?;
+                if process == MAIN {
+                    return Err(StepError::RestartMain);
+                }
                 if self
                     .sends
                     .values()

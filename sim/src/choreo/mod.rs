@@ -85,6 +85,9 @@ mod tests {
         let out = run_script("# comment\n\n{\n{\"op\":\"observe\",\"process\":\"main\"}\n");
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], r#"{"error":"line 3: not valid JSON"}"#);
-        assert_eq!(out[1], r#"{"error":"line 4: setup comes once, first"}"#);
+        assert_eq!(
+            out[1],
+            r#"{"error":"line 4: the first step must be setup"}"#
+        );
     }
 }
