@@ -1,5 +1,5 @@
-//! README.md is the front door: its `streamsim idgen` and `streamsim wire` examples must
-//! print exactly what the README says they print.
+//! README.md is the front door: its `streamsim idgen`, `streamsim wire` and `streamsim choreo`
+//! examples must print exactly what the README says they print.
 
 use crate::support::{repo_root, streamsim};
 
@@ -79,4 +79,20 @@ fn readme_scenario_example_parses_and_named_scenarios_exist() {
             );
         }
     }
+}
+
+/// README's choreography example: the script after `$ cat f2.jsonl`, run by `streamsim
+/// choreo`, ends with the four lines README shows (real Synapse prints them too: the same
+/// steps are `tests/data/system/f2_reconnect_writer2_answers_first.jsonl`).
+#[test]
+fn readme_choreo_example_is_true() {
+    let readme = readme();
+    let script = output_after(&readme, "cat f2.jsonl").join("\n") + "\n";
+    let out = String::from_utf8(streamsim(&["choreo", "-"], script.as_bytes())).expect("utf-8");
+    let lines: Vec<&str> = out.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(4)..];
+    assert_eq!(
+        tail,
+        output_after(&readme, "streamsim choreo f2.jsonl | tail -4").as_slice()
+    );
 }

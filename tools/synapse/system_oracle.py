@@ -302,7 +302,13 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
 
     def _start_process(self, name: str, role: str) -> Process:
         known = set(self._redis_server_protocols())
-        hs = self._make_process_hs(name)
+        # Its Redis connections are its own from the first byte: a hold on its publishes
+        # applies to what it publishes while it starts (REPLICATE, its positions).
+        self._connecting_as = name
+        try:
+            hs = self._make_process_hs(name)
+        finally:
+            self._connecting_as = None
         proc = Process(name, role, hs)
         if name in self.procs:
             proc.handled = self.procs[name].handled
@@ -338,10 +344,14 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
                 self._client_of = {}
             self._all_server_protocols.append(server_protocol)
             self._client_of[id(server_protocol)] = (client_protocol, client_factory)
+            connecting_as = getattr(self, "_connecting_as", None)
+            if connecting_as is not None:
+                self._redis_server.owner_of[id(server_protocol)] = connecting_as
+                self._owned.setdefault(connecting_as, []).append(server_protocol)
 
     def _own_new_protocols(self, name: str, known: set) -> None:
         for proto in self._redis_server_protocols():
-            if proto not in known:
+            if proto not in known and id(proto) not in self._redis_server.owner_of:
                 self._redis_server.owner_of[id(proto)] = name
                 self._owned.setdefault(name, []).append(proto)
 
@@ -829,8 +839,12 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             self.disconnected.discard(name)
             known = set(self._redis_server_protocols())
             handler = self.procs[name].hs.get_replication_command_handler()
-            self.reactor.connectTCP("localhost", 6379, handler._factory)
-            self.connect_any_redis_attempts()
+            self._connecting_as = name
+            try:
+                self.reactor.connectTCP("localhost", 6379, handler._factory)
+                self.connect_any_redis_attempts()
+            finally:
+                self._connecting_as = None
             self._own_new_protocols(name, known)
             self.pump_quiet()
             return {}

@@ -412,7 +412,9 @@ impl Driver {
                 }
                 self.procs.remove(process);
                 self.subscribers.retain(|s| s != process);
-                self.held_publishes.remove(process);
+                // A hold on publishes is the bus's, on the process's name: it outlives the
+                // incarnation, and what the old one published stays held (as the oracle's
+                // fake Redis server keeps it).
                 self.start(process);
                 self.settle();
             }
