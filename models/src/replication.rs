@@ -50,14 +50,15 @@ pub struct StreamAnnouncer {
     bugs: Bugs,
 }
 
-/// The RDATA command for a row.
-pub fn rdata(stream_name: &str, instance: &str, token: Option<i64>, event_id: &str) -> Command {
-    Command::rdata(
-        stream_name,
-        instance,
-        token,
-        PyValue::List(vec![PyValue::str(event_id)]),
-    )
+/// The RDATA command for a row. A payload naming its room ([`crate::roomsync::row_payload`])
+/// goes out as `[event_id, room_id]`, the first two fields of Synapse's
+/// `EventsStreamEventRow` (synapse/replication/tcp/streams/events.py); a bare event id as
+/// `[event_id]`.
+pub fn rdata(stream_name: &str, instance: &str, token: Option<i64>, payload: &str) -> Command {
+    let (event_id, room) = crate::roomsync::split_row_payload(payload);
+    let mut row = vec![PyValue::str(event_id)];
+    row.extend(room.map(PyValue::str));
+    Command::rdata(stream_name, instance, token, PyValue::List(row))
 }
 
 impl StreamAnnouncer {

@@ -21,7 +21,7 @@
 //!
 //! Events come back in stream order (ascending `stream_ordering`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::changecache::StreamChangeCache;
 use crate::token::{MultiWriterToken, StreamId};
@@ -82,6 +82,21 @@ pub fn initial_sync<'a>(
     timelines_between(limit, joined, &MultiWriterToken::at(0), now, rows)
 }
 
+/// The rooms an incremental sync since `since` reads: those
+/// `_events_stream_cache.get_entities_changed(room_ids, from_key.stream)` names in
+/// `get_room_events_stream_for_rooms`, then those `has_entity_changed(room, from_id)` keeps in
+/// `paginate_room_events_by_stream_ordering` (synapse/storage/databases/main/stream.py).
+/// Every other joined room is not read at all, whatever the events table holds.
+pub fn changed_rooms<'a>(
+    joined: impl IntoIterator<Item = &'a str>,
+    since: &MultiWriterToken,
+    cache: &StreamChangeCache,
+) -> BTreeSet<String> {
+    let mut changed = cache.entities_changed(joined, since.stream());
+    changed.retain(|room| cache.has_entity_changed(room, since.stream()));
+    changed
+}
+
 /// An incremental sync's timelines: the rooms the change cache names, their events in
 /// `(since, now]`.
 pub fn incremental_sync<'a>(
@@ -92,12 +107,29 @@ pub fn incremental_sync<'a>(
     cache: &StreamChangeCache,
     rows: &[EventRow],
 ) -> Timelines {
-    let changed = cache.entities_changed(joined, since.stream());
-    let rooms = changed
-        .iter()
-        .map(String::as_str)
-        .filter(|room| cache.has_entity_changed(room, since.stream()));
-    timelines_between(limit, rooms, since, now, rows)
+    let changed = changed_rooms(joined, since, cache);
+    timelines_between(limit, changed.iter().map(String::as_str), since, now, rows)
+}
+
+/// The separator of a stream row's payload that names its room: event ids and room ids
+/// never hold a space.
+const PAYLOAD_SEPARATOR: char = ' ';
+
+/// A stream row's payload naming its event and its room (`event_id room_id`), as Synapse's
+/// events-stream rows and `events` table carry both (`EventsStreamEventRow.event_id`,
+/// `.room_id`). Models that only pass payloads through (persister, announcer, follower)
+/// never look inside.
+pub fn row_payload(event_id: &str, room: &str) -> String {
+    debug_assert!(!event_id.contains(PAYLOAD_SEPARATOR) && !room.contains(PAYLOAD_SEPARATOR));
+    format!("{event_id}{PAYLOAD_SEPARATOR}{room}")
+}
+
+/// A payload's event id and room (`None` for a bare event id).
+pub fn split_row_payload(payload: &str) -> (&str, Option<&str>) {
+    match payload.split_once(PAYLOAD_SEPARATOR) {
+        Some((event_id, room)) => (event_id, Some(room)),
+        None => (payload, None),
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +192,39 @@ mod tests {
         let fresh = StreamChangeCache::new(45);
         let timelines = incremental_sync(TIMELINE_LIMIT, ["!a", "!b"], &since, &now, &fresh, &rows);
         assert_eq!(timelines.len(), 2);
+    }
+
+    #[test]
+    fn changed_rooms_are_those_changed_after_the_minimum_of_since() {
+        let mut cache = StreamChangeCache::new(40);
+        cache.entity_has_changed("!a", 41);
+        cache.entity_has_changed("!b", 44);
+        // The room of an event whose row was never processed (RDATA discarded) is not there.
+        let since = token(41, &[("w2", 43)]);
+        assert_eq!(
+            changed_rooms(["!a", "!b", "!c"], &since, &cache),
+            BTreeSet::from(["!b".to_owned()])
+        );
+        // Before the earliest known position, every room.
+        assert_eq!(
+            changed_rooms(["!a", "!c"], &token(39, &[]), &cache).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn payloads_carry_the_room_and_rdata_sends_it() {
+        let payload = row_payload("$e", "!r1");
+        assert_eq!(split_row_payload(&payload), ("$e", Some("!r1")));
+        assert_eq!(split_row_payload("$bare"), ("$bare", None));
+        let line = crate::replication::rdata("events", "w1", Some(5), &payload)
+            .to_line()
+            .unwrap();
+        assert_eq!(line.to_utf8().unwrap(), r#"events w1 5 ["$e","!r1"]"#);
+        let bare = crate::replication::rdata("events", "w1", Some(5), "$bare")
+            .to_line()
+            .unwrap();
+        assert_eq!(bare.to_utf8().unwrap(), r#"events w1 5 ["$bare"]"#);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct CheckContext {
     pub ended_at: SimInstant,
     /// The scenario's `converge_within`, in milliseconds.
     pub converge_within_ms: u64,
+    /// How replication travelled: over TCP a reader has one connection per writer, so
+    /// commands of different writers can overtake one another on the way.
+    pub transport: crate::scenario::Transport,
 }
 
 /// A named property.
@@ -245,6 +248,18 @@ pub struct Facts<'a> {
     starts: Vec<(SimInstant, &'a str, &'a MultiWriterToken)>,
     /// Each writer's announced `POSITION prev new` ranges.
     positions_announced: BTreeMap<&'a str, Vec<(i64, i64)>>,
+    /// Every announced `POSITION`: (time, writer, prev, new), in history order.
+    positions: Vec<(SimInstant, &'a str, i64, i64)>,
+    /// (writer, stream id) of every row a writer sent as RDATA, and when it first did.
+    rdata_sent: BTreeMap<(&'a str, i64), SimInstant>,
+    /// Every RDATA discarded as already seen: (time, reader, writer, token).
+    discards: Vec<(SimInstant, &'a str, &'a str, i64)>,
+    /// Every replication reconnection: (time, host, peer).
+    reconnects: Vec<(SimInstant, &'a str, &'a str)>,
+    /// Every writer's sequence fetch: (writer, requested at, answered at).
+    fetches: Vec<(&'a str, SimInstant, SimInstant)>,
+    /// When each reader handed each event to its notifier.
+    deliveries: BTreeMap<(&'a str, &'a str), Vec<SimInstant>>,
 }
 
 impl<'a> From<&'a History> for Facts<'a> {
@@ -256,21 +271,55 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut allocated_at = BTreeMap::new();
         let mut starts = Vec::new();
         let mut positions_announced: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+        let mut positions = Vec::new();
+        let mut rdata_sent = BTreeMap::new();
+        let mut discards = Vec::new();
+        let mut reconnects = Vec::new();
+        let mut fetches = Vec::new();
+        let mut deliveries: BTreeMap<(&str, &str), Vec<SimInstant>> = BTreeMap::new();
         for record in history.records() {
             match &record.event {
                 Event::Announced { host, line } => {
                     let mut words = line.split(' ');
-                    if words.next() == Some("POSITION") {
-                        let prev = words.nth(2).and_then(|w| w.parse().ok());
-                        let new = words.next().and_then(|w| w.parse().ok());
-                        if let (Some(prev), Some(new)) = (prev, new) {
-                            positions_announced
-                                .entry(host)
-                                .or_default()
-                                .push((prev, new));
+                    match words.next() {
+                        Some("POSITION") => {
+                            let prev = words.nth(2).and_then(|w| w.parse().ok());
+                            let new = words.next().and_then(|w| w.parse().ok());
+                            if let (Some(prev), Some(new)) = (prev, new) {
+                                positions_announced
+                                    .entry(host)
+                                    .or_default()
+                                    .push((prev, new));
+                                positions.push((record.at, host.as_str(), prev, new));
+                            }
                         }
+                        Some("RDATA") => {
+                            if let Some(token) = words.nth(2).and_then(|w| w.parse().ok()) {
+                                rdata_sent
+                                    .entry((host.as_str(), token))
+                                    .or_insert(record.at);
+                            }
+                        }
+                        _ => {}
                     }
                 }
+                Event::RdataDiscarded {
+                    reader,
+                    writer,
+                    token,
+                } => discards.push((record.at, reader.as_str(), writer.as_str(), *token)),
+                Event::Reconnected { host, peer } => {
+                    reconnects.push((record.at, host.as_str(), peer.as_str()))
+                }
+                Event::SequenceFetched {
+                    host, requested_at, ..
+                } => fetches.push((host.as_str(), *requested_at, record.at)),
+                Event::Delivered {
+                    reader, event_id, ..
+                } => deliveries
+                    .entry((reader.as_str(), event_id.as_str()))
+                    .or_default()
+                    .push(record.at),
                 Event::Allocated { ids, .. } => {
                     for id in ids {
                         allocated_at.entry(*id).or_insert(record.at);
@@ -312,7 +361,35 @@ impl<'a> From<&'a History> for Facts<'a> {
             allocated_at,
             starts,
             positions_announced,
+            positions,
+            rdata_sent,
+            discards,
+            reconnects,
+            fetches,
+            deliveries,
         }
+    }
+}
+
+impl Facts<'_> {
+    /// When `writer`'s row `stream_id` committed.
+    fn commit_of(&self, writer: &str, stream_id: i64) -> Option<SimInstant> {
+        let commits = self.by_writer.get(writer)?;
+        let index = commits.partition_point(|(id, _, _)| *id < stream_id);
+        commits
+            .get(index)
+            .filter(|(id, _, _)| *id == stream_id)
+            .map(|(_, _, at)| *at)
+    }
+
+    /// `writer`'s event at `stream_id`.
+    fn event_of(&self, writer: &str, stream_id: i64) -> Option<&str> {
+        let commits = self.by_writer.get(writer)?;
+        let index = commits.partition_point(|(id, _, _)| *id < stream_id);
+        commits
+            .get(index)
+            .filter(|(id, _, _)| *id == stream_id)
+            .map(|(_, event_id, _)| *event_id)
     }
 }
 
@@ -390,14 +467,23 @@ fn no_missed_event(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     missed_events(facts, context, false)
 }
 
+/// A committed event a page's token covered but the page did not hold: (page time, its
+/// token, its reader, the event's writer, its stream id).
+type ClientOwed<'a> = (SimInstant, &'a MultiWriterToken, &'a str, &'a str, i64);
+
 /// The walk behind `no_missed_event` (`owed_mode` false) and `notifier_announces_every_event`
 /// (`owed_mode` true: only the covered events never announced).
-fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violation> {
+fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<Violation> {
     let mut delivered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut checked_upto: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     // Covered but not yet delivered: (reader, event) -> where it was first covered.
     let mut owed: BTreeMap<(&str, &str), (SimInstant, &MultiWriterToken, &str, i64)> =
         BTreeMap::new();
+    // Committed, covered by a page's token, not in that page: (client, event) -> the first
+    // such page (time, its token, its reader, the event's writer and id).
+    let mut client_owed: BTreeMap<(&str, &str), ClientOwed> = BTreeMap::new();
+    // What some page returned to each client.
+    let mut returned: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut violations = Vec::new();
     let mut missed = |at,
                       hosts: &[&str],
@@ -468,6 +554,7 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
             } => {
                 let low = since.clone().unwrap_or_default();
                 let in_page: BTreeSet<&str> = events.iter().map(|(_, _, e)| e.as_str()).collect();
+                returned.extend(in_page.iter().map(|e| (client.as_str(), *e)));
                 for (writer, commits) in &facts.by_writer {
                     let range = in_range(commits, low.pos_for(writer), next_batch.pos_for(writer));
                     for (stream_id, event_id, committed_at) in range {
@@ -485,20 +572,39 @@ fn missed_events(facts: &Facts, _: &CheckContext, owed_mode: bool) -> Vec<Violat
                                 ),
                             );
                         } else if !in_page.contains(event_id) {
-                            missed(
-                                record.at,
-                                &hosts,
-                                event_id,
-                                next_batch,
-                                writer,
-                                *stream_id,
-                                &format!("is missing from {client}'s page since {low}"),
-                            );
+                            // Judged at the end: a later page may still return it.
+                            client_owed
+                                .entry((client, event_id))
+                                .or_insert((record.at, next_batch, reader, writer, *stream_id));
                         }
                     }
                 }
             }
             _ => {}
+        }
+    }
+    if !owed_mode {
+        for ((client, event_id), (at, token, reader, writer, stream_id)) in client_owed {
+            if returned.contains(&(client, event_id)) {
+                continue;
+            }
+            let mut found = violation(
+                "no_missed_event",
+                at,
+                &[client, reader, writer],
+                &[event_id],
+                &[token],
+                format!(
+                    "event {event_id} ({writer}@{stream_id}) committed and was covered by {client}'s page up to {token} from {reader}, but no page ever returned it to {client}"
+                ),
+            );
+            if let Some((finding, evidence)) =
+                diagnose_client_miss(facts, context, reader, writer, stream_id, at)
+            {
+                found.finding = Some(finding);
+                found.message = format!("{}: {evidence}", found.message);
+            }
+            violations.push(found);
         }
     }
     if owed_mode {
@@ -625,6 +731,161 @@ fn diagnose_f1(
         .then_some("F1")
 }
 
+/// Why a client of `reader` never got `writer`'s committed event `stream_id` although a token
+/// it got covered the event (first at `covered_at`): the reader's `_events_stream_cache` never
+/// marked the event's room, because the reader never processed the event's row. Each confirmed
+/// finding (tools/synapse/FINDINGS.md, verified on real Synapse 1.163.2) is diagnosed from
+/// its exact shape in the history, and the answer names the records that make it; anything
+/// else is `None`, an unexplained failure.
+///
+/// - F3: the event's own writer announced `POSITION prev new` with `prev < id <= new` and
+///   never sent the row's RDATA, and one of its sequence fetches was in flight when the row
+///   committed (holding its own position back) or when the POSITION went out.
+/// - F1: another writer (re)started, claiming a position at or above the id while the id was
+///   allocated and not yet committed, and the reader then discarded the row's RDATA.
+/// - F2: the reader reconnected (or re-subscribed to the bus) and afterwards, before the
+///   cover, another writer announced a `POSITION` at or above the id, and the reader then
+///   discarded the row's RDATA or never processed the row at all (the catch-up started above
+///   it).
+/// - F2 over the world's direct TCP replication only (one connection per writer, see README's
+///   differences): the writer sent the row's RDATA, another writer then announced a
+///   `POSITION` at or above the id, which reached the reader first on its own connection,
+///   and the reader then discarded the RDATA. This is F2's mechanism without the reconnect:
+///   on one Redis bus the other writer learns of the id only after the bus carried its RDATA.
+fn diagnose_client_miss(
+    facts: &Facts,
+    context: &CheckContext,
+    reader: &str,
+    writer: &str,
+    stream_id: i64,
+    covered_at: SimInstant,
+) -> Option<(&'static str, String)> {
+    diagnose_f3_shape(facts, writer, stream_id)
+        .or_else(|| diagnose_f1_shape(facts, reader, writer, stream_id))
+        .or_else(|| diagnose_f2_shape(facts, reader, writer, stream_id, covered_at))
+        .or_else(|| {
+            (context.transport == crate::scenario::Transport::Tcp)
+                .then(|| diagnose_f2_overtaken(facts, reader, writer, stream_id))
+                .flatten()
+        })
+}
+
+fn diagnose_f2_overtaken(
+    facts: &Facts,
+    reader: &str,
+    writer: &str,
+    stream_id: i64,
+) -> Option<(&'static str, String)> {
+    let sent = *facts.rdata_sent.get(&(writer, stream_id))?;
+    facts.positions.iter().find_map(|(passed, other, prev, new)| {
+        if *other == writer || *new < stream_id || *passed < sent {
+            return None;
+        }
+        let (discarded, ..) = facts.discards.iter().find(|(at, r, w, t)| {
+            *r == reader && *w == writer && *t == stream_id && at >= passed
+        })?;
+        Some((
+            "F2",
+            format!(
+                "F2: {writer} sent RDATA {stream_id} at {sent}, {other} announced POSITION {prev} {new} at {passed} on its own connection, and {reader} discarded the RDATA at {discarded}"
+            ),
+        ))
+    })
+}
+
+fn diagnose_f3_shape(
+    facts: &Facts,
+    writer: &str,
+    stream_id: i64,
+) -> Option<(&'static str, String)> {
+    if facts.rdata_sent.contains_key(&(writer, stream_id)) {
+        return None;
+    }
+    let committed = facts.commit_of(writer, stream_id)?;
+    facts.positions.iter().find_map(|(at, host, prev, new)| {
+        if *host != writer || !(*prev < stream_id && stream_id <= *new) {
+            return None;
+        }
+        // The fetch holds the writer's own position back while the row finishes (and the
+        // position stays there until the writer's next finish), or is still in flight
+        // when the POSITION goes out.
+        let (_, requested, answered) =
+            facts.fetches.iter().find(|(fetcher, requested, answered)| {
+                *fetcher == writer
+                    && ((*requested <= committed && committed <= *answered)
+                        || (requested <= at && at <= answered))
+            })?;
+        Some((
+            "F3",
+            format!(
+                "F3: {writer}@{stream_id} committed at {committed}, {writer}'s sequence fetch was in flight from {requested} to {answered}, {writer} announced POSITION {prev} {new} at {at} and never sent RDATA for {stream_id}"
+            ),
+        ))
+    })
+}
+
+fn diagnose_f1_shape(
+    facts: &Facts,
+    reader: &str,
+    writer: &str,
+    stream_id: i64,
+) -> Option<(&'static str, String)> {
+    let allocated = *facts.allocated_at.get(&stream_id)?;
+    let committed = facts.commit_of(writer, stream_id)?;
+    facts.starts.iter().find_map(|(started, host, token)| {
+        let claim = token.pos_for(host);
+        if *host == writer || !(allocated <= *started && *started < committed) || claim < stream_id
+        {
+            return None;
+        }
+        let (discarded, ..) = facts.discards.iter().find(|(at, r, w, t)| {
+            *r == reader && *w == writer && *t == stream_id && at >= started
+        })?;
+        Some((
+            "F1",
+            format!(
+                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and uncommitted (until {committed}); {reader} discarded its RDATA at {discarded}"
+            ),
+        ))
+    })
+}
+
+fn diagnose_f2_shape(
+    facts: &Facts,
+    reader: &str,
+    writer: &str,
+    stream_id: i64,
+    covered_at: SimInstant,
+) -> Option<(&'static str, String)> {
+    facts.reconnects.iter().find_map(|(reconnected, host, peer)| {
+        if *host != reader || (*peer != writer && *peer != "redis") || *reconnected > covered_at {
+            return None;
+        }
+        let (passed, other, prev, new) = facts.positions.iter().find(|(at, other, _, new)| {
+            *other != writer && at >= reconnected && *at <= covered_at && *new >= stream_id
+        })?;
+        let discarded = facts.discards.iter().find(|(at, r, w, t)| {
+            *r == reader && *w == writer && *t == stream_id && at >= passed
+        });
+        let event_id = facts.event_of(writer, stream_id)?;
+        let processed = facts
+            .deliveries
+            .get(&(reader, event_id))
+            .is_some_and(|times| times.iter().any(|at| at >= reconnected));
+        let how = match discarded {
+            Some((at, ..)) => format!("discarded its RDATA at {at}"),
+            None if !processed => "never processed its row".to_owned(),
+            None => return None,
+        };
+        Some((
+            "F2",
+            format!(
+                "F2: {reader} reconnected to {peer} at {reconnected}, then {other} announced POSITION {prev} {new} at {passed}, past {writer}@{stream_id}, and {reader} {how}"
+            ),
+        ))
+    })
+}
+
 /// Every (reader, writer, token) of RDATA a reader discarded as already seen.
 fn discarded_rdata<'a>(facts: &Facts<'a>) -> BTreeSet<(&'a str, &'a str, i64)> {
     facts
@@ -737,7 +998,7 @@ fn sends_answered(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
 /// event, unless that page was cut by the timeline limit or the wait for its `since` gave up,
 /// or the process restarted in between. Sends persisted locally are not judged: Synapse does
 /// not wait for its own earlier ids there.
-fn read_your_writes(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+fn read_your_writes(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     struct Pending<'a> {
         answered_at: SimInstant,
         host: &'a str,
@@ -799,7 +1060,7 @@ fn read_your_writes(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
                 }
                 for send in due {
                     if !seen.contains(&(client.as_str(), send.event_id)) {
-                        violations.push(violation(
+                        let mut found = violation(
                             "read_your_writes",
                             record.at,
                             &[client, reader, send.writer],
@@ -809,7 +1070,23 @@ fn read_your_writes(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
                                 "{reader} answered {client}'s send of {} ({}@{}) at {} as readable, but {client}'s next /sync there did not hold it",
                                 send.event_id, send.writer, send.stream_id, send.answered_at
                             ),
-                        ));
+                        );
+                        // The event's own row (the send waited on its batch's highest id).
+                        let diagnosis = facts.commits.get(send.event_id).and_then(|commit| {
+                            diagnose_client_miss(
+                                facts,
+                                context,
+                                reader,
+                                &commit.writer,
+                                commit.stream_id,
+                                record.at,
+                            )
+                        });
+                        if let Some((finding, evidence)) = diagnosis {
+                            found.finding = Some(finding);
+                            found.message = format!("{}: {evidence}", found.message);
+                        }
+                        violations.push(found);
                     }
                 }
             }

@@ -239,6 +239,7 @@ pub fn generated(seed: u64) -> Scenario {
             sync_clients,
             writer_clients,
             late_hosts: Vec::new(),
+            rooms_per_writer: 2,
         },
         workload,
         network,

@@ -19,6 +19,15 @@ pub enum Event {
         host: String,
         rows: Vec<(i64, String)>,
     },
+    /// A writer's sequence fetch for a batch (`nextval` through `_load_next_mult_id`) came
+    /// back, with its ids or (empty) failed: from `requested_at` until now its guard was in
+    /// the generator's `_in_flight_fetches`, which holds the writer's own position back
+    /// (what finding F3 needs).
+    SequenceFetched {
+        host: String,
+        requested_at: SimInstant,
+        ids: Vec<i64>,
+    },
     /// A batch failed after allocation: its ids are permanent gaps.
     Aborted { host: String, ids: Vec<i64> },
     /// A replication command went out (its wire line, without the newline).

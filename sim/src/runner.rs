@@ -73,6 +73,7 @@ pub fn run_seed_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunReport {
         clients: scenario.clients(),
         ended_at: outcome.ended_at,
         converge_within_ms: scenario.converge_within_ms,
+        transport: scenario.transport,
     };
     let mut violations = Vec::new();
     if let Some(failure) = &outcome.host_failure {

@@ -150,6 +150,35 @@ pub struct Topology {
     /// in the initial writers config; a `reconfigure` fault adds them.
     #[serde(default)]
     pub late_hosts: Vec<String>,
+    /// Rooms per writer host: the world has `rooms_per_writer × writers` rooms (`!r0`,
+    /// `!r1`, ...), sharded over the writers config as `stream_writers.events` shards them
+    /// (see [`room_persister`]); every sync client is joined to every room. Default 2.
+    #[serde(
+        default = "default_rooms_per_writer",
+        skip_serializing_if = "is_default_rooms_per_writer"
+    )]
+    pub rooms_per_writer: u32,
+}
+
+fn default_rooms_per_writer() -> u32 {
+    2
+}
+
+fn is_default_rooms_per_writer(value: &u32) -> bool {
+    *value == default_rooms_per_writer()
+}
+
+/// Largest accepted `topology.rooms_per_writer`: each room is a change-cache entry and a
+/// timeline query of every initial /sync.
+pub const ROOMS_PER_WRITER_MAX: u32 = 100;
+
+/// The process that persists `room` under a writers config: the room's index modulo the
+/// number of writers. Synapse's `ShardedWorkerHandlingConfig._get_instance` takes the room
+/// id's sha256 modulo the number of writers (synapse/config/workers.py); an index gives each
+/// writer exactly its share and moves rooms on a `reconfigure` just the same way.
+pub fn room_persister<'a>(room: &str, writers: &'a [String]) -> Option<&'a str> {
+    let index: usize = room.strip_prefix("!r")?.parse().ok()?;
+    (!writers.is_empty()).then(|| writers[index % writers.len()].as_str())
 }
 
 /// An inclusive range of values.
@@ -379,6 +408,13 @@ impl Scenario {
         reader_clients.chain(writer_clients).collect()
     }
 
+    /// Every room of the world, `!r0` upwards.
+    pub fn rooms(&self) -> Vec<String> {
+        (0..self.topology.rooms_per_writer * self.topology.writers)
+            .map(|i| format!("!r{i}"))
+            .collect()
+    }
+
     /// The writers config at the start: every writer that is not late.
     pub fn initial_writers(&self) -> Vec<String> {
         self.writer_names()
@@ -403,6 +439,15 @@ impl Scenario {
                     format!("min {} is above max {}", range.min, range.max),
                 );
             }
+        }
+        if !(1..=ROOMS_PER_WRITER_MAX).contains(&self.topology.rooms_per_writer) {
+            return fail(
+                "topology.rooms_per_writer",
+                format!(
+                    "{} is not in 1..={ROOMS_PER_WRITER_MAX}",
+                    self.topology.rooms_per_writer
+                ),
+            );
         }
         if self.workload.batches_per_second == 0 {
             return fail(

@@ -169,6 +169,7 @@ prop_compose! {
                 sync_clients: sync_clients.min(readers),
                 writer_clients,
                 late_hosts: Vec::new(),
+                rooms_per_writer: 2,
             },
             workload: Workload {
                 batches_per_second,

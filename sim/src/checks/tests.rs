@@ -20,6 +20,7 @@ fn context(ended_at: u64) -> CheckContext {
         clients: Vec::new(),
         ended_at: SimInstant::from_ms(ended_at),
         converge_within_ms: 1_000,
+        transport: crate::scenario::Transport::Tcp,
     }
 }
 
@@ -253,4 +254,225 @@ fn a_restarted_readers_new_notifier_may_announce_again_but_one_notifier_only_onc
         .any(|v| v.invariant == "no_duplicate"));
     delivered(&mut h, 45, "w1", 2);
     assert_eq!(no_duplicate(&Facts::from(&h), &context(50)).len(), 1);
+}
+
+fn at(ms: u64) -> SimInstant {
+    SimInstant::from_ms(ms)
+}
+
+fn page(
+    h: &mut History,
+    ms: u64,
+    since: MultiWriterToken,
+    next_batch: MultiWriterToken,
+    ids: &[(&str, i64)],
+) {
+    h.record(
+        at(ms),
+        Event::SyncPage {
+            client: "c1".into(),
+            reader: "r1".into(),
+            requested_at: at(ms),
+            since: Some(since),
+            next_batch,
+            events: ids
+                .iter()
+                .map(|(w, id)| ((*w).to_owned(), *id, format!("$e{id}")))
+                .collect(),
+            limited: false,
+            timed_out: false,
+        },
+    );
+}
+
+fn announced(h: &mut History, ms: u64, host: &str, line: &str) {
+    h.record(
+        at(ms),
+        Event::Announced {
+            host: host.into(),
+            line: line.into(),
+        },
+    );
+}
+
+fn discarded(h: &mut History, ms: u64, writer: &str, token: i64) {
+    h.record(
+        at(ms),
+        Event::RdataDiscarded {
+            reader: "r1".into(),
+            writer: writer.into(),
+            token,
+        },
+    );
+}
+
+/// The `no_missed_event` violations of c1 (not of the notifier) with their findings.
+fn client_misses(h: &History, context: &CheckContext) -> Vec<Option<&'static str>> {
+    check_all(h, context)
+        .into_iter()
+        .filter(|v| {
+            v.invariant == "no_missed_event" && v.hosts.first().map(String::as_str) == Some("c1")
+        })
+        .map(|v| v.finding)
+        .collect()
+}
+
+#[test]
+fn a_covered_event_no_page_returns_is_missed_but_a_later_page_may_still_return_it() {
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 5);
+    page(&mut h, 20, token(4, &[]), token(5, &[]), &[]);
+    assert_eq!(client_misses(&h, &context(100)), vec![None], "unexplained");
+    let mut later = h.clone();
+    page(&mut later, 30, token(4, &[]), token(5, &[]), &[("w1", 5)]);
+    assert_eq!(
+        client_misses(&later, &context(100)),
+        Vec::<Option<&str>>::new()
+    );
+}
+
+#[test]
+fn a_client_miss_after_the_writers_own_position_over_its_row_during_a_fetch_is_f3() {
+    let history = |answered: u64, rdata_sent: bool| {
+        let mut h = History::new();
+        if answered < 10 {
+            h.record(
+                at(answered),
+                Event::SequenceFetched {
+                    host: "w1".into(),
+                    requested_at: at(8),
+                    ids: vec![6],
+                },
+            );
+        }
+        committed(&mut h, 10, "w1", 5);
+        if rdata_sent {
+            announced(&mut h, 10, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+        }
+        if (10..11).contains(&answered) {
+            h.record(
+                at(answered),
+                Event::SequenceFetched {
+                    host: "w1".into(),
+                    requested_at: at(8),
+                    ids: vec![6],
+                },
+            );
+        }
+        announced(&mut h, 11, "w1", "POSITION events w1 4 5");
+        if answered >= 11 {
+            h.record(
+                at(answered),
+                Event::SequenceFetched {
+                    host: "w1".into(),
+                    requested_at: at(8),
+                    ids: vec![6],
+                },
+            );
+        }
+        page(&mut h, 20, token(4, &[]), token(5, &[]), &[]);
+        h
+    };
+    assert_eq!(
+        client_misses(&history(12, false), &context(100)),
+        vec![Some("F3")]
+    );
+    let found = check_all(&history(12, false), &context(100));
+    assert!(
+        found[0]
+            .message
+            .contains("w1 announced POSITION 4 5 at 0.011s"),
+        "{found:?}"
+    );
+    // The fetch was in flight when the row committed, answered before the POSITION: F3 too.
+    assert_eq!(
+        client_misses(&history(10, false), &context(100)),
+        vec![Some("F3")]
+    );
+    // Near misses: the fetch came back before the row committed and the POSITION, or the
+    // row went out as RDATA.
+    assert_eq!(client_misses(&history(9, false), &context(100)), vec![None]);
+    assert_eq!(client_misses(&history(12, true), &context(100)), vec![None]);
+}
+
+#[test]
+fn a_client_miss_after_another_writers_restart_claimed_the_id_and_the_rdata_was_discarded_is_f1() {
+    let history = |claim: i64, discard: bool| {
+        let mut h = History::new();
+        h.record(
+            at(1),
+            Event::Allocated {
+                host: "w1".into(),
+                ids: vec![5],
+            },
+        );
+        h.record(
+            at(2),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", claim)]),
+            },
+        );
+        committed(&mut h, 4, "w1", 5);
+        if discard {
+            discarded(&mut h, 5, "w1", 5);
+        }
+        page(&mut h, 6, token(3, &[]), token(5, &[]), &[]);
+        h
+    };
+    assert_eq!(
+        client_misses(&history(5, true), &context(100)),
+        vec![Some("F1")]
+    );
+    // Near misses: w2's claim stops below the id, or the reader never discarded the RDATA.
+    assert_eq!(client_misses(&history(4, true), &context(100)), vec![None]);
+    assert_eq!(client_misses(&history(5, false), &context(100)), vec![None]);
+}
+
+#[test]
+fn a_client_miss_after_a_reconnect_and_another_writers_position_is_f2() {
+    let history = |position_at: u64, fetched: bool| {
+        let mut h = History::new();
+        committed(&mut h, 10, "w1", 5);
+        if position_at < 12 {
+            announced(&mut h, position_at, "w2", "POSITION events w2 4 6");
+        }
+        h.record(
+            at(12),
+            Event::Reconnected {
+                host: "r1".into(),
+                peer: "redis".into(),
+            },
+        );
+        if position_at >= 12 {
+            announced(&mut h, position_at, "w2", "POSITION events w2 4 6");
+        }
+        announced(&mut h, 14, "w1", "POSITION events w1 4 5");
+        if fetched {
+            delivered(&mut h, 15, "w1", 5);
+        }
+        page(&mut h, 20, token(4, &[]), token(6, &[]), &[]);
+        h
+    };
+    let mut redis = context(100);
+    redis.transport = crate::scenario::Transport::Redis;
+    assert_eq!(client_misses(&history(13, false), &redis), vec![Some("F2")]);
+    // Near miss: w2's POSITION came before the reconnect.
+    assert_eq!(client_misses(&history(11, false), &redis), vec![None]);
+    // Near miss: the reader processed the row after the reconnect (a catch-up fetched it).
+    assert_eq!(client_misses(&history(13, true), &redis), vec![None]);
+}
+
+#[test]
+fn over_tcp_a_position_overtaking_the_rdata_on_another_connection_is_f2_but_not_on_redis() {
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 5);
+    announced(&mut h, 11, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+    announced(&mut h, 12, "w2", "POSITION events w2 4 6");
+    discarded(&mut h, 13, "w1", 5);
+    page(&mut h, 20, token(4, &[]), token(6, &[]), &[]);
+    assert_eq!(client_misses(&h, &context(100)), vec![Some("F2")]);
+    let mut redis = context(100);
+    redis.transport = crate::scenario::Transport::Redis;
+    assert_eq!(client_misses(&h, &redis), vec![None]);
 }

@@ -91,6 +91,38 @@ fn checks_after_parsing_point_at_the_field() {
     assert_eq!((e.field.as_str(), e.line), ("fault[1].at_ms", 25), "{e}");
     let e = error(&GOOD.replace("writers = 2", "writers = 0"));
     assert_eq!(e.field, "topology.writers", "{e}");
+    let e = error(&GOOD.replace("sync_clients = 1", "sync_clients = 1\nrooms_per_writer = 0"));
+    assert_eq!(
+        (e.field.as_str(), e.line, e.column),
+        ("topology.rooms_per_writer", 10, 1),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("s.toml:10:1: topology.rooms_per_writer: 0 is not in 1..=100"),
+        "{e}"
+    );
+    let e = error(&GOOD.replace(
+        "sync_clients = 1",
+        "sync_clients = 1\nrooms_per_writer = -1",
+    ));
+    assert_eq!(e.line, 10, "{e}");
+}
+
+#[test]
+fn rooms_are_sharded_over_the_writers_config() {
+    let scenario = Scenario::parse(Path::new("s.toml"), GOOD).unwrap();
+    assert_eq!(scenario.topology.rooms_per_writer, 2);
+    assert_eq!(scenario.rooms(), vec!["!r0", "!r1", "!r2", "!r3"]);
+    let writers = vec!["w1".to_owned(), "w2".to_owned()];
+    let owners: Vec<_> = scenario
+        .rooms()
+        .iter()
+        .map(|room| room_persister(room, &writers).unwrap())
+        .collect();
+    assert_eq!(owners, vec!["w1", "w2", "w1", "w2"]);
+    assert_eq!(room_persister("!r3", &writers[..1]), Some("w1"));
+    assert_eq!(room_persister("!r3", &[]), None);
 }
 
 #[test]

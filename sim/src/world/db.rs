@@ -19,6 +19,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use streamsim_models::db::{Database, StreamRow};
 use streamsim_models::idgen::{read_startup_state, IdGenConfig, StartupState};
+use streamsim_models::roomsync::{row_payload, split_row_payload};
 
 use super::Shared;
 use crate::history::Event;
@@ -61,6 +62,9 @@ pub enum DbRequest {
 pub enum DbResponse {
     Startup {
         state: StartupState,
+        /// Each room's highest stream id in the table: `get_cache_dict`'s prefill of
+        /// `_events_stream_cache`.
+        latest_by_room: Vec<(String, i64)>,
     },
     Ids {
         ids: Vec<i64>,
@@ -102,6 +106,9 @@ pub struct DbServer {
 /// not yet written: an artefact of empty databases that no real deployment has.
 pub const GENESIS_EVENT: &str = "$genesis";
 
+/// The genesis event's room: the first room.
+pub const GENESIS_ROOM: &str = "!r0";
+
 impl DbServer {
     /// A database holding the genesis event; the event is recorded as committed at time 0.
     pub fn new(shared: &Shared) -> Self {
@@ -110,7 +117,7 @@ impl DbServer {
         let row = StreamRow {
             stream_id: id,
             instance_name: "w1".to_owned(),
-            payload: Some(GENESIS_EVENT.to_owned()),
+            payload: Some(row_payload(GENESIS_EVENT, GENESIS_ROOM)),
         };
         database
             .insert_rows_autocommit("w1", vec![row])
@@ -127,6 +134,22 @@ impl DbServer {
             incarnations: BTreeMap::new(),
             bugs: shared.bugs,
         }
+    }
+
+    /// `get_cache_dict(db_conn, "events", entity_column="room_id",
+    /// stream_column="stream_ordering", ...)` (synapse/storage/database.py): the rows in
+    /// descending stream order (its limit of 100 000 never binds here), each room's first,
+    /// i.e. its highest stream id.
+    fn latest_by_room(&self) -> Vec<(String, i64)> {
+        let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+        for row in self.database.rows() {
+            let payload = row.payload.as_deref().unwrap_or_default();
+            if let (_, Some(room)) = split_row_payload(payload) {
+                let entry = latest.entry(room.to_owned()).or_insert(row.stream_id);
+                *entry = (*entry).max(row.stream_id);
+            }
+        }
+        latest.into_iter().collect()
     }
 
     fn handle(&mut self, shared: &Shared, envelope: Envelope) -> DbResponse {
@@ -152,7 +175,10 @@ impl DbServer {
                 let names: Vec<&str> = writers.iter().map(String::as_str).collect();
                 let config = IdGenConfig::new(&owner, &names).with_bugs(self.bugs);
                 read_startup_state(&mut self.database, &config)
-                    .map(|state| DbResponse::Startup { state })
+                    .map(|state| DbResponse::Startup {
+                        state,
+                        latest_by_room: self.latest_by_room(),
+                    })
                     .map_err(|e| e.to_string())
             }
             DbRequest::NextvalMany { count } => self
@@ -224,6 +250,11 @@ impl DbServer {
         }
         self.database.commit(txn).map_err(|e| e.to_string())?;
         shared.note_committed(&rows);
+        // The history names events by their ids; their rooms travel in the payloads.
+        let rows = rows
+            .into_iter()
+            .map(|(id, payload)| (id, split_row_payload(&payload).0.to_owned()))
+            .collect();
         shared.record(Event::Committed {
             host: owner.to_owned(),
             rows,
@@ -298,14 +329,21 @@ impl DbClient {
         }
     }
 
-    pub async fn startup(&self, writers: &[String]) -> Result<StartupState, DbCallError> {
+    /// The id generator's start-up state and each room's latest stream id.
+    pub async fn startup(
+        &self,
+        writers: &[String],
+    ) -> Result<(StartupState, Vec<(String, i64)>), DbCallError> {
         match self
             .call(DbRequest::Startup {
                 writers: writers.to_vec(),
             })
             .await?
         {
-            DbResponse::Startup { state } => Ok(state),
+            DbResponse::Startup {
+                state,
+                latest_by_room,
+            } => Ok((state, latest_by_room)),
             other => Err(unexpected(other)),
         }
     }

@@ -11,12 +11,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+use streamsim_models::changecache::StreamChangeCache;
 use streamsim_models::db::STREAM_NAME;
 use streamsim_models::idgen::{IdGenConfig, MultiWriterIdGenerator};
 use streamsim_models::limits::UPDATES_FETCH_ROWS_MAX;
 use streamsim_models::notifier::{Notifier, PositionWaiters, PositionWakeup, RoomEvent, WaiterId};
 use streamsim_models::persister::Persister;
 use streamsim_models::replication::{AnnouncerAction, FollowerAction, StreamAnnouncer};
+use streamsim_models::roomsync::{row_payload, split_row_payload};
 use streamsim_models::token::MultiWriterToken;
 use streamsim_models::wire::pyjson::PyValue;
 use streamsim_models::wire::Command;
@@ -61,7 +63,11 @@ impl Inbound {
                 token,
                 row,
             } if stream_name.eq_str(STREAM_NAME) => {
+                // `[event_id, room_id, ...]`: the payload the models pass through names both.
                 let event_id = match row.iterate().as_deref() {
+                    Some([PyValue::Str(event_id), PyValue::Str(room), ..]) => {
+                        row_payload(&text(event_id), &text(room))
+                    }
                     Some([PyValue::Str(event_id), ..]) => text(event_id),
                     _ => String::new(),
                 };
@@ -100,6 +106,9 @@ pub struct WriterPart {
 /// A process's memory.
 pub struct ProcessState {
     pub generator: MultiWriterIdGenerator,
+    /// `_events_stream_cache`: which rooms changed after a stream position; what an
+    /// incremental /sync reads (see [`Process::rooms_changed`]).
+    pub events_stream_cache: StreamChangeCache,
     /// One follower per replication link (a writer's name over TCP, `bus` over Redis).
     pub followers: BTreeMap<String, streamsim_models::replication::StreamFollower>,
     pub notifier: Option<Notifier>,
@@ -126,6 +135,9 @@ pub struct Process {
     pub shared: Rc<Shared>,
     pub name: String,
     pub incarnation: u32,
+    /// The writers config (`stream_writers.events`) this process read when it started: who
+    /// persists which room.
+    pub writers: Vec<String>,
     pub db: DbClient,
     pub state: RefCell<ProcessState>,
     /// Wakes the persistence queue when a send is queued.
@@ -153,9 +165,9 @@ impl Process {
         let incarnation = shared.begin_incarnation(name);
         let writers = shared.writers();
         let db = DbClient::new(name, incarnation);
-        let startup = loop {
+        let (startup, latest_by_room) = loop {
             match db.startup(&writers).await {
-                Ok(state) => break state,
+                Ok(answer) => break answer,
                 Err(error) => {
                     tracing::debug!(host = name, %error, "start-up read failed; retrying");
                     tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
@@ -168,6 +180,15 @@ impl Process {
             startup,
         );
         let token = room_token(&generator);
+        // `StreamWorkerStore.__init__` (synapse/storage/databases/main/stream.py):
+        // `get_cache_dict(..., max_value=get_room_max_stream_ordering())`, then
+        // `StreamChangeCache(min_event_val, prefilled_cache=...)`.
+        let events_stream_cache = StreamChangeCache::prefilled(
+            latest_by_room
+                .iter()
+                .map(|(room, position)| (room.as_str(), *position)),
+            generator.current_token(),
+        );
         if incarnation > 1 {
             shared.record(Event::Restarted {
                 host: name.to_owned(),
@@ -197,8 +218,10 @@ impl Process {
             name: name.to_owned(),
             incarnation,
             db,
+            writers: writers.clone(),
             state: RefCell::new(ProcessState {
                 generator,
+                events_stream_cache,
                 followers: BTreeMap::new(),
                 notifier,
                 writer,
@@ -382,6 +405,16 @@ impl Process {
                     room_token,
                     caught_up,
                 } => {
+                    // `process_replication_rows` → `_process_event_stream_row` →
+                    // `_invalidate_caches_for_event(token, ...)` (storage/databases/main/
+                    // cache.py) marks each row's room changed at the command's token, for
+                    // RDATA processed and rows a POSITION's catch-up fetched alike (never
+                    // for RDATA discarded as already seen: no Rows action then).
+                    self.rooms_changed(rows.iter().map(|(_, payload)| (payload.as_str(), token)));
+                    let rows = rows
+                        .into_iter()
+                        .map(|(id, payload)| (id, split_row_payload(&payload).0.to_owned()))
+                        .collect();
                     self.notify_rows(&instance, rows, room_token, caught_up);
                     self.wake_waiters(&instance, token);
                 }
@@ -414,6 +447,17 @@ impl Process {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// `_events_stream_cache.entity_has_changed(room_id, stream_ordering)` for each row
+    /// (payload, position).
+    pub fn rooms_changed<'p>(&self, rows: impl IntoIterator<Item = (&'p str, i64)>) {
+        let cache = &mut self.state.borrow_mut().events_stream_cache;
+        for (payload, position) in rows {
+            if let (_, Some(room)) = split_row_payload(payload) {
+                cache.entity_has_changed(room, position);
             }
         }
     }

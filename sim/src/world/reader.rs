@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use streamsim_models::notifier::{RoomEvent, SyncOptions, SyncPoll, SyncRequest};
+use streamsim_models::roomsync::{changed_rooms, split_row_payload};
 use streamsim_models::token::MultiWriterToken;
 
 use super::process::{room_token, Process, DB_RETRY_DELAY_MS};
@@ -54,7 +55,10 @@ pub async fn serve_sync(process: Rc<Process>) {
 }
 
 /// One /sync: bound a token from the future, wait for this process to catch up with it (or
-/// give up), then read the events in range from the database.
+/// give up), then read the events in range from the database: an initial sync every room's,
+/// an incremental one only the rooms the process's `_events_stream_cache` says changed after
+/// `since` (`roomsync::changed_rooms`), as `get_room_events_stream_for_rooms` reads them.
+/// Every sync client is joined to every room.
 async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
     let max_allocated = retry(|| process.db.max_allocated()).await;
     let mut request = {
@@ -76,8 +80,20 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
             options,
         )
     };
+    let joined = process.shared.scenario.rooms();
     loop {
-        let current = room_token(&process.state.borrow().generator);
+        // The token and the rooms to read are taken together, before the database read.
+        let (current, rooms) = {
+            let state = process.state.borrow();
+            let rooms = request.since().map(|since| {
+                changed_rooms(
+                    joined.iter().map(String::as_str),
+                    since,
+                    &state.events_stream_cache,
+                )
+            });
+            (room_token(&state.generator), rooms)
+        };
         let caught_up = request
             .since()
             .is_none_or(|since| since.is_before_or_eq(&current));
@@ -86,7 +102,14 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
             retry(|| process.db.rows_in_range(from, current.max_pos()))
                 .await
                 .into_iter()
-                .map(|(writer, id, event_id)| RoomEvent::new(&writer, id, &event_id))
+                .filter_map(|(writer, id, payload)| {
+                    let (event_id, room) = split_row_payload(&payload);
+                    let read = match (&rooms, room) {
+                        (Some(rooms), Some(room)) => rooms.contains(room),
+                        _ => true,
+                    };
+                    read.then(|| RoomEvent::new(&writer, id, event_id))
+                })
                 .collect()
         } else {
             Vec::new()

@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 use super::process::Process;
 use super::writer;
 use crate::net::{connect, now, FramedStream, CLIENT_SEND_PORT, PERSIST_PORT};
+use crate::scenario::room_persister;
+use streamsim_models::roomsync::row_payload;
 
 /// How long a process waits for the persister to answer a forwarded send, in milliseconds.
 pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
@@ -27,6 +29,8 @@ pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendRequest {
     pub event_id: String,
+    /// The room the event is sent to.
+    pub room: String,
 }
 
 /// The answer to a client's send.
@@ -38,10 +42,10 @@ pub struct SendAnswer {
     pub outcome: String,
 }
 
-/// A send forwarded to the persister.
+/// A send forwarded to the room's persister: the row payload (event id and room).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ForwardRequest {
-    event_id: String,
+    payload: String,
 }
 
 /// The persister's answer: the batch's highest id, or why it was not persisted.
@@ -52,7 +56,8 @@ struct ForwardAnswer {
 
 /// A send waiting in the persister's queue.
 pub struct QueuedSend {
-    event_id: String,
+    /// The event's row payload (event id and room).
+    payload: String,
     answer: oneshot::Sender<Result<i64, String>>,
 }
 
@@ -81,7 +86,7 @@ pub async fn serve_forwarded(process: Rc<Process>) {
         async move {
             let mut framed = FramedStream::new(stream);
             if let Ok(Some(request)) = framed.recv::<ForwardRequest>().await {
-                let result = enqueue(&process, request.event_id).await;
+                let result = enqueue(&process, request.payload).await;
                 let _ = framed.send(&ForwardAnswer { result }).await;
             }
         }
@@ -90,14 +95,14 @@ pub async fn serve_forwarded(process: Rc<Process>) {
     panic!("the persist port is taken: {error}");
 }
 
-/// Queues one event for the next batch and waits for the batch's outcome.
-async fn enqueue(process: &Rc<Process>, event_id: String) -> Result<i64, String> {
+/// Queues one event (its row payload) for the next batch and waits for the batch's outcome.
+async fn enqueue(process: &Rc<Process>, payload: String) -> Result<i64, String> {
     let (answer, outcome) = oneshot::channel();
     process
         .state
         .borrow_mut()
         .send_queue
-        .push(QueuedSend { event_id, answer });
+        .push(QueuedSend { payload, answer });
     process.send_queued.notify_one();
     outcome
         .await
@@ -116,7 +121,7 @@ async fn persist_queued(process: Rc<Process>) {
             continue;
         }
         let delay = writer::draw_persist_delay(&process, &mut rng);
-        let events = queued.iter().map(|q| q.event_id.clone()).collect();
+        let events = queued.iter().map(|q| q.payload.clone()).collect();
         let result = writer::persist(process.clone(), events, delay)
             .await
             .and_then(|ids| ids.into_iter().max().ok_or_else(|| "empty batch".into()));
@@ -132,12 +137,14 @@ async fn handle_send(process: &Rc<Process>, request: SendRequest) -> SendAnswer 
         persisted_at: None,
         outcome: format!("error: {message}"),
     };
-    // Every event of the one simulated room goes to its persister, the first configured writer.
-    let Some(persister) = process.shared.writers().first().cloned() else {
+    // The event goes to its room's persister under this process's writers config
+    // (`send_events` to the room's `stream_writers.events` shard).
+    let Some(persister) = room_persister(&request.room, &process.writers).map(str::to_owned) else {
         return error("no writer configured".into());
     };
+    let payload = row_payload(&request.event_id, &request.room);
     if persister == process.name {
-        return match enqueue(process, request.event_id).await {
+        return match enqueue(process, payload).await {
             Ok(stream_id) => SendAnswer {
                 persisted_at: Some((persister, stream_id)),
                 outcome: "local".into(),
@@ -151,12 +158,7 @@ async fn handle_send(process: &Rc<Process>, request: SendRequest) -> SendAnswer 
             .map_err(|e| e.to_string())?;
         let mut framed = FramedStream::new(stream);
         let answer: ForwardAnswer = framed
-            .call(
-                &ForwardRequest {
-                    event_id: request.event_id.clone(),
-                },
-                FORWARD_TIMEOUT_MS,
-            )
+            .call(&ForwardRequest { payload }, FORWARD_TIMEOUT_MS)
             .await
             .map_err(|e| e.to_string())?;
         answer.result
@@ -228,6 +230,9 @@ pub async fn client_sends(
         return;
     }
     let mut rng = shared.rng_for(&format!("{client}/sends"), 1);
+    // Rooms come from a stream of their own, so the sends' timing draws stay as they were.
+    let mut room_rng = shared.rng_for(&format!("{client}/rooms"), 1);
+    let rooms = shared.scenario.rooms();
     let interval_ms = (1_000 / u64::from(rate)).max(1);
     let mut sequence = 0u64;
     loop {
@@ -239,6 +244,7 @@ pub async fn client_sends(
         }
         sequence += 1;
         let event_id = format!("${client}.send.{sequence}");
+        let room = rooms[rand::Rng::random_range(&mut room_rng, 0..rooms.len())].clone();
         let (shared, client, host, answered) = (
             shared.clone(),
             client.clone(),
@@ -252,6 +258,7 @@ pub async fn client_sends(
             let mut framed = FramedStream::new(stream);
             let request = SendRequest {
                 event_id: event_id.clone(),
+                room,
             };
             let Ok(answer) = framed
                 .call::<_, SendAnswer>(&request, 2 * FORWARD_TIMEOUT_MS)

@@ -23,7 +23,8 @@ use super::process::Process;
 use super::{follow, reader, send, Shared, HOMESERVER_NAME};
 use crate::history::Event;
 use crate::net::{now, REPLICATION_PORT};
-use crate::scenario::Transport;
+use crate::scenario::{room_persister, Transport};
+use streamsim_models::roomsync::row_payload;
 
 /// The writer host's software: start, serve replication, follow the other writers, run the
 /// workload until the scenario's workload phase ends.
@@ -58,6 +59,10 @@ async fn idle_pokes(process: Rc<Process>) {
 async fn workload(process: Rc<Process>) {
     let shared = process.shared.clone();
     let mut rng = shared.rng_for(&process.name, process.incarnation);
+    // Rooms are drawn from a stream of their own, so the workload's timing draws stay as
+    // they were.
+    let mut room_rng = shared.rng_for(&format!("{}/rooms", process.name), process.incarnation);
+    let rooms = own_rooms(&process);
     let workload = shared.scenario.workload.clone();
     let interval_ms = (1_000 / u64::from(workload.batches_per_second.max(1))).max(1);
     let mut sequence = 0u64;
@@ -72,13 +77,31 @@ async fn workload(process: Rc<Process>) {
         let events = (0..size)
             .map(|_| {
                 sequence += 1;
-                format!("${}.{}.{}", process.name, process.incarnation, sequence)
+                let event_id = format!("${}.{}.{}", process.name, process.incarnation, sequence);
+                let room = &rooms[room_rng.random_range(0..rooms.len())];
+                row_payload(&event_id, room)
             })
             .collect();
         let process = process.clone();
         tokio::task::spawn_local(async move {
             let _ = persist(process, events, delay).await;
         });
+    }
+}
+
+/// The rooms this writer persists under its writers config (every room when it is not a
+/// configured writer: its batches are refused anyway).
+fn own_rooms(process: &Process) -> Vec<String> {
+    let all = process.shared.scenario.rooms();
+    let own: Vec<String> = all
+        .iter()
+        .filter(|room| room_persister(room, &process.writers) == Some(process.name.as_str()))
+        .cloned()
+        .collect();
+    if own.is_empty() {
+        all
+    } else {
+        own
     }
 }
 
@@ -89,7 +112,8 @@ pub fn draw_persist_delay(process: &Process, rng: &mut impl Rng) -> u64 {
 }
 
 /// One batch through the persister: ids, delay, commit, finish, announce. Answers the ids
-/// of a committed batch, or why it was not persisted.
+/// of a committed batch, or why it was not persisted. `events` are row payloads
+/// (`roomsync::row_payload`: event id and room).
 pub async fn persist(
     process: Rc<Process>,
     events: Vec<String>,
@@ -133,6 +157,11 @@ async fn persist_batch(
     let started = now();
     let fetched = process.db.nextval_many(count).await;
     process.bg_db_txn(worker, started);
+    process.shared.record(Event::SequenceFetched {
+        host: process.name.clone(),
+        requested_at: started,
+        ids: fetched.as_ref().map(Clone::clone).unwrap_or_default(),
+    });
     let ids = match fetched {
         Ok(ids) => ids,
         Err(error) => {
@@ -177,8 +206,15 @@ async fn persist_batch(
     };
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     let started = now();
-    let committed = process.db.commit(rows).await;
+    let committed = process.db.commit(rows.clone()).await;
     process.bg_db_txn(worker, started);
+    if committed.is_ok() {
+        // `txn.call_after(_events_stream_cache.entity_has_changed, room_id, stream_ordering)`
+        // (`_update_room_depths_txn`, storage/databases/main/events.py): the
+        // persisting process marks each room once its transaction committed, before the
+        // ids are finished.
+        process.rooms_changed(rows.iter().map(|(id, payload)| (payload.as_str(), *id)));
+    }
     let actions = {
         let state = &mut *process.state.borrow_mut();
         let writer = state.writer.as_mut().expect("a writer process");
