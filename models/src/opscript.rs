@@ -507,8 +507,8 @@ fn repr(name: &str) -> String {
 }
 
 /// `json.dumps(value, sort_keys=True, separators=(",", ":"))` for the values ops produce
-/// (ASCII-safe keys and strings, integers only).
-fn to_python_json(value: &Value) -> String {
+/// (ASCII-safe keys and strings, integers only). Also what `streamsim choreo` prints.
+pub fn to_python_json(value: &Value) -> String {
     // serde_json's default map is ordered by key, which is Python's sort_keys order for the
     // ASCII names scripts use; non-ASCII is escaped as Python's ensure_ascii does.
     let compact = serde_json::to_string(value).expect("plain data serializes");

@@ -68,7 +68,11 @@ class Gen:
         rooms = [r for r in sorted(self.rooms) if r not in self.held_room]
         if not rooms:
             return False
-        room = self.rng.choice(rooms)
+        self._send_into(self.rng.choice(rooms))
+        return True
+
+    def _send_into(self, room: str) -> None:
+        """A send into `room`, held wherever the writer's holds say."""
         writer = self.rooms[room]
         label = "E%d" % self.next_event
         self.next_event += 1
@@ -86,7 +90,6 @@ class Gen:
             self.with_id.append(label)
         else:
             self.with_id.append(label)
-        return True
 
     def release(self) -> bool:
         if not self.held:
@@ -226,23 +229,7 @@ class Gen:
         rooms = [r for r in sorted(self.rooms) if self.rooms[r] == writer and r not in self.held_room]
         if not rooms:
             return False
-        room = rooms[0]
-        label = "E%d" % self.next_event
-        self.next_event += 1
-        self.add({"op": "send", "event": label, "room": room})
-        self.sent.append(label)
-        if writer in self.hold_fetch:
-            self.hold_fetch.discard(writer)
-            self.held[label] = writer
-            self.held_at[label] = "fetch"
-            self.held_room[room] = label
-        elif writer in self.hold_persist:
-            self.held[label] = writer
-            self.held_at[label] = "persist"
-            self.held_room[room] = label
-            self.with_id.append(label)
-        else:
-            self.with_id.append(label)
+        self._send_into(rooms[0])
         return True
 
     def motif_f1(self) -> bool:

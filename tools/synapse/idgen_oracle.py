@@ -30,19 +30,9 @@ I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
 
 
-def _configure_environment() -> None:
-    """Point Synapse's test harness at our PostgreSQL before it is imported."""
-    env = os.environ
-    env["SYNAPSE_POSTGRES"] = "1"
-    env.setdefault("SYNAPSE_POSTGRES_HOST", env.get("STREAMSIM_PG_HOST", "127.0.0.1"))
-    env.setdefault("SYNAPSE_POSTGRES_PORT", env.get("STREAMSIM_PG_PORT", "54329"))
-    env.setdefault("SYNAPSE_POSTGRES_USER", env.get("STREAMSIM_PG_USER", "postgres"))
-    tests_dir = env.get("STREAMSIM_SYNAPSE_TESTS_DIR")
-    if tests_dir and tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
+from oracle_env import configure_environment  # noqa: E402
 
-
-_configure_environment()
+configure_environment()
 # Synapse logs warnings (e.g. "sequence is behind table", "db connection from sentinel
 # context"); they are expected here and would only clutter stderr.
 logging.disable(logging.CRITICAL)

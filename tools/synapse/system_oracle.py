@@ -49,19 +49,9 @@ import warnings
 from typing import Any
 
 
-def _configure_environment() -> None:
-    """Point Synapse's test harness at our PostgreSQL before it is imported."""
-    env = os.environ
-    env["SYNAPSE_POSTGRES"] = "1"
-    env.setdefault("SYNAPSE_POSTGRES_HOST", env.get("STREAMSIM_PG_HOST", "127.0.0.1"))
-    env.setdefault("SYNAPSE_POSTGRES_PORT", env.get("STREAMSIM_PG_PORT", "54329"))
-    env.setdefault("SYNAPSE_POSTGRES_USER", env.get("STREAMSIM_PG_USER", "postgres"))
-    tests_dir = env.get("STREAMSIM_SYNAPSE_TESTS_DIR")
-    if tests_dir and tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
+from oracle_env import configure_environment  # noqa: E402
 
-
-_configure_environment()
+configure_environment()
 # Synapse logs a great deal (and "Metric ... already registered" at every restart);
 # STREAMSIM_ORACLE_LOG=LEVEL shows it on stderr when debugging a choreography.
 if os.environ.get("STREAMSIM_ORACLE_LOG"):

@@ -50,21 +50,10 @@ fn error_line(number: usize, message: &str) -> String {
 }
 
 /// Compact JSON with sorted keys (`serde_json::Map` is a `BTreeMap`) and every non-ASCII
-/// character escaped as `\uXXXX` (surrogate pairs above the BMP), as `json.dumps` writes it.
+/// character escaped as `\uXXXX` (surrogate pairs above the BMP), as `json.dumps` writes it:
+/// the op-script printer's [`streamsim_models::opscript::to_python_json`].
 pub fn ascii_json(value: &Value) -> String {
-    let text = serde_json::to_string(value).expect("JSON values serialise");
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
+    streamsim_models::opscript::to_python_json(value)
 }
 
 #[cfg(test)]
