@@ -770,6 +770,10 @@ fn diagnose_client_miss(
         })
 }
 
+/// Direct TCP only: another writer's POSITION overtook the event's RDATA on its own
+/// connection. Real Synapse cannot do this (a TCP deployment has one stream writer; on one
+/// Redis every subscriber receives in publish order), so this is the pairwise world's
+/// artifact, kept under F2 only until the TCP transport carries one writer (FINDINGS.md).
 fn diagnose_f2_overtaken(
     facts: &Facts,
     reader: &str,
@@ -787,7 +791,7 @@ fn diagnose_f2_overtaken(
         Some((
             "F2",
             format!(
-                "F2: {writer} sent RDATA {stream_id} at {sent}, {other} announced POSITION {prev} {new} at {passed} on its own connection, and {reader} discarded the RDATA at {discarded}"
+                "F2 as the pairwise TCP world shows it, a route no Synapse deployment has (tools/synapse/FINDINGS.md): {writer} sent RDATA {stream_id} at {sent}, {other} announced POSITION {prev} {new} at {passed} on its own connection, and {reader} discarded the RDATA at {discarded}"
             ),
         ))
     })
