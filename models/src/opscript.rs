@@ -76,11 +76,7 @@ pub struct MalformedLine {
 /// malformed. Integers must fit in 64 bits.
 pub fn parse_op(text: &str, line: usize) -> Result<Op, MalformedLine> {
     let malformed = |reason: String| MalformedLine { line, reason };
-    let value = pyjson::decode_rejecting_duplicates(&PyStr::from(text), Constants::Reject)
-        .map_err(|e| malformed(format!("not valid JSON: {e}")))?;
-    if let Some(problem) = unrepresentable(&value) {
-        return Err(malformed(format!("not valid JSON: {problem}")));
-    }
+    let value = strict_json(text).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
     if !matches!(value, PyValue::Dict(_)) {
         return Err(malformed("not a JSON object".into()));
     }
@@ -184,6 +180,18 @@ pub fn parse_op(text: &str, line: usize) -> Result<Op, MalformedLine> {
             return Err(malformed(format!("unknown op {shown}")));
         }
     })
+}
+
+/// Reads one JSON line as the oracles' strict reader does (tools/synapse/strict_json.py):
+/// Python's `json.loads` without NaN/Infinity, with no repeated key at any depth, no lone
+/// surrogate and no number beyond a finite double. The error says why (informative only).
+pub fn strict_json(text: &str) -> Result<PyValue, String> {
+    let value = pyjson::decode_rejecting_duplicates(&PyStr::from(text), Constants::Reject)
+        .map_err(|e| e.to_string())?;
+    match unrepresentable(&value) {
+        Some(problem) => Err(problem.to_owned()),
+        None => Ok(value),
+    }
 }
 
 /// A value Python reads but a script may not hold: a float that overflowed to infinity, or a

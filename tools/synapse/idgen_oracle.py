@@ -31,6 +31,13 @@ I64_MAX = 2**63 - 1
 
 
 from oracle_env import configure_environment  # noqa: E402
+from strict_json import (  # noqa: E402
+    has_surrogate,
+    is_blank,
+    no_duplicate_keys,
+    parse_float,
+    reject_constant,
+)
 
 configure_environment()
 # Synapse logs warnings (e.g. "sequence is behind table", "db connection from sentinel
@@ -139,7 +146,7 @@ class IdGenOracle(WorkerMultiWriterIdGeneratorTestCase):
         self.reset_world()
         out = []
         for lineno, raw in enumerate(lines, start=1):
-            if _is_blank(raw):
+            if is_blank(raw):
                 continue
             try:
                 op = parse_op(raw, lineno)
@@ -287,14 +294,6 @@ class IdGenOracle(WorkerMultiWriterIdGeneratorTestCase):
         return {"ids": ids}
 
 
-def _is_blank(line: str) -> bool:
-    """Empty or only Unicode White_Space (what Rust's str::trim strips).
-
-    Python's str.isspace() also counts U+001C..U+001F; those make a line non-blank here.
-    """
-    return all(c.isspace() and not "\x1c" <= c <= "\x1f" for c in line)
-
-
 def _first_line(e: BaseException) -> str:
     """The first non-blank line of an exception's message, stripped.
 
@@ -309,34 +308,8 @@ def _first_line(e: BaseException) -> str:
 # ---- parsing (idgen-ops.md, "Malformed lines") ---------------------------------------------
 
 
-def _reject_constant(name: str):
-    raise ValueError("%s is not valid JSON" % (name,))
 
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("number out of range: %s" % (text,))
-    return value
-
-
-def _no_duplicate_keys(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError("duplicate key %s" % (json.dumps(key),))
-        obj[key] = value
-    return obj
-
-
-def _has_surrogate(value) -> bool:
-    if isinstance(value, str):
-        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    return False
 
 
 def _str(op: dict, key: str) -> str:
@@ -367,15 +340,15 @@ def parse_op(raw: str, lineno: int) -> dict:
     try:
         obj = json.loads(
             raw,
-            parse_constant=_reject_constant,
-            parse_float=_parse_float,
-            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=reject_constant,
+            parse_float=parse_float,
+            object_pairs_hook=no_duplicate_keys,
         )
     except (ValueError, RecursionError) as e:
         raise MalformedLine("not valid JSON: %s" % (e,))
     if not isinstance(obj, dict):
         raise MalformedLine("not a JSON object")
-    if _has_surrogate(obj):
+    if has_surrogate(obj):
         raise MalformedLine("not valid JSON: lone surrogate in a string")
     if "op" not in obj:
         raise MalformedLine("missing field 'op'")

@@ -50,6 +50,7 @@ from typing import Any
 
 
 from oracle_env import configure_environment  # noqa: E402
+from strict_json import is_blank, strict_loads, trim_white_space  # noqa: E402
 
 configure_environment()
 # Synapse logs a great deal (and "Metric ... already registered" at every restart);
@@ -1031,15 +1032,7 @@ def _is_name(s: Any) -> bool:
     )
 
 
-def _no_duplicate_keys(pairs):
-    obj = {}
-    for k, v in pairs:
-        if k in obj:
-            raise ValueError("duplicate key %r" % (k,))
-        obj[k] = v
-    return obj
-
-
+# Each op's required and optional fields (CHOREO.md's table of fields).
 STEP_FIELDS = {
     "setup": ({"writers", "rooms"}, {"readers", "base"}),
     "send": ({"event", "room"}, set()),
@@ -1061,7 +1054,8 @@ STEP_FIELDS = {
 
 def _int(obj: dict, key: str, lo: int, hi: int) -> int:
     v = obj[key]
-    if isinstance(v, bool) or not isinstance(v, int):
+    # Integers beyond 64 bits are not integers here (a JSON reader in Rust has none).
+    if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
         raise MalformedLine("field '%s' must be an integer" % key)
     if not lo <= v <= hi:
         raise MalformedLine("field '%s' must be in %d..%d" % (key, lo, hi))
@@ -1070,8 +1064,8 @@ def _int(obj: dict, key: str, lo: int, hi: int) -> int:
 
 def parse_step(raw: str) -> dict:
     try:
-        obj = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
-    except ValueError as e:
+        obj = strict_loads(trim_white_space(raw))
+    except (ValueError, RecursionError):
         raise MalformedLine("not valid JSON")
     if not isinstance(obj, dict):
         raise MalformedLine("not a JSON object")
@@ -1079,6 +1073,7 @@ def parse_step(raw: str) -> dict:
     if not isinstance(op, str):
         raise MalformedLine("missing field 'op'")
     if op not in STEP_FIELDS:
+        # The op as JSON, ASCII-escaped (json.dumps), inside the error's own JSON string.
         raise MalformedLine("unknown op %s" % json.dumps(op))
     required, optional = STEP_FIELDS[op]
     for key in sorted(required):
@@ -1129,7 +1124,7 @@ def run_choreography(lines: list[str]) -> list[str]:
     harness: SystemOracle | None = None
     try:
         for lineno, raw in enumerate(lines, start=1):
-            if raw.strip() == "" or raw.lstrip().startswith("#"):
+            if is_blank(raw) or trim_white_space(raw).startswith("#"):
                 continue
             try:
                 step = parse_step(raw)
@@ -1200,7 +1195,7 @@ def _run_files(paths: list[str]) -> list[tuple[str, str]]:
     results = []
     for path in paths:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8", errors="surrogateescape")
+            text = f.read().decode("utf-8")
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
@@ -1228,8 +1223,15 @@ def main(argv: list[str]) -> int:
         print("system_oracle: give --out-dir, --update or --check for several files", file=sys.stderr)
         return 2
     for path in args.files:
-        if not os.access(path, os.R_OK) or os.path.isdir(path):
-            print("system_oracle: cannot read %s" % path, file=sys.stderr)
+        # A file that cannot be read, or is not UTF-8, is refused whole (as streamsim does).
+        try:
+            with open(path, "rb") as f:
+                f.read().decode("utf-8")
+        except OSError as e:
+            print("system_oracle: cannot read %s: %s" % (path, e.strerror or e), file=sys.stderr)
+            return 2
+        except UnicodeDecodeError as e:
+            print("system_oracle: cannot read %s: not UTF-8: %s" % (path, e), file=sys.stderr)
             return 2
     jobs = max(1, min(args.jobs, len(args.files)))
     if jobs == 1:

@@ -109,7 +109,8 @@ pub enum ParseError {
     NotAnObject,
     #[error("missing field 'op'")]
     MissingOp,
-    #[error("unknown op {0:?}")]
+    /// The op as JSON, ASCII-escaped as `json.dumps` writes it.
+    #[error("unknown op {}", streamsim_models::opscript::to_python_json(&serde_json::Value::String(.0.clone())))]
     UnknownOp(String),
     #[error("{op}: missing field '{field}'")]
     MissingField { op: String, field: &'static str },
@@ -130,10 +131,14 @@ pub const MAX_ADVANCE_MS: u64 = 600_000;
 
 /// A line's meaning: nothing (blank or comment) or a step.
 pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
+    // Blank: only Unicode White_Space; a comment's first other character is `#`.
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(None);
     }
+    // The oracle's strict reader decides what is JSON (no repeated key at any depth, no
+    // NaN, no lone surrogate); serde_json then reads the same, unambiguous text.
+    streamsim_models::opscript::strict_json(trimmed).map_err(ParseError::NotJson)?;
     let value: Value =
         serde_json::from_str(trimmed).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Value::Object(object) = value else {
@@ -141,8 +146,8 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
     };
     let op = match object.get("op") {
         Some(Value::String(op)) => op.clone(),
-        Some(other) => return Err(ParseError::UnknownOp(other.to_string())),
-        None => return Err(ParseError::MissingOp),
+        // `op` present but not a string counts as missing (CHOREO.md's Errors).
+        Some(_) | None => return Err(ParseError::MissingOp),
     };
     let fields = Fields {
         op: op.clone(),
@@ -350,8 +355,10 @@ impl Fields<'_> {
             }),
             Some(Value::Object(_)) => serde_json::from_str::<OrderedRooms>(self.line)
                 .map(|ordered| ordered.rooms.into_iter().collect())
-                .map_err(|_| self.bad("rooms", "map room labels to writers")),
-            Some(_) => Err(self.bad("rooms", "map room labels to writers")),
+                .map_err(|_| ParseError::BadSetup("field 'rooms' must map room labels to writers".into())),
+            Some(_) => Err(ParseError::BadSetup(
+                "field 'rooms' must map room labels to writers".into(),
+            )),
         }
     }
 }
