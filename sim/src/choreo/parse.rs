@@ -355,7 +355,9 @@ impl Fields<'_> {
             }),
             Some(Value::Object(_)) => serde_json::from_str::<OrderedRooms>(self.line)
                 .map(|ordered| ordered.rooms.into_iter().collect())
-                .map_err(|_| ParseError::BadSetup("field 'rooms' must map room labels to writers".into())),
+                .map_err(|_| {
+                    ParseError::BadSetup("field 'rooms' must map room labels to writers".into())
+                }),
             Some(_) => Err(ParseError::BadSetup(
                 "field 'rooms' must map room labels to writers".into(),
             )),
