@@ -34,7 +34,6 @@ use streamsim_models::replication::{
 use streamsim_models::roomsync::{self, EventRow, Timelines};
 use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
-use streamsim_models::wire::pyjson::PyValue;
 use streamsim_models::wire::Command;
 
 use super::parse::{FetchHold, Step};
@@ -66,38 +65,32 @@ enum Msg {
 }
 
 impl Msg {
-    /// What the announcer's command says, for the events stream.
+    /// What the announcer's command says, for the events stream: the world's reading of
+    /// a command ([`crate::world::process::Inbound`]), with RDATA's `batch` token left out
+    /// (every event is its own batch here).
     fn from_command(command: &Command) -> Option<Msg> {
-        let text = |s: &streamsim_models::wire::pytext::PyStr| s.to_utf8().unwrap_or_default();
-        match command {
-            Command::Rdata {
-                stream_name,
-                instance_name,
+        use crate::world::process::Inbound;
+        match Inbound::from_command(command) {
+            Inbound::Rdata {
+                instance,
                 token,
-                row,
-            } if stream_name.eq_str(STREAM_NAME) => {
-                let event_id = match row.iterate().as_deref() {
-                    Some([PyValue::Str(event_id), ..]) => text(event_id),
-                    _ => String::new(),
-                };
-                Some(Msg::Rdata {
-                    instance: text(instance_name),
-                    token: token.as_ref().and_then(|t| t.to_i64())?,
-                    event_id,
-                })
-            }
-            Command::Position {
-                stream_name,
-                instance_name,
-                prev_token,
-                new_token,
-            } if stream_name.eq_str(STREAM_NAME) => Some(Msg::Position {
-                instance: text(instance_name),
-                prev: prev_token.to_i64()?,
-                new: new_token.to_i64()?,
+                event_id,
+            } => Some(Msg::Rdata {
+                instance,
+                token: token?,
+                event_id,
             }),
-            Command::Replicate => Some(Msg::Replicate),
-            _ => None,
+            Inbound::Position {
+                instance,
+                prev,
+                new,
+            } => Some(Msg::Position {
+                instance,
+                prev,
+                new,
+            }),
+            Inbound::Replicate => Some(Msg::Replicate),
+            Inbound::Other => None,
         }
     }
 }

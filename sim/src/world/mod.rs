@@ -14,7 +14,7 @@ mod follow;
 pub mod instruments;
 mod link;
 pub mod metrics;
-mod process;
+pub(crate) mod process;
 mod reader;
 mod redis;
 mod send;
