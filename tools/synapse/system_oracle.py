@@ -33,7 +33,9 @@ Levers that Synapse's harness lacks are built from Synapse's own code paths:
   split at the database round trip, exactly as 1.163.2 orders its steps (guard into
   `_in_flight_fetches`; `nextval`; ids into `_unfinished_ids`; guard out) with the wait put
   before or after `nextval`;
-- held publishes: the fake Redis server keeps one process's PUBLISHes, in order.
+- held publishes: the fake Redis server keeps one process's PUBLISHes, in order;
+- held deliveries: the fake Redis server keeps what it would deliver to one process's
+  subscription, in order (lost if that subscription is cut meanwhile).
 
 Exit status: 0, or 2 if a file cannot be read.
 """
@@ -132,6 +134,8 @@ class OrderedRedisServer(FakeRedisPubSubServer):
         # publishing protocol -> instance name, filled in by the oracle
         self.owner_of: dict[int, str] = {}
         self.held: dict[str, list] = {}
+        # subscriber name -> deliveries held for its subscription: (conn, channel, msg)
+        self.held_to: dict[str, list] = {}
 
     def add_subscriber(self, conn, channel: bytes) -> None:
         subs = self._ordered.setdefault(channel, [])
@@ -153,8 +157,22 @@ class OrderedRedisServer(FakeRedisPubSubServer):
     def _deliver(self, channel: bytes, msg: object) -> int:
         subs = list(self._ordered.get(channel, []))
         for sub in subs:
-            sub.send(["message", channel, msg])
+            owner = self.owner_of.get(id(sub))
+            if owner in self.held_to:
+                self.held_to[owner].append((sub, channel, msg))
+            else:
+                sub.send(["message", channel, msg])
         return len(subs)
+
+    def release_to(self, owner: str) -> None:
+        """Delivers what was held for `owner`'s subscription, in order."""
+        for sub, channel, msg in self.held_to.pop(owner, []):
+            sub.send(["message", channel, msg])
+
+    def forget_held_for(self, conn) -> None:
+        """A cut subscription's held deliveries are lost with it."""
+        for owner, items in self.held_to.items():
+            self.held_to[owner] = [item for item in items if item[0] is not conn]
 
     def release(self, owner: str) -> None:
         for channel, msg in self.held.pop(owner, []):
@@ -368,6 +386,7 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
 
         client_protocol, _factory = self._client_of[id(server_protocol)]
         self._redis_server.remove_subscriber(server_protocol)
+        self._redis_server.forget_held_for(server_protocol)
         for proto in (server_protocol, client_protocol):
             transport = proto.transport
             if transport is not None:
@@ -851,6 +870,19 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             self._redis_server.release(step["process"])
             self.pump_quiet()
             return {}
+        if op == "hold_deliveries":
+            self._proc(step["process"])
+            if step["process"] in self._redis_server.held_to:
+                raise StepError("%s deliveries are already held" % step["process"])
+            self._redis_server.held_to[step["process"]] = []
+            return {}
+        if op == "release_deliveries":
+            self._proc(step["process"])
+            if step["process"] not in self._redis_server.held_to:
+                raise StepError("%s deliveries are not held" % step["process"])
+            self._redis_server.release_to(step["process"])
+            self.pump_quiet()
+            return {}
         if op == "advance":
             self.advance_ms(step["ms"])
             return {}
@@ -1049,6 +1081,8 @@ STEP_FIELDS = {
     "sync": ({"process", "label"}, {"since", "timeout_ms"}),
     "observe": ({"process"}, set()),
     "wait": ({"process", "writer", "event", "label"}, set()),
+    "hold_deliveries": ({"process"}, set()),
+    "release_deliveries": ({"process"}, set()),
 }
 
 

@@ -244,6 +244,10 @@ pub enum StepError {
     AlreadyHoldingPublishes(String),
     #[error("{0} publishes are not held")]
     NotHoldingPublishes(String),
+    #[error("{0} deliveries are already held")]
+    AlreadyHoldingDeliveries(String),
+    #[error("{0} deliveries are not held")]
+    NotHoldingDeliveries(String),
     #[error("label {0} is already used")]
     LabelExists(String),
     #[error("event {0} has no stream id yet")]
@@ -270,6 +274,9 @@ pub struct Driver {
     work: VecDeque<Work>,
     /// Processes whose publishes the bus keeps, and what it keeps.
     held_publishes: BTreeMap<String, Vec<Msg>>,
+    /// Processes the bus delivers nothing to for now, and what it keeps for each (lost if
+    /// the process's subscription is cut meanwhile, as the connection it was for is gone).
+    held_deliveries: BTreeMap<String, Vec<Msg>>,
     hold_persist: BTreeMap<String, bool>,
     hold_fetch: BTreeMap<String, FetchHold>,
     events: BTreeMap<String, EventMeta>,
@@ -405,6 +412,9 @@ impl Driver {
                 }
                 self.procs.remove(process);
                 self.subscribers.retain(|s| s != process);
+                if let Some(held) = self.held_deliveries.get_mut(process) {
+                    held.clear();
+                }
                 // A hold on publishes is the bus's, on the process's name: it outlives the
                 // incarnation, and what the old one published stays held (as the oracle's
                 // fake Redis server keeps it).
@@ -419,6 +429,9 @@ impl Driver {
                 proc.subscribed = false;
                 proc.follower.handle_connection_lost();
                 self.subscribers.retain(|s| s != process);
+                if let Some(held) = self.held_deliveries.get_mut(process) {
+                    held.clear();
+                }
                 self.work
                     .retain(|w| !matches!(w, Work::Deliver { to, .. } if to == process));
                 self.settle();
@@ -445,6 +458,27 @@ impl Driver {
                     .ok_or_else(|| StepError::NotHoldingPublishes(process.clone()))?;
                 for msg in held {
                     self.deliver_to_all(msg);
+                }
+                self.settle();
+            }
+            Step::HoldDeliveries { process } => {
+                self.process_named(process)?;
+                if self.held_deliveries.contains_key(process) {
+                    return Err(StepError::AlreadyHoldingDeliveries(process.clone()));
+                }
+                self.held_deliveries.insert(process.clone(), Vec::new());
+            }
+            Step::ReleaseDeliveries { process } => {
+                self.process_named(process)?;
+                let held = self
+                    .held_deliveries
+                    .remove(process)
+                    .ok_or_else(|| StepError::NotHoldingDeliveries(process.clone()))?;
+                for msg in held {
+                    self.work.push_back(Work::Deliver {
+                        to: process.clone(),
+                        msg,
+                    });
                 }
                 self.settle();
             }
@@ -784,6 +818,10 @@ impl Driver {
 
     fn deliver_to_all(&mut self, msg: Msg) {
         for name in &self.subscribers {
+            if let Some(held) = self.held_deliveries.get_mut(name) {
+                held.push(msg.clone());
+                continue;
+            }
             self.work.push_back(Work::Deliver {
                 to: name.clone(),
                 msg: msg.clone(),

@@ -56,6 +56,12 @@ pub enum Step {
     ReleasePublishes {
         process: String,
     },
+    HoldDeliveries {
+        process: String,
+    },
+    ReleaseDeliveries {
+        process: String,
+    },
     Advance {
         ms: u64,
     },
@@ -91,6 +97,8 @@ impl Step {
             Step::Reconnect { .. } => "reconnect",
             Step::HoldPublishes { .. } => "hold_publishes",
             Step::ReleasePublishes { .. } => "release_publishes",
+            Step::HoldDeliveries { .. } => "hold_deliveries",
+            Step::ReleaseDeliveries { .. } => "release_deliveries",
             Step::Advance { .. } => "advance",
             Step::Sync { .. } => "sync",
             Step::Observe { .. } => "observe",
@@ -214,7 +222,7 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
             }
         }
         "restart" | "disconnect" | "reconnect" | "hold_publishes" | "release_publishes"
-        | "observe" => {
+        | "hold_deliveries" | "release_deliveries" | "observe" => {
             fields.only(&["process"])?;
             let process = fields.string("process")?;
             match op.as_str() {
@@ -223,6 +231,8 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
                 "reconnect" => Step::Reconnect { process },
                 "hold_publishes" => Step::HoldPublishes { process },
                 "release_publishes" => Step::ReleasePublishes { process },
+                "hold_deliveries" => Step::HoldDeliveries { process },
+                "release_deliveries" => Step::ReleaseDeliveries { process },
                 _ => Step::Observe { process },
             }
         }
