@@ -1257,6 +1257,9 @@ def main(argv: list[str]) -> int:
         print("system_oracle: give --out-dir, --update or --check for several files", file=sys.stderr)
         return 2
     for path in args.files:
+        if (args.update or args.check) and path.endswith(".expected.jsonl"):
+            print("system_oracle: %s is an expected file, not a choreography" % path, file=sys.stderr)
+            return 2
         # A file that cannot be read, or is not UTF-8, is refused whole (as streamsim does).
         try:
             with open(path, "rb") as f:
