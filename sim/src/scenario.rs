@@ -123,12 +123,22 @@ pub enum RandomFaultKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
-    /// Direct TCP connections with the SERVER/NAME handshake (the seed protocol).
-    #[default]
+    /// Direct TCP connections with the SERVER/NAME handshake, to the one stream writer: in
+    /// Synapse 1.163.2 only the server side of a connection may send RDATA and POSITION
+    /// (`VALID_SERVER_COMMANDS` in replication/tcp/commands.py; the server answers a client's
+    /// RDATA with `ERROR invalid command`), and a worker that writes a stream needs Redis
+    /// (the assert in `ReplicationStreamer.__init__`, replication/tcp/resource.py). So a TCP
+    /// world has exactly one writer, the process every other one connects to.
     Tcp,
-    /// A Redis pub/sub bus, as Synapse 1.163.2 runs between workers.
+    /// A Redis pub/sub bus, as Synapse 1.163.2 runs between workers (the default).
+    #[default]
     Redis,
 }
+
+/// Why a direct-TCP world cannot have a second writer, and what to write instead.
+pub const TCP_ONE_WRITER: &str = "direct TCP replication carries one writer's streams (in \
+    Synapse 1.163.2 only the server sends RDATA and POSITION, and a worker writing a stream \
+    needs Redis); use transport = \"redis\" for several writers";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -530,7 +540,36 @@ impl Scenario {
                 return fail("random_faults.kinds", "name at least one kind".into());
             }
         }
+        if self.transport == Transport::Tcp && self.topology.writers > 1 {
+            return fail(
+                "topology.writers",
+                format!(
+                    "{} writers over transport = \"tcp\": {TCP_ONE_WRITER}",
+                    self.topology.writers
+                ),
+            );
+        }
         for (index, fault) in self.faults.iter().enumerate() {
+            if let (Transport::Tcp, FaultKind::Reconfigure { writers }) =
+                (self.transport, &fault.kind)
+            {
+                // Only the topology's one writer may be configured: any other host named
+                // here would become a second writer. (A name that is no host at all is
+                // reported as such below.)
+                let writer = self.writer_names();
+                if let Some(other) = writers
+                    .iter()
+                    .find(|w| hosts.contains(w) && !writer.contains(w))
+                {
+                    return fail(
+                        &format!("fault[{index}].writers"),
+                        format!(
+                            "{other:?} would be a second writer over transport = \"tcp\": \
+                             {TCP_ONE_WRITER}"
+                        ),
+                    );
+                }
+            }
             if fault.at_ms > self.duration_ms {
                 return fail(
                     &format!("fault[{index}].at_ms"),

@@ -7,7 +7,7 @@ use super::*;
 const GOOD: &str = r#"# A writer restarts while batches persist out of order.
 duration_ms = 20000
 converge_within_ms = 10000
-transport = "tcp"
+transport = "redis"
 
 [topology]
 writers = 2
@@ -47,7 +47,16 @@ fn a_good_scenario_loads() {
     );
     assert_eq!(
         scenario.hosts(),
-        vec!["db", "metrics-store", "metrics", "w1", "w2", "r1", "c1"]
+        vec![
+            "db",
+            "redis",
+            "metrics-store",
+            "metrics",
+            "w1",
+            "w2",
+            "r1",
+            "c1"
+        ]
     );
 }
 
@@ -66,7 +75,7 @@ fn unknown_keys_name_line_column_and_field() {
 fn bad_values_name_their_line() {
     let e = error(&GOOD.replace("duration_ms = 20000", "duration_ms = \"long\""));
     assert_eq!(e.line, 2, "{e}");
-    let e = error(&GOOD.replace("transport = \"tcp\"", "transport = \"pigeon\""));
+    let e = error(&GOOD.replace("transport = \"redis\"", "transport = \"pigeon\""));
     assert_eq!(e.line, 4, "{e}");
     let e = error(&GOOD.replace("kind = \"crash\"", "kind = \"meteor\""));
     assert!(e.line >= 19 && e.message.contains("unknown variant"), "{e}");
@@ -137,4 +146,85 @@ fn a_workload_without_batches_is_an_error_not_a_silent_default() {
     let error = Scenario::parse(Path::new("z.toml"), &text).unwrap_err();
     assert_eq!(error.field, "workload.batches_per_second");
     assert!(error.line > 0, "{error}");
+}
+
+#[test]
+fn the_default_transport_is_redis() {
+    let text = GOOD.replace("transport = \"redis\"\n", "");
+    let scenario = Scenario::parse(Path::new("s.toml"), &text).unwrap();
+    assert_eq!(scenario.transport, Transport::Redis);
+    assert_eq!(scenario.topology.writers, 2);
+}
+
+#[test]
+fn tcp_with_several_writers_is_refused_and_says_to_use_redis() {
+    let e = error(&GOOD.replace("transport = \"redis\"", "transport = \"tcp\""));
+    assert_eq!(
+        (e.field.as_str(), e.line, e.column),
+        ("topology.writers", 7, 1),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("s.toml:7:1: topology.writers: 2 writers over transport = \"tcp\""),
+        "{e}"
+    );
+    assert!(
+        text.contains("only the server sends RDATA and POSITION"),
+        "{e}"
+    );
+    assert!(
+        text.contains("use transport = \"redis\" for several writers"),
+        "{e}"
+    );
+    // A late writer is a writer too: it would join as a second one.
+    let e = error(
+        &GOOD
+            .replace("transport = \"redis\"", "transport = \"tcp\"")
+            .replace(
+                "sync_clients = 1",
+                "sync_clients = 1\nlate_hosts = [\"w2\"]",
+            ),
+    );
+    assert_eq!(e.field, "topology.writers", "{e}");
+}
+
+#[test]
+fn tcp_with_one_writer_loads() {
+    let text = GOOD
+        .replace("transport = \"redis\"", "transport = \"tcp\"")
+        .replace("writers = 2", "writers = 1");
+    let scenario = Scenario::parse(Path::new("s.toml"), &text).unwrap();
+    assert_eq!(scenario.transport, Transport::Tcp);
+    assert_eq!(
+        scenario.hosts(),
+        vec!["db", "metrics-store", "metrics", "w1", "r1", "c1"]
+    );
+    // Reconfiguring to the one writer (or to none) adds no writer.
+    for writers in ["[\"w1\"]", "[]"] {
+        let text = format!(
+            "{text}\n[[fault]]\nat_ms = 7000\nkind = \"reconfigure\"\nwriters = {writers}\n"
+        );
+        Scenario::parse(Path::new("s.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn tcp_refuses_a_reconfigure_that_adds_a_writer() {
+    let text = GOOD
+        .replace("transport = \"redis\"", "transport = \"tcp\"")
+        .replace("writers = 2", "writers = 1")
+        + "\n[[fault]]\nat_ms = 7000\nkind = \"reconfigure\"\nwriters = [\"w1\", \"r1\"]\n";
+    let e = error(&text);
+    assert_eq!((e.field.as_str(), e.line), ("fault[2].writers", 32), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "s.toml:32:1: fault[2].writers: \"r1\" would be a second writer over transport = \"tcp\""
+        ),
+        "{e}"
+    );
+    assert!(e.message.contains("use transport = \"redis\""), "{e}");
+    // Over Redis the same reconfigure is only a config change.
+    let redis = text.replace("transport = \"tcp\"", "transport = \"redis\"");
+    Scenario::parse(Path::new("s.toml"), &redis).unwrap_or_else(|e| panic!("{e}"));
 }
