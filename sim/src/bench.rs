@@ -666,7 +666,7 @@ mod tests {
 }
 
 /// The standard scenario `streamsim bench` measures when given none: two writers committing
-/// out of order, two readers, one sync client, no faults.
+/// out of order, two readers, one sync client, no faults, over Redis (the default transport).
 pub const STANDARD_SCENARIO: &str = r#"
 duration_ms = 30_000
 converge_within_ms = 10_000
@@ -730,7 +730,8 @@ pub fn measure(scenario: &crate::scenario::Scenario) -> BenchFigures {
 }
 
 /// Wall time as the topology grows: writers 1, 2, 4, 8 (with the scenario's readers), then
-/// readers 1, 4, 16 (with the scenario's writers).
+/// readers 1, 4, 16 (with the scenario's writers). A TCP scenario's shapes with several
+/// writers run over Redis, as a TCP world has one writer.
 pub fn scaling(scenario: &crate::scenario::Scenario) -> Vec<ScalingPoint> {
     let mut shapes: Vec<(u32, u32)> = [1, 2, 4, 8]
         .iter()
@@ -742,6 +743,10 @@ pub fn scaling(scenario: &crate::scenario::Scenario) -> Vec<ScalingPoint> {
         .map(|(writers, readers)| {
             let mut shaped = scenario.clone();
             shaped.topology.writers = writers;
+            if writers > 1 {
+                // Direct TCP carries one writer's streams; several writers run over Redis.
+                shaped.transport = crate::scenario::Transport::Redis;
+            }
             shaped.topology.readers = readers;
             shaped.topology.sync_clients = scenario.topology.sync_clients.min(readers);
             shaped.topology.late_hosts.clear();

@@ -120,7 +120,11 @@ pub fn generated(seed: u64) -> Scenario {
         });
         faults.sort_by_key(|f| f.at_ms);
     }
-    let transport = if rng.random_bool(0.2) {
+    // Direct TCP carries one writer's streams (see [`Transport::Tcp`]): several writers always
+    // run over Redis. (The draw is made either way, so the choices after it stay what they
+    // were for every seed.)
+    let redis_drawn = rng.random_bool(0.2);
+    let transport = if redis_drawn || writers > 1 {
         Transport::Redis
     } else {
         Transport::Tcp
@@ -264,7 +268,16 @@ mod tests {
             let again = Scenario::parse(Path::new("generated.toml"), &text)
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
             assert_eq!(again, scenario, "seed {seed}");
+            assert!(
+                scenario.transport == Transport::Redis || scenario.topology.writers == 1,
+                "seed {seed}: TCP with several writers"
+            );
         }
+        // Both transports are still drawn.
+        let tcp = (0..50)
+            .filter(|seed| generated(*seed).transport == Transport::Tcp)
+            .count();
+        assert!((1..50).contains(&tcp), "{tcp} of 50 seeds over TCP");
         assert_ne!(generated(1), generated(2));
     }
 }

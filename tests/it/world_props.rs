@@ -162,7 +162,8 @@ prop_compose! {
         Scenario {
             duration_ms,
             converge_within_ms: 30_000,
-            transport: if redis { Transport::Redis } else { Transport::Tcp },
+            // Direct TCP carries one writer's streams: several writers run over Redis.
+            transport: if redis || writers > 1 { Transport::Redis } else { Transport::Tcp },
             topology: Topology {
                 writers,
                 readers,
