@@ -182,6 +182,22 @@ fn bad_input_exits_2_naming_file_line_and_field() {
         stderr.contains("bad.toml:8:") && stderr.contains("workload.batch_size"),
         "{stderr}"
     );
+    // Direct TCP with a second writer is a topology Synapse never had.
+    let tcp = dir.join("tcp.toml");
+    std::fs::write(
+        &tcp,
+        "duration_ms = 1000\nconverge_within_ms = 10\ntransport = \"tcp\"\n[topology]\n\
+         writers = 2\nreaders = 1\n[workload]\nbatches_per_second = 1\n\
+         batch_size = { min = 1, max = 1 }\npersist_delay_ms = { min = 0, max = 1 }\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&["run", tcp.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("tcp.toml:5:1: topology.writers: 2 writers over transport = \"tcp\"")
+            && stderr.contains("use transport = \"redis\" for several writers"),
+        "{stderr}"
+    );
     let (code, _, stderr) = cli(&["sweep", "scenarios/smoke.toml", "--seeds", "5..5"]);
     assert_eq!(code, 2, "{stderr}");
     let (code, _, stderr) = cli(&[
