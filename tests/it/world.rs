@@ -186,7 +186,7 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     let tcp = dir.join("tcp.toml");
     std::fs::write(
         &tcp,
-        "duration_ms = 1000\nconverge_within_ms = 10\ntransport = \"tcp\"\n[topology]\n\
+        "duration_ms = 10000\nconverge_within_ms = 10\ntransport = \"tcp\"\n[topology]\n\
          writers = 2\nreaders = 1\n[workload]\nbatches_per_second = 1\n\
          batch_size = { min = 1, max = 1 }\npersist_delay_ms = { min = 0, max = 1 }\n",
     )

@@ -1,6 +1,7 @@
-//! The client side of direct-TCP replication: a process connects to every other configured
-//! writer, runs the protocol over each connection, and reconnects with Twisted's back-off when
-//! one is lost. Each connection feeds its own stream follower.
+//! The client side of direct-TCP replication: a process connects to the configured writer
+//! (a TCP world has one, the process every worker connects to: the scenario refuses a second,
+//! see `scenario::Transport::Tcp`), runs the protocol over the connection, and reconnects with
+//! Twisted's back-off when it is lost. The connection feeds its own stream follower.
 
 use std::rc::Rc;
 use std::time::Duration;
