@@ -246,20 +246,25 @@ pub struct Facts<'a> {
     allocated_at: BTreeMap<i64, SimInstant>,
     /// Every process start: (time, host, its generator's token).
     starts: Vec<(SimInstant, &'a str, &'a MultiWriterToken)>,
-    /// Each writer's announced `POSITION prev new` ranges.
-    positions_announced: BTreeMap<&'a str, Vec<(i64, i64)>>,
     /// Every announced `POSITION`: (time, writer, prev, new), in history order.
     positions: Vec<(SimInstant, &'a str, i64, i64)>,
     /// (writer, stream id) of every row a writer sent as RDATA, and when it first did.
     rdata_sent: BTreeMap<(&'a str, i64), SimInstant>,
     /// Every RDATA discarded as already seen: (time, reader, writer, token).
     discards: Vec<(SimInstant, &'a str, &'a str, i64)>,
+    /// Every RDATA discarded because the stream was not connected: (time, reader, writer,
+    /// token).
+    unconnected_discards: Vec<(SimInstant, &'a str, &'a str, i64)>,
     /// Every replication reconnection: (time, host, peer).
     reconnects: Vec<(SimInstant, &'a str, &'a str)>,
     /// Every writer's sequence fetch: (writer, requested at, answered at).
     fetches: Vec<(&'a str, SimInstant, SimInstant)>,
     /// When each reader handed each event to its notifier.
     deliveries: BTreeMap<(&'a str, &'a str), Vec<SimInstant>>,
+    /// Every row a reader applied from RDATA (not a catch-up): (time, reader, writer, id).
+    rdata_applied: Vec<(SimInstant, &'a str, &'a str, i64)>,
+    /// Every catch-up a POSITION started: (time, reader, writer, from, upto).
+    gaps_filled: Vec<(SimInstant, &'a str, &'a str, i64, i64)>,
 }
 
 impl<'a> From<&'a History> for Facts<'a> {
@@ -270,13 +275,15 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut by_writer: BTreeMap<&str, Vec<(i64, &str, SimInstant)>> = BTreeMap::new();
         let mut allocated_at = BTreeMap::new();
         let mut starts = Vec::new();
-        let mut positions_announced: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
         let mut positions = Vec::new();
         let mut rdata_sent = BTreeMap::new();
         let mut discards = Vec::new();
+        let mut unconnected_discards = Vec::new();
         let mut reconnects = Vec::new();
         let mut fetches = Vec::new();
         let mut deliveries: BTreeMap<(&str, &str), Vec<SimInstant>> = BTreeMap::new();
+        let mut rdata_applied = Vec::new();
+        let mut gaps_filled = Vec::new();
         for record in history.records() {
             match &record.event {
                 Event::Announced { host, line } => {
@@ -286,10 +293,6 @@ impl<'a> From<&'a History> for Facts<'a> {
                             let prev = words.nth(2).and_then(|w| w.parse().ok());
                             let new = words.next().and_then(|w| w.parse().ok());
                             if let (Some(prev), Some(new)) = (prev, new) {
-                                positions_announced
-                                    .entry(host)
-                                    .or_default()
-                                    .push((prev, new));
                                 positions.push((record.at, host.as_str(), prev, new));
                             }
                         }
@@ -307,7 +310,15 @@ impl<'a> From<&'a History> for Facts<'a> {
                     reader,
                     writer,
                     token,
-                } => discards.push((record.at, reader.as_str(), writer.as_str(), *token)),
+                    not_connected,
+                } => {
+                    let discard = (record.at, reader.as_str(), writer.as_str(), *token);
+                    if *not_connected {
+                        unconnected_discards.push(discard);
+                    } else {
+                        discards.push(discard);
+                    }
+                }
                 Event::Reconnected { host, peer } => {
                     reconnects.push((record.at, host.as_str(), peer.as_str()))
                 }
@@ -315,11 +326,31 @@ impl<'a> From<&'a History> for Facts<'a> {
                     host, requested_at, ..
                 } => fetches.push((host.as_str(), *requested_at, record.at)),
                 Event::Delivered {
-                    reader, event_id, ..
-                } => deliveries
-                    .entry((reader.as_str(), event_id.as_str()))
-                    .or_default()
-                    .push(record.at),
+                    reader,
+                    writer,
+                    stream_id,
+                    event_id,
+                    caught_up,
+                } => {
+                    deliveries
+                        .entry((reader.as_str(), event_id.as_str()))
+                        .or_default()
+                        .push(record.at);
+                    if !caught_up {
+                        rdata_applied.push((
+                            record.at,
+                            reader.as_str(),
+                            writer.as_str(),
+                            *stream_id,
+                        ));
+                    }
+                }
+                Event::GapFilled {
+                    reader,
+                    writer,
+                    from,
+                    upto,
+                } => gaps_filled.push((record.at, reader.as_str(), writer.as_str(), *from, *upto)),
                 Event::Allocated { ids, .. } => {
                     for id in ids {
                         allocated_at.entry(*id).or_insert(record.at);
@@ -360,13 +391,15 @@ impl<'a> From<&'a History> for Facts<'a> {
             by_writer,
             allocated_at,
             starts,
-            positions_announced,
             positions,
             rdata_sent,
             discards,
+            unconnected_discards,
             reconnects,
             fetches,
             deliveries,
+            rdata_applied,
+            gaps_filled,
         }
     }
 }
@@ -484,6 +517,12 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
     let mut client_owed: BTreeMap<(&str, &str), ClientOwed> = BTreeMap::new();
     // What some page returned to each client.
     let mut returned: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // When each process's current incarnation started: what was committed by then it read
+    // at start-up (`_load_current_ids` adds the rows above the stored minimum to its known
+    // persisted positions, and the `_events_stream_cache` is prefilled from the events
+    // table), so its notifier never announces those rows and is not owed them; its clients
+    // still get them from the database, which `no_missed_event` judges.
+    let mut started_at: BTreeMap<&str, SimInstant> = BTreeMap::new();
     let mut violations = Vec::new();
     let mut missed = |at,
                       hosts: &[&str],
@@ -506,6 +545,7 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
     for record in facts.history.records() {
         match &record.event {
             Event::Started { host, token } => {
+                started_at.insert(host, record.at);
                 for writer in facts.by_writer.keys() {
                     let cursor = checked_upto.entry((host, writer)).or_insert(0);
                     *cursor = (*cursor).max(token.pos_for(writer));
@@ -536,7 +576,11 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
                                     "commits only after {reader} announced a token covering it"
                                 ),
                             );
-                        } else if !seen.is_some_and(|s| s.contains(event_id)) {
+                        } else if !seen.is_some_and(|s| s.contains(event_id))
+                            && started_at
+                                .get(reader.as_str())
+                                .is_none_or(|at| committed_at > at)
+                        {
                             owed.entry((reader, event_id))
                                 .or_insert((record.at, token, writer, *stream_id));
                         }
@@ -609,7 +653,6 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
     }
     if owed_mode {
         violations.clear();
-        let discarded = discarded_rdata(facts);
         for ((reader, event_id), (at, token, writer, stream_id)) in owed {
             let mut found = violation(
                 "notifier_announces_every_event",
@@ -621,21 +664,11 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
                     "event {event_id} ({writer}@{stream_id}) was covered by a token {reader} announced, but {reader}'s notifier never announced the event itself"
                 ),
             );
-            // Finding F2: the minimum (not the writer's own position) passed the event before
-            // its RDATA arrived, and the RDATA was then discarded as already seen, or the
-            // catch-up that followed started above it.
-            if token.stream() >= stream_id || discarded.contains(&(reader, writer, stream_id)) {
-                found.finding = Some("F2");
-            } else if facts.positions_announced.get(writer).is_some_and(|ranges| {
-                ranges
-                    .iter()
-                    .any(|(prev, new)| *prev < stream_id && stream_id <= *new)
-            }) {
-                // Finding F3: the writer itself announced `POSITION prev new` over its own row
-                // (its position was held back by a fetch in flight while the idle bump and
-                // the skip-forward moved what it announces past rows it finished out of
-                // order), so no RDATA for the row was ever sent.
-                found.finding = Some("F3");
+            if let Some((finding, evidence)) =
+                diagnose_client_miss(facts, context, reader, writer, stream_id, at)
+            {
+                found.finding = Some(finding);
+                found.message = format!("{}: {evidence}", found.message);
             }
             violations.push(found);
         }
@@ -747,11 +780,10 @@ fn diagnose_f1(
 ///   cover, another writer announced a `POSITION` at or above the id, and the reader then
 ///   discarded the row's RDATA or never processed the row at all (the catch-up started above
 ///   it).
-/// - F2 over the world's direct TCP replication only (one connection per writer, see README's
-///   differences): the writer sent the row's RDATA, another writer then announced a
-///   `POSITION` at or above the id, which reached the reader first on its own connection,
-///   and the reader then discarded the RDATA. This is F2's mechanism without the reconnect:
-///   on one Redis bus the other writer learns of the id only after the bus carried its RDATA.
+/// - F4 (Redis only): the reader re-subscribed after the writer had sent the row's RDATA,
+///   another writer's `POSITION` connected the events stream, and the reader then applied a
+///   later RDATA of the event's writer (before that writer's own `POSITION` answer), so the
+///   row it missed while away was never fetched: "connected" is per stream, not per writer.
 fn diagnose_client_miss(
     facts: &Facts,
     context: &CheckContext,
@@ -763,38 +795,7 @@ fn diagnose_client_miss(
     diagnose_f3_shape(facts, writer, stream_id)
         .or_else(|| diagnose_f1_shape(facts, reader, writer, stream_id))
         .or_else(|| diagnose_f2_shape(facts, reader, writer, stream_id, covered_at))
-        .or_else(|| {
-            (context.transport == crate::scenario::Transport::Tcp)
-                .then(|| diagnose_f2_overtaken(facts, reader, writer, stream_id))
-                .flatten()
-        })
-}
-
-/// Direct TCP only: another writer's POSITION overtook the event's RDATA on its own
-/// connection. Real Synapse cannot do this (a TCP deployment has one stream writer; on one
-/// Redis every subscriber receives in publish order), so this is the pairwise world's
-/// artifact, kept under F2 only until the TCP transport carries one writer (FINDINGS.md).
-fn diagnose_f2_overtaken(
-    facts: &Facts,
-    reader: &str,
-    writer: &str,
-    stream_id: i64,
-) -> Option<(&'static str, String)> {
-    let sent = *facts.rdata_sent.get(&(writer, stream_id))?;
-    facts.positions.iter().find_map(|(passed, other, prev, new)| {
-        if *other == writer || *new < stream_id || *passed < sent {
-            return None;
-        }
-        let (discarded, ..) = facts.discards.iter().find(|(at, r, w, t)| {
-            *r == reader && *w == writer && *t == stream_id && at >= passed
-        })?;
-        Some((
-            "F2",
-            format!(
-                "F2 as the pairwise TCP world shows it, a route no Synapse deployment has (tools/synapse/FINDINGS.md): {writer} sent RDATA {stream_id} at {sent}, {other} announced POSITION {prev} {new} at {passed} on its own connection, and {reader} discarded the RDATA at {discarded}"
-            ),
-        ))
-    })
+        .or_else(|| diagnose_f4_shape(facts, context, reader, writer, stream_id, covered_at))
 }
 
 fn diagnose_f3_shape(
@@ -836,9 +837,17 @@ fn diagnose_f1_shape(
 ) -> Option<(&'static str, String)> {
     let allocated = *facts.allocated_at.get(&stream_id)?;
     let committed = facts.commit_of(writer, stream_id)?;
+    // In flight as the readers see it: allocated, and not yet committed or committed but
+    // its RDATA not yet sent (the writer's stream position still held back below it).
+    let announced = facts
+        .rdata_sent
+        .get(&(writer, stream_id))
+        .copied()
+        .unwrap_or(committed)
+        .max(committed);
     facts.starts.iter().find_map(|(started, host, token)| {
         let claim = token.pos_for(host);
-        if *host == writer || !(allocated <= *started && *started < committed) || claim < stream_id
+        if *host == writer || !(allocated <= *started && *started < announced) || claim < stream_id
         {
             return None;
         }
@@ -848,10 +857,90 @@ fn diagnose_f1_shape(
         Some((
             "F1",
             format!(
-                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and uncommitted (until {committed}); {reader} discarded its RDATA at {discarded}"
+                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet announced (committed at {committed}, RDATA at {announced}); {reader} discarded its RDATA at {discarded}"
             ),
         ))
     })
+}
+
+fn diagnose_f4_shape(
+    facts: &Facts,
+    context: &CheckContext,
+    reader: &str,
+    writer: &str,
+    stream_id: i64,
+    covered_at: SimInstant,
+) -> Option<(&'static str, String)> {
+    if context.transport != crate::scenario::Transport::Redis {
+        return None;
+    }
+    let event_id = facts.event_of(writer, stream_id)?;
+    if facts.deliveries.contains_key(&(reader, event_id)) {
+        return None;
+    }
+    // Each time the reader's subscription (re)started: its first start or a restart
+    // (`Started`), or a re-subscribe after losing the bus (`Reconnected`).
+    let mut subscribed: Vec<(SimInstant, &str)> = facts
+        .starts
+        .iter()
+        .filter(|(_, host, _)| *host == reader)
+        .map(|(at, _, _)| (*at, "started"))
+        .chain(
+            facts
+                .reconnects
+                .iter()
+                .filter(|(_, host, peer)| *host == reader && *peer == "redis")
+                .map(|(at, _, _)| (*at, "re-subscribed")),
+        )
+        .filter(|(at, _)| *at <= covered_at)
+        .collect();
+    subscribed.sort();
+    // The latest subscription first: the one the row was missed under.
+    subscribed.iter().rev().enumerate().find_map(|(index, &(subscribed_at, how))| {
+            let next_subscription = index
+                .checked_sub(1)
+                .map(|later| subscribed[subscribed.len() - 1 - later].0);
+            // The reader missed the row: its RDATA went out before this subscription (while
+            // the reader was off the bus), or arrived before the stream was connected.
+            let missed = match facts
+                .unconnected_discards
+                .iter()
+                .find(|(at, r, w, t)| {
+                    *r == reader
+                        && *w == writer
+                        && *t == stream_id
+                        && *at >= subscribed_at
+                        && next_subscription.is_none_or(|next| *at < next)
+                }) {
+                Some((at, ..)) => format!("discarded RDATA {stream_id} at {at} (stream not connected)"),
+                None => {
+                    let sent = *facts.rdata_sent.get(&(writer, stream_id))?;
+                    (sent <= subscribed_at).then_some(())?;
+                    format!("was off the bus when {writer} sent RDATA {stream_id} at {sent}")
+                }
+            };
+            // The writer's later row, applied from RDATA after the subscription, with no
+            // catch-up of that writer over the row in between (its POSITION answer had not
+            // been processed).
+            let (applied_at, later) = facts.rdata_applied.iter().find_map(|(at, r, w, id)| {
+                (*r == reader && *w == writer && *id > stream_id && *at >= subscribed_at && *at <= covered_at)
+                    .then_some((*at, *id))
+            })?;
+            if facts.gaps_filled.iter().any(|(at, r, w, from, upto)| {
+                *r == reader && *w == writer && *at >= subscribed_at && *at <= applied_at && *from < stream_id && stream_id <= *upto
+            }) {
+                return None;
+            }
+            let (connected_at, other, prev, new) = facts.positions.iter().find(|(at, other, _, _)| {
+                *other != writer && *at >= subscribed_at && *at <= applied_at
+            })?;
+            Some((
+                "F4",
+                format!(
+                    "F4: {reader} {how} at {subscribed_at} and {missed}; {other}'s POSITION {prev} {new} (sent at {connected_at}) connected the stream, and {reader} applied {writer}'s RDATA {later} at {applied_at} before {writer}'s own POSITION, so {stream_id} was never fetched"
+                ),
+            ))
+        })
 }
 
 fn diagnose_f2_shape(
@@ -888,23 +977,6 @@ fn diagnose_f2_shape(
             ),
         ))
     })
-}
-
-/// Every (reader, writer, token) of RDATA a reader discarded as already seen.
-fn discarded_rdata<'a>(facts: &Facts<'a>) -> BTreeSet<(&'a str, &'a str, i64)> {
-    facts
-        .history
-        .records()
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::RdataDiscarded {
-                reader,
-                writer,
-                token,
-            } => Some((reader.as_str(), writer.as_str(), *token)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A notifier announces each writer's events in that writer's order: never an event that a
@@ -1310,7 +1382,6 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 .iter()
                 .map(|(c, r)| (r.as_str(), c.as_str())),
         );
-    let discarded = discarded_rdata(facts);
     let start = MultiWriterToken::default();
     let mut violations = Vec::new();
     for (reader, to) in recipients {
@@ -1322,20 +1393,34 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
             .map(|(event_id, _)| event_id.as_str())
             .collect();
         if let Some(first) = behind.first() {
-            // A notifier that never announced events whose RDATA it discarded as already seen,
-            // or that its reader's position passed before any RDATA or catch-up brought them
-            // (a token it handed a client covers them), stays behind them until something
-            // newer is released: finding F2.
-            let f2 = to == NOTIFIER
-                && behind.iter().all(|event_id| {
-                    let commit = &facts.commits[*event_id];
-                    discarded.contains(&(reader, commit.writer.as_str(), commit.stream_id))
-                        || last_token.iter().any(|((r, recipient), token)| {
-                            *r == reader
-                                && *recipient != NOTIFIER
-                                && token.pos_for(&commit.writer) >= commit.stream_id
+            // A notifier stays behind events its process's position passed without
+            // announcing them until something newer is released: known only when every such
+            // event is a diagnosed loss of this reader (a finding's exact shape) that a token
+            // the reader handed a client covered.
+            let diagnoses: Option<Vec<(&'static str, String)>> = (to == NOTIFIER)
+                .then(|| {
+                    behind
+                        .iter()
+                        .map(|event_id| {
+                            let commit = &facts.commits[*event_id];
+                            let covered = last_token.iter().any(|((r, recipient), token)| {
+                                *r == reader
+                                    && *recipient != NOTIFIER
+                                    && token.pos_for(&commit.writer) >= commit.stream_id
+                            });
+                            covered.then_some(())?;
+                            diagnose_client_miss(
+                                facts,
+                                context,
+                                reader,
+                                &commit.writer,
+                                commit.stream_id,
+                                context.ended_at,
+                            )
                         })
-                });
+                        .collect()
+                })
+                .flatten();
             let whose = if to == NOTIFIER {
                 format!("{reader}'s notifier")
             } else {
@@ -1353,8 +1438,13 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                     context.converge_within_ms
                 ),
             ));
-            if f2 {
-                violations.last_mut().expect("just pushed").finding = Some("F2");
+            if let Some(first) = diagnoses.as_ref().and_then(|d| d.first()) {
+                let found = violations.last_mut().expect("just pushed");
+                found.finding = Some(first.0);
+                found.message = format!(
+                    "{}: every one a diagnosed loss, first {}",
+                    found.message, first.1
+                );
             }
         }
     }

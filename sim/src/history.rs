@@ -98,12 +98,20 @@ pub enum Event {
         host: String,
         token: MultiWriterToken,
     },
-    /// A reader discarded an RDATA row as already seen (`cmd.token <= current_token`): when
-    /// `persisted_upto` had already passed it, its notifier never announces it (finding F2).
+    /// A reader discarded an RDATA row, as already seen (`cmd.token <= current_token`: when
+    /// `persisted_upto` had already passed it, its notifier never announces it, findings F1
+    /// and F2) or because the stream was not connected (finding F4 when the row's writer's
+    /// later RDATA is applied before its `POSITION`).
     RdataDiscarded {
         reader: String,
         writer: String,
         token: i64,
+        /// Discarded because the events stream was not connected on this connection (no
+        /// `POSITION` processed since it was made: `_process_rdata`'s
+        /// `_streams_by_connection` check), not as already seen; the row is left to the
+        /// next `POSITION`'s catch-up.
+        #[serde(default, skip_serializing_if = "is_false")]
+        not_connected: bool,
     },
     /// A replication connection was (re)established after a loss.
     Reconnected { host: String, peer: String },

@@ -302,6 +302,7 @@ fn discarded(h: &mut History, ms: u64, writer: &str, token: i64) {
             reader: "r1".into(),
             writer: writer.into(),
             token,
+            not_connected: false,
         },
     );
 }
@@ -464,15 +465,161 @@ fn a_client_miss_after_a_reconnect_and_another_writers_position_is_f2() {
 }
 
 #[test]
-fn over_tcp_a_position_overtaking_the_rdata_on_another_connection_is_f2_but_not_on_redis() {
+fn over_tcp_a_position_overtaking_the_rdata_is_no_finding() {
+    // The pairwise-TCP route the world once called F2: no Synapse deployment has it, and TCP
+    // now carries one writer, so nothing diagnoses it.
     let mut h = History::new();
     committed(&mut h, 10, "w1", 5);
     announced(&mut h, 11, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
     announced(&mut h, 12, "w2", "POSITION events w2 4 6");
     discarded(&mut h, 13, "w1", 5);
     page(&mut h, 20, token(4, &[]), token(6, &[]), &[]);
-    assert_eq!(client_misses(&h, &context(100)), vec![Some("F2")]);
+    assert_eq!(client_misses(&h, &context(100)), vec![None]);
+}
+
+fn not_connected_discard(h: &mut History, ms: u64, writer: &str, token: i64) {
+    h.record(
+        at(ms),
+        Event::RdataDiscarded {
+            reader: "r1".into(),
+            writer: writer.into(),
+            token,
+            not_connected: true,
+        },
+    );
+}
+
+/// F4 (tools/synapse/FINDINGS.md): after (re)subscribing, r1 missed w1's row 5, w2's
+/// POSITION connected the stream, and r1 applied w1's later RDATA 6 before w1's POSITION.
+fn f4_history(missed_by_discard: bool, caught_up_first: bool, other_position: bool) -> History {
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 5);
+    if !missed_by_discard {
+        // Sent while r1 was off the bus.
+        announced(&mut h, 11, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+    }
+    h.record(
+        at(12),
+        Event::Reconnected {
+            host: "r1".into(),
+            peer: "redis".into(),
+        },
+    );
+    if missed_by_discard {
+        announced(&mut h, 13, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+        not_connected_discard(&mut h, 13, "w1", 5);
+    }
+    if other_position {
+        announced(&mut h, 14, "w2", "POSITION events w2 4 4");
+    }
+    if caught_up_first {
+        h.record(
+            at(15),
+            Event::GapFilled {
+                reader: "r1".into(),
+                writer: "w1".into(),
+                from: 4,
+                upto: 5,
+            },
+        );
+    }
+    committed(&mut h, 16, "w1", 6);
+    announced(&mut h, 16, "w1", r#"RDATA events w1 6 ["$e6","!r0"]"#);
+    delivered(&mut h, 17, "w1", 6);
+    page(&mut h, 20, token(4, &[]), token(6, &[]), &[("w1", 6)]);
+    h
+}
+
+#[test]
+fn a_client_miss_after_a_resubscribe_where_the_writers_later_rdata_came_before_its_position_is_f4()
+{
     let mut redis = context(100);
     redis.transport = crate::scenario::Transport::Redis;
-    assert_eq!(client_misses(&h, &redis), vec![None]);
+    // The row went out while r1 was off the bus, or arrived before the stream was connected.
+    assert_eq!(
+        client_misses(&f4_history(false, false, true), &redis),
+        vec![Some("F4")]
+    );
+    assert_eq!(
+        client_misses(&f4_history(true, false, true), &redis),
+        vec![Some("F4")]
+    );
+    // Near misses: a catch-up of w1 over the row came first; no other writer's POSITION
+    // could have connected the stream; direct TCP (one writer, one connection).
+    assert_eq!(
+        client_misses(&f4_history(false, true, true), &redis),
+        vec![None]
+    );
+    assert_eq!(
+        client_misses(&f4_history(false, false, false), &redis),
+        vec![None]
+    );
+    assert_eq!(
+        client_misses(&f4_history(false, false, true), &context(100)),
+        vec![None]
+    );
+}
+
+#[test]
+fn f1_also_covers_a_row_committed_before_the_restart_but_not_yet_announced() {
+    let history = |rdata_at: u64| {
+        let mut h = History::new();
+        // w1's row 5 commits at 2 but its RDATA waits (its stream position held back).
+        committed(&mut h, 2, "w1", 5);
+        h.record(
+            at(3),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", 5)]),
+            },
+        );
+        announced(&mut h, rdata_at, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+        discarded(&mut h, rdata_at + 1, "w1", 5);
+        page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
+        h
+    };
+    assert_eq!(client_misses(&history(4), &context(100)), vec![Some("F1")]);
+    // Near miss: the RDATA went out before w2 started; its claim covered nothing in flight.
+    let mut h = History::new();
+    committed(&mut h, 1, "w1", 5);
+    announced(&mut h, 2, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+    h.record(
+        at(3),
+        Event::Started {
+            host: "w2".into(),
+            token: token(3, &[("w2", 5)]),
+        },
+    );
+    discarded(&mut h, 4, "w1", 5);
+    page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
+    assert_eq!(client_misses(&h, &context(100)), vec![None]);
+}
+
+#[test]
+fn a_restarted_notifier_is_not_owed_the_rows_committed_before_it_started() {
+    let history = |started_at: u64| {
+        let mut h = History::new();
+        let start = |h: &mut History| {
+            h.record(
+                at(started_at),
+                Event::Started {
+                    host: "r1".into(),
+                    token: token(1, &[]),
+                },
+            )
+        };
+        if started_at < 5 {
+            start(&mut h);
+        }
+        committed(&mut h, 5, "w1", 2);
+        if started_at >= 5 {
+            start(&mut h);
+        }
+        handed(&mut h, 20, token(2, &[]));
+        h
+    };
+    // Row 2 committed before r1 started: read at start-up, never announced, not owed.
+    assert!(!invariants(&history(6), 100).contains(&"notifier_announces_every_event"));
+    // Committed after the start: owed.
+    assert!(invariants(&history(4), 100).contains(&"notifier_announces_every_event"));
 }

@@ -434,16 +434,22 @@ impl Process {
                 } => self.wake_waiters(&instance, token),
                 FollowerAction::Discarded {
                     instance,
+                    prev,
                     token,
                     reason,
-                    ..
                 } => {
                     tracing::trace!(host = %self.name, %instance, ?token, reason, "discarded");
-                    if let (Some(token), "already seen") = (token, reason) {
+                    let not_connected = match reason {
+                        "already seen" => false,
+                        "stream not connected" => true,
+                        _ => continue,
+                    };
+                    if let (Some(token), None) = (token, prev) {
                         self.shared.record(Event::RdataDiscarded {
                             reader: self.name.clone(),
                             writer: instance,
                             token,
+                            not_connected,
                         });
                     }
                 }
