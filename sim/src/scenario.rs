@@ -238,7 +238,8 @@ pub struct Network {
     /// One-way latency of every message, drawn per message, in milliseconds (default 1..5).
     #[serde(default = "default_latency_ms")]
     pub latency_ms: Range,
-    /// Probability that a link fails on a given step (turmoil's `fail_rate`), 0..=1.
+    /// Probability that a link flaps on a given step, 0..=1: it holds its segments for TCP's
+    /// minimum retransmission time-out (200 ms) and then delivers them (the world's `flap`).
     #[serde(default)]
     pub message_loss: f64,
     /// Simulated time per turmoil step, in milliseconds. 1 keeps every whole-millisecond

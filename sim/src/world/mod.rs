@@ -288,6 +288,9 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
     let mut driver = Driver {
         shared: shared.clone(),
         partitions: BTreeSet::new(),
+        loss_rate: 0.0,
+        flaps: BTreeMap::new(),
+        flap_rng: shared.rng_for("network-flaps", 0),
     };
     for host in &scenario.topology.late_hosts {
         sim.crash(host.as_str());
@@ -311,6 +314,7 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
         if elapsed >= total_ms {
             break;
         }
+        driver.flap(&mut sim);
         if let Err(error) = sim.step() {
             host_failure = Some(error.to_string());
             break;
@@ -394,10 +398,20 @@ fn elapsed_ms(sim: &turmoil::Sim) -> u64 {
     u64::try_from(sim.elapsed().as_millis()).expect("simulated time fits u64")
 }
 
+/// How long a flapping link holds its segments: Linux's minimum retransmission time-out
+/// (`TCP_RTO_MIN`, 200 ms), after which TCP sends again what the link dropped.
+const FLAP_HOLD_MS: u64 = 200;
+
 /// Applies faults to the `Sim` and remembers what must be repaired.
 struct Driver {
     shared: Rc<Shared>,
     partitions: BTreeSet<(String, String)>,
+    /// The probability that a link flaps on a given step (`message_loss`).
+    loss_rate: f64,
+    /// Links flapping now, and when they deliver what they hold.
+    flaps: BTreeMap<(String, String), SimInstant>,
+    /// The flaps' own random stream, so the rest of a seed's draws stay where they were.
+    flap_rng: ChaCha8Rng,
 }
 
 impl Driver {
@@ -515,15 +529,57 @@ impl Driver {
         }
     }
 
-    /// Message loss applies to replication and client links, not to the database's: losing
-    /// a database round trip would wedge a turmoil stream that Postgres would have reset.
-    fn set_loss(&self, sim: &mut turmoil::Sim, rate: f64) {
+    /// Message loss applies to replication and client links, not to the database's.
+    fn set_loss(&mut self, _sim: &mut turmoil::Sim, rate: f64) {
+        self.loss_rate = rate;
+    }
+
+    /// Whether a partition fault holds the link (either way round).
+    fn partitioned(&self, (a, b): &(String, String)) -> bool {
+        self.partitions.contains(&(a.clone(), b.clone()))
+            || self.partitions.contains(&(b.clone(), a.clone()))
+    }
+
+    /// One step of message loss. Every link is a TCP connection, and TCP loses nothing while
+    /// a connection lives: a segment the network drops is sent again after the
+    /// retransmission time-out. So a lossy link flaps: with probability `loss_rate` per step
+    /// it holds what is in flight and what is sent (turmoil's `hold`) for [`FLAP_HOLD_MS`],
+    /// then delivers it. turmoil's own `fail_rate` drops the segments instead, which leaves a
+    /// stream with a hole that nothing ever fills: a connection that never delivers again,
+    /// and that Synapse's ping time-out cannot close if no PING got through first.
+    fn flap(&mut self, sim: &mut turmoil::Sim) {
+        let now = Self::now(sim);
+        let due: Vec<(String, String)> = self
+            .flaps
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(link, _)| link.clone())
+            .collect();
+        for link in due {
+            self.flaps.remove(&link);
+            // A partition fault on the same link keeps holding until its heal.
+            if !self.partitioned(&link) {
+                sim.release(link.0.as_str(), link.1.as_str());
+            }
+        }
+        if self.loss_rate <= 0.0 {
+            return;
+        }
         let hosts = self.shared.scenario.hosts();
         for (index, a) in hosts.iter().enumerate() {
             for b in &hosts[index + 1..] {
-                if a != "db" && b != "db" {
-                    sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
+                if a == "db" || b == "db" {
+                    continue;
                 }
+                let link = (a.clone(), b.clone());
+                if !rand::Rng::random_bool(&mut self.flap_rng, self.loss_rate)
+                    || self.flaps.contains_key(&link)
+                    || self.partitioned(&link)
+                {
+                    continue;
+                }
+                sim.hold(a.as_str(), b.as_str());
+                self.flaps.insert(link, now + FLAP_HOLD_MS);
             }
         }
     }
