@@ -72,7 +72,7 @@ def fix_f1_startup_claims_persisted_only() -> None:
     """F1: a restarted idle writer's position covers another writer's event in flight.
 
     Changes `MultiWriterIdGenerator._load_current_ids` (storage/util/id_generators.py,
-    lines 420-430 of 1.163.2: "If we're a writer, we can assume we're at the end of the
+    lines 418-428 of 1.163.2: "If we're a writer, we can assume we're at the end of the
     stream", PR #17309).
 
     The change: at start-up a writer takes as its own position the highest stream id
