@@ -8,6 +8,7 @@ server, the fake reactor clock), on the PostgreSQL that `.ci/setup-synapse.sh` s
 
     system_oracle.py --out-dir DIR CHOREO.jsonl...     # DIR/<name>.out.jsonl per file
     system_oracle.py CHOREO.jsonl                      # one file, to stdout
+    system_oracle.py --fix all CHOREO.jsonl            # with the proposed fixes (fixes.py)
 
 The harness needs six workarounds to serve as an oracle (research/system-oracle.md); each is
 marked `WORKAROUND n` below:
@@ -37,7 +38,12 @@ Levers that Synapse's harness lacks are built from Synapse's own code paths:
 - held deliveries: the fake Redis server keeps what it would deliver to one process's
   subscription, in order (lost if that subscription is cut meanwhile).
 
-Exit status: 0, or 2 if a file cannot be read.
+`--fix NAME` (repeatable: f1, f2, f3, f4, all) runs the deployment with the proposed fixes of
+tools/synapse/fixes.py applied (FIXES.md); with `--update`/`--check` the expected files are
+then DIR/fix-<names>/<name>.expected.jsonl (`fix-all`, `fix-f1+f3`, ...), DIR being the
+choreography's folder. Without `--fix` nothing of Synapse is changed.
+
+Exit status: 0, or 2 if a file cannot be read (or an argument is wrong).
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ from synapse.notifier import Notifier  # noqa: E402
 from synapse.http.site import SynapseSite  # noqa: E402
 from synapse.logging.context import make_deferred_yieldable  # noqa: E402
 
+from fixes import FIX_NAMES, apply_fixes, resolve_fix_names  # noqa: E402
+
 from tests.replication._base import (  # noqa: E402
     BaseMultiWorkerStreamTestCase,
     FakeRedisPubSubServer,
@@ -114,6 +122,16 @@ class MalformedLine(Exception):
 
 class StepError(Exception):
     pass
+
+
+def _rdata_connected(handler: Any, conn: Any, stream_name: str, instance_name: str) -> bool:
+    """The handler's own test of whether an RDATA of `instance_name` on `conn` is applied
+    (else dropped as "unconnected"): per stream in Synapse 1.163.2, per (stream, writer) with
+    fix F4 (`is_writer_connected`, fixes.py)."""
+    per_writer = getattr(handler, "is_writer_connected", None)
+    if per_writer is not None:
+        return per_writer(conn, stream_name, instance_name)
+    return handler.is_stream_connected(conn, stream_name)
 
 
 def dumps(obj: Any) -> str:
@@ -416,10 +434,9 @@ class SystemOracle(BaseMultiWorkerStreamTestCase):
             if stream_name == EVENTS:
                 row = handler._streams[stream_name].parse_row(cmd.row)
                 label = oracle._label_of_row(row)
-                sbc = handler._streams_by_connection.get(conn)
                 tok = "batch" if cmd.token is None else str(cmd.token)
                 entry = "RDATA %s %s %s" % (cmd.instance_name, tok, label)
-                if not sbc or stream_name not in sbc:
+                if not _rdata_connected(handler, conn, stream_name, cmd.instance_name):
                     entry += " unconnected"
                 elif cmd.token is not None and cmd.token <= handler._streams[
                     stream_name
@@ -1219,13 +1236,25 @@ def _shutdown(harness: SystemOracle) -> None:
             pass
 
 
-def _expected_path(path: str) -> str:
+def fix_dir_name(fixes: list[str]) -> str:
+    """The folder of expected files for a set of fixes: `fix-all` when all of them, else
+    `fix-` and their names in F1..F4 order joined by `+` (`fix-f1+f3`)."""
+    names = resolve_fix_names(fixes)
+    return "fix-" + ("all" if names == list(FIX_NAMES) else "+".join(names))
+
+
+def _expected_path(path: str, fixes: list[str] | None = None) -> str:
     base = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
+    if fixes:
+        base = os.path.join(os.path.dirname(base), fix_dir_name(fixes), os.path.basename(base))
     return base + ".expected.jsonl"
 
 
-def _run_files(paths: list[str]) -> list[tuple[str, str]]:
-    """Runs each file in this process; (path, output text) per file, in order."""
+def _run_files(paths: list[str], fixes: list[str] | None = None) -> list[tuple[str, str]]:
+    """Runs each file in this process, with `fixes` applied (before any homeserver is
+    built; a process of the pool applies them itself); (path, output text) per file, in
+    order."""
+    apply_fixes(fixes or [])
     results = []
     for path in paths:
         with open(path, "rb") as f:
@@ -1251,8 +1280,20 @@ def main(argv: list[str]) -> int:
         help="compare with <name>.expected.jsonl beside each file; exit 1 on any difference",
     )
     ap.add_argument("--jobs", type=int, default=1, help="processes (each its own harness)")
+    ap.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="apply a proposed fix of fixes.py (f1, f2, f3, f4 or all; repeatable); "
+        "--update/--check then use DIR/fix-<names>/ (FIXES.md)",
+    )
     ap.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
+    try:
+        fixes = resolve_fix_names(args.fix)
+    except ValueError as e:
+        ap.error(str(e))
     if not (args.out_dir or args.update or args.check) and len(args.files) != 1:
         print("system_oracle: give --out-dir, --update or --check for several files", file=sys.stderr)
         return 2
@@ -1272,13 +1313,14 @@ def main(argv: list[str]) -> int:
             return 2
     jobs = max(1, min(args.jobs, len(args.files)))
     if jobs == 1:
-        results = _run_files(args.files)
+        results = _run_files(args.files, fixes)
     else:
+        import functools
         import multiprocessing
 
         shards = [args.files[i::jobs] for i in range(jobs)]
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            parts = pool.map(_run_files, shards)
+            parts = pool.map(functools.partial(_run_files, fixes=fixes), shards)
         by_path = {path: text for part in parts for path, text in part}
         results = [(path, by_path[path]) for path in args.files]
     status = 0
@@ -1292,18 +1334,20 @@ def main(argv: list[str]) -> int:
             with open(os.path.join(args.out_dir, base + ".out.jsonl"), "w") as f:
                 f.write(text)
         elif args.update:
-            with open(_expected_path(path), "w") as f:
+            expected_path = _expected_path(path, fixes)
+            os.makedirs(os.path.dirname(expected_path) or ".", exist_ok=True)
+            with open(expected_path, "w") as f:
                 f.write(text)
         elif args.check:
             try:
-                with open(_expected_path(path)) as f:
+                with open(_expected_path(path, fixes)) as f:
                     expected = f.read()
             except OSError:
                 expected = None
             if expected != text:
                 status = 1
                 differing += 1
-                print("system_oracle: %s: real Synapse no longer prints %s" % (path, _expected_path(path)))
+                print("system_oracle: %s: real Synapse no longer prints %s" % (path, _expected_path(path, fixes)))
                 got, want = text.splitlines(), (expected or "").splitlines()
                 for i in range(max(len(got), len(want))):
                     g = got[i] if i < len(got) else "<none>"
