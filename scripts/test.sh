@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: style gates, then every test, with the differential
 # tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), the system oracle
-# re-run on every choreography and the F1 trial test, then a short
+# re-run on every choreography (unpatched, and with the proposed fixes) and the F1 trial test,
+# then a short
 # fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10), the
 # metrics exposition and timeline checks, and the bug hunt (STREAMSIM_CI_HUNT_BUDGET seeds per switch, default 30).
 #
@@ -37,6 +38,12 @@ stage "system oracle: every choreography on real Synapse"
 mapfile -t choreographies < <(find tests/data/system -name '*.jsonl' ! -name '*.expected.jsonl' | sort)
 "$STREAMSIM_SYNAPSE_PYTHON" tools/synapse/system_oracle.py --check --jobs 2 "${choreographies[@]}"
 bash tools/synapse/trial/run.sh
+# The proposed fixes (tools/synapse/FIXES.md) on real Synapse: every choreography with all four
+# applied must give exactly tests/data/system/fix-all/ (where no finding loses an event), and
+# the F1 trial test must pass with F1's fix.
+stage "system oracle: every choreography on real Synapse with the proposed fixes"
+"$STREAMSIM_SYNAPSE_PYTHON" tools/synapse/system_oracle.py --fix all --check --jobs 2 "${choreographies[@]}"
+bash tools/synapse/trial/run.sh --fix f1
 
 # The scenario regression suite: a fixed-seed sweep of every shipped scenario with the clean
 # model. Any failure prints the `streamsim run` command that replays it.
