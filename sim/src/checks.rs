@@ -244,6 +244,8 @@ pub struct Facts<'a> {
     by_writer: BTreeMap<&'a str, Vec<(i64, &'a str, SimInstant)>>,
     /// When each stream id was allocated.
     allocated_at: BTreeMap<i64, SimInstant>,
+    /// Which writer allocated each stream id.
+    allocated_by: BTreeMap<i64, &'a str>,
     /// Every process start: (time, host, its generator's token).
     starts: Vec<(SimInstant, &'a str, &'a MultiWriterToken)>,
     /// Every announced `POSITION`: (time, writer, prev, new), in history order.
@@ -274,6 +276,7 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut last_heal = None;
         let mut by_writer: BTreeMap<&str, Vec<(i64, &str, SimInstant)>> = BTreeMap::new();
         let mut allocated_at = BTreeMap::new();
+        let mut allocated_by = BTreeMap::new();
         let mut starts = Vec::new();
         let mut positions = Vec::new();
         let mut rdata_sent = BTreeMap::new();
@@ -351,9 +354,10 @@ impl<'a> From<&'a History> for Facts<'a> {
                     from,
                     upto,
                 } => gaps_filled.push((record.at, reader.as_str(), writer.as_str(), *from, *upto)),
-                Event::Allocated { ids, .. } => {
+                Event::Allocated { host, ids } => {
                     for id in ids {
                         allocated_at.entry(*id).or_insert(record.at);
+                        allocated_by.entry(*id).or_insert(host.as_str());
                     }
                 }
                 Event::Started { host, token } => starts.push((record.at, host.as_str(), token)),
@@ -390,6 +394,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             last_heal,
             by_writer,
             allocated_at,
+            allocated_by,
             starts,
             positions,
             rdata_sent,
@@ -811,19 +816,38 @@ fn diagnose_f3_shape(
         if *host != writer || !(*prev < stream_id && stream_id <= *new) {
             return None;
         }
-        // The fetch holds the writer's own position back while the row finishes (and the
-        // position stays there until the writer's next finish), or is still in flight
-        // when the POSITION goes out.
-        let (_, requested, answered) =
-            facts.fetches.iter().find(|(fetcher, requested, answered)| {
-                *fetcher == writer
-                    && ((*requested <= committed && committed <= *answered)
-                        || (requested <= at && at <= answered))
-            })?;
+        // The row finished out of order, so the writer's own position stayed below it (the
+        // row waits in `_finished_ids`) while `upto` passed it: a sequence fetch was in
+        // flight when it committed or when the POSITION went out, or a lower id of the
+        // writer's own was allocated and not yet committed when it committed.
+        let held_back = match facts.fetches.iter().find(|(fetcher, requested, answered)| {
+            *fetcher == writer
+                && ((*requested <= committed && committed <= *answered)
+                    || (requested <= at && at <= answered))
+        }) {
+            Some((_, requested, answered)) => format!(
+                "{writer}'s sequence fetch was in flight from {requested} to {answered}"
+            ),
+            None => {
+                let lower = facts
+                    .allocated_by
+                    .range(..stream_id)
+                    .rev()
+                    .find(|(id, by)| {
+                        **by == writer
+                            && facts.allocated_at.get(id).is_some_and(|a| *a <= committed)
+                            && facts
+                                .commit_of(writer, **id)
+                                .is_none_or(|c| c > committed)
+                    })?
+                    .0;
+                format!("{writer}'s own lower id {lower} was still uncommitted")
+            }
+        };
         Some((
             "F3",
             format!(
-                "F3: {writer}@{stream_id} committed at {committed}, {writer}'s sequence fetch was in flight from {requested} to {answered}, {writer} announced POSITION {prev} {new} at {at} and never sent RDATA for {stream_id}"
+                "F3: {writer}@{stream_id} committed at {committed} while {held_back}; {writer} announced POSITION {prev} {new} at {at} and never sent RDATA for {stream_id}"
             ),
         ))
     })

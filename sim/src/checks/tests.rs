@@ -397,6 +397,52 @@ fn a_client_miss_after_the_writers_own_position_over_its_row_during_a_fetch_is_f
 }
 
 #[test]
+fn a_client_miss_after_the_writers_own_position_over_its_row_finished_before_a_lower_own_id_is_f3()
+{
+    // w1 allocated 4 then 5; 5 commits while 4 is still uncommitted (out of order), and w1
+    // then announces POSITION 3 5 over it instead of RDATA 5 (the unguarded raise of its
+    // local position; here `upto` passed 4 by another writer's claim, seed 144).
+    let history = |lower_committed_first: bool| {
+        let mut h = History::new();
+        h.record(
+            at(1),
+            Event::Allocated {
+                host: "w1".into(),
+                ids: vec![4],
+            },
+        );
+        if lower_committed_first {
+            h.record(
+                at(2),
+                Event::Committed {
+                    host: "w1".into(),
+                    rows: vec![(4, "$e4".into())],
+                },
+            );
+        }
+        committed(&mut h, 3, "w1", 5);
+        if !lower_committed_first {
+            h.record(
+                at(4),
+                Event::Committed {
+                    host: "w1".into(),
+                    rows: vec![(4, "$e4".into())],
+                },
+            );
+        }
+        announced(&mut h, 5, "w1", "POSITION events w1 3 5");
+        page(&mut h, 20, token(3, &[]), token(5, &[]), &[("w1", 4)]);
+        h
+    };
+    assert_eq!(
+        client_misses(&history(false), &context(100)),
+        vec![Some("F3")]
+    );
+    // Near miss: the lower id committed first, so nothing held the writer's position back.
+    assert_eq!(client_misses(&history(true), &context(100)), vec![None]);
+}
+
+#[test]
 fn a_client_miss_after_another_writers_restart_claimed_the_id_and_the_rdata_was_discarded_is_f1() {
     let history = |claim: i64, discard: bool| {
         let mut h = History::new();
