@@ -257,8 +257,8 @@ pub struct Facts<'a> {
     /// Every RDATA discarded because the stream was not connected: (time, reader, writer,
     /// token).
     unconnected_discards: Vec<(SimInstant, &'a str, &'a str, i64)>,
-    /// Every replication reconnection: (time, host, peer).
-    reconnects: Vec<(SimInstant, &'a str, &'a str)>,
+    /// Every `REPLICATE` a process sent, as it (re)subscribed: (time, host).
+    replicates: Vec<(SimInstant, &'a str)>,
     /// Every writer's sequence fetch: (writer, requested at, answered at).
     fetches: Vec<(&'a str, SimInstant, SimInstant)>,
     /// When each reader handed each event to its notifier.
@@ -282,7 +282,7 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut rdata_sent = BTreeMap::new();
         let mut discards = Vec::new();
         let mut unconnected_discards = Vec::new();
-        let mut reconnects = Vec::new();
+        let mut replicates = Vec::new();
         let mut fetches = Vec::new();
         let mut deliveries: BTreeMap<(&str, &str), Vec<SimInstant>> = BTreeMap::new();
         let mut rdata_applied = Vec::new();
@@ -299,6 +299,7 @@ impl<'a> From<&'a History> for Facts<'a> {
                                 positions.push((record.at, host.as_str(), prev, new));
                             }
                         }
+                        Some("REPLICATE") => replicates.push((record.at, host.as_str())),
                         Some("RDATA") => {
                             if let Some(token) = words.nth(2).and_then(|w| w.parse().ok()) {
                                 rdata_sent
@@ -322,9 +323,7 @@ impl<'a> From<&'a History> for Facts<'a> {
                         discards.push(discard);
                     }
                 }
-                Event::Reconnected { host, peer } => {
-                    reconnects.push((record.at, host.as_str(), peer.as_str()))
-                }
+
                 Event::SequenceFetched {
                     host, requested_at, ..
                 } => fetches.push((host.as_str(), *requested_at, record.at)),
@@ -400,7 +399,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             rdata_sent,
             discards,
             unconnected_discards,
-            reconnects,
+            replicates,
             fetches,
             deliveries,
             rdata_applied,
@@ -902,23 +901,7 @@ fn diagnose_f4_shape(
     if facts.deliveries.contains_key(&(reader, event_id)) {
         return None;
     }
-    // Each time the reader's subscription (re)started: its first start or a restart
-    // (`Started`), or a re-subscribe after losing the bus (`Reconnected`).
-    let mut subscribed: Vec<(SimInstant, &str)> = facts
-        .starts
-        .iter()
-        .filter(|(_, host, _)| *host == reader)
-        .map(|(at, _, _)| (*at, "started"))
-        .chain(
-            facts
-                .reconnects
-                .iter()
-                .filter(|(_, host, peer)| *host == reader && *peer == "redis")
-                .map(|(at, _, _)| (*at, "re-subscribed")),
-        )
-        .filter(|(at, _)| *at <= covered_at)
-        .collect();
-    subscribed.sort();
+    let subscribed = subscriptions(facts, reader, covered_at);
     // The latest subscription first: the one the row was missed under.
     subscribed.iter().rev().enumerate().find_map(|(index, &(subscribed_at, how))| {
             let next_subscription = index
@@ -974,33 +957,74 @@ fn diagnose_f2_shape(
     stream_id: i64,
     covered_at: SimInstant,
 ) -> Option<(&'static str, String)> {
-    facts.reconnects.iter().find_map(|(reconnected, host, peer)| {
-        if *host != reader || (*peer != writer && *peer != "redis") || *reconnected > covered_at {
-            return None;
-        }
-        let (passed, other, prev, new) = facts.positions.iter().find(|(at, other, _, new)| {
-            *other != writer && at >= reconnected && *at <= covered_at && *new >= stream_id
-        })?;
-        let discarded = facts.discards.iter().find(|(at, r, w, t)| {
-            *r == reader && *w == writer && *t == stream_id && at >= passed
-        });
-        let event_id = facts.event_of(writer, stream_id)?;
-        let processed = facts
-            .deliveries
-            .get(&(reader, event_id))
-            .is_some_and(|times| times.iter().any(|at| at >= reconnected));
-        let how = match discarded {
-            Some((at, ..)) => format!("discarded its RDATA at {at}"),
-            None if !processed => "never processed its row".to_owned(),
-            None => return None,
-        };
-        Some((
-            "F2",
-            format!(
-                "F2: {reader} reconnected to {peer} at {reconnected}, then {other} announced POSITION {prev} {new} at {passed}, past {writer}@{stream_id}, and {reader} {how}"
-            ),
-        ))
-    })
+    let event_id = facts.event_of(writer, stream_id)?;
+    subscriptions(facts, reader, covered_at)
+        .into_iter()
+        .rev()
+        .find_map(|(subscribed_at, how)| {
+            // The writers answer the reader's REPLICATE; another writer's answer at or above
+            // the row came before the row's writer's own.
+            // (History order, not time: answers can go out in the same millisecond.)
+            let own_answer = facts
+                .positions
+                .iter()
+                .position(|(at, w, _, _)| *w == writer && *at >= subscribed_at)
+                .unwrap_or(facts.positions.len());
+            let (passed, other, prev, new) =
+                facts.positions[..own_answer].iter().find(|(at, other, _, new)| {
+                    *other != writer
+                        && *at >= subscribed_at
+                        && *at <= covered_at
+                        && *new >= stream_id
+                })?;
+            // The reader did not have the row: its RDATA went out before this subscription,
+            // or the reader discarded it afterwards (not connected yet, or already seen once
+            // the other writer's POSITION had passed it), and never processed it since.
+            if facts
+                .deliveries
+                .get(&(reader, event_id))
+                .is_some_and(|times| times.iter().any(|at| *at >= subscribed_at))
+            {
+                return None;
+            }
+            let discarded = facts
+                .discards
+                .iter()
+                .chain(&facts.unconnected_discards)
+                .find(|(at, r, w, t)| {
+                    *r == reader && *w == writer && *t == stream_id && *at >= subscribed_at
+                });
+            let missed = match discarded {
+                Some((at, ..)) => format!("discarded its RDATA at {at}"),
+                None => {
+                    let sent = *facts.rdata_sent.get(&(writer, stream_id))?;
+                    (sent <= subscribed_at).then_some(())?;
+                    format!("was off the bus when {writer} sent its RDATA at {sent}")
+                }
+            };
+            Some((
+                "F2",
+                format!(
+                    "F2: {reader} {how} at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) came before {writer}'s own answer and passed {writer}@{stream_id}, which {reader} {missed} and never fetched"
+                ),
+            ))
+        })
+}
+
+/// Each time `reader` (re)subscribed up to `until`, oldest first: when it sent `REPLICATE`
+/// (at start-up, and after every lost connection or subscription), from which on it receives
+/// what the writers publish and they answer with their positions.
+fn subscriptions(
+    facts: &Facts,
+    reader: &str,
+    until: SimInstant,
+) -> Vec<(SimInstant, &'static str)> {
+    facts
+        .replicates
+        .iter()
+        .filter(|(at, host)| *host == reader && *at <= until)
+        .map(|(at, _)| (*at, "sent REPLICATE"))
+        .collect()
 }
 
 /// A notifier announces each writer's events in that writer's order: never an event that a

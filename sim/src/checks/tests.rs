@@ -481,16 +481,12 @@ fn a_client_miss_after_a_reconnect_and_another_writers_position_is_f2() {
     let history = |position_at: u64, fetched: bool| {
         let mut h = History::new();
         committed(&mut h, 10, "w1", 5);
+        // Sent while r1 was off the bus.
+        announced(&mut h, 10, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
         if position_at < 12 {
             announced(&mut h, position_at, "w2", "POSITION events w2 4 6");
         }
-        h.record(
-            at(12),
-            Event::Reconnected {
-                host: "r1".into(),
-                peer: "redis".into(),
-            },
-        );
+        announced(&mut h, 12, "r1", "REPLICATE ");
         if position_at >= 12 {
             announced(&mut h, position_at, "w2", "POSITION events w2 4 6");
         }
@@ -544,13 +540,7 @@ fn f4_history(missed_by_discard: bool, caught_up_first: bool, other_position: bo
         // Sent while r1 was off the bus.
         announced(&mut h, 11, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
     }
-    h.record(
-        at(12),
-        Event::Reconnected {
-            host: "r1".into(),
-            peer: "redis".into(),
-        },
-    );
+    announced(&mut h, 12, "r1", "REPLICATE ");
     if missed_by_discard {
         announced(&mut h, 13, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
         not_connected_discard(&mut h, 13, "w1", 5);
