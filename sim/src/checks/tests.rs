@@ -659,3 +659,45 @@ fn a_restarted_notifier_is_not_owed_the_rows_committed_before_it_started() {
     // Committed after the start: owed.
     assert!(invariants(&history(4), 100).contains(&"notifier_announces_every_event"));
 }
+
+#[test]
+fn read_your_writes_does_not_judge_a_send_the_clients_own_future_token_skipped() {
+    let history = |future: bool| {
+        let mut h = History::new();
+        if future {
+            h.record(
+                at(1),
+                Event::FutureToken {
+                    client: "c1".into(),
+                    reader: "r1".into(),
+                    token: token(1_000_000, &[]),
+                },
+            );
+            // The page from the bogus token hands out 10 without the event at 5.
+            page(&mut h, 2, token(1_000_000, &[]), token(10, &[]), &[]);
+        } else {
+            page(&mut h, 2, token(1, &[]), token(10, &[]), &[]);
+        }
+        committed(&mut h, 3, "w1", 5);
+        h.record(
+            at(4),
+            Event::SendAnswered {
+                client: "c1".into(),
+                host: "r1".into(),
+                event_id: "$e5".into(),
+                persisted_at: Some(("w1".into(), 5)),
+                outcome: "reached".into(),
+            },
+        );
+        page(&mut h, 5, token(10, &[]), token(10, &[]), &[]);
+        h
+    };
+    let judged = |h: &History| {
+        check_all(h, &context(100))
+            .iter()
+            .any(|v| v.invariant == "read_your_writes")
+    };
+    // Without the future token the page at 2 covered 5 before it committed: a real miss.
+    assert!(judged(&history(false)));
+    assert!(!judged(&history(true)));
+}
