@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use streamsim_models::bugs::{Bug, Bugs, CATALOGUE};
+use streamsim_models::fixes::{Fixes, CATALOGUE as FIX_CATALOGUE};
 use streamsim_models::{opscript, wire};
 use streamsim_sim::runner::{self, SeedResult};
 use streamsim_sim::scenario::Scenario;
@@ -37,6 +38,10 @@ enum Command {
     Choreo {
         /// The choreography, JSON lines; `-` reads standard input.
         file: PathBuf,
+        /// Apply a proposed fix (f1..f4, or all; tools/synapse/FIXES.md) in every process;
+        /// repeatable.
+        #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
+        fixes: Vec<Fixes>,
     },
     /// Run one seed of a scenario and check every invariant (exit 1 on a violation).
     Run(RunArgs),
@@ -174,6 +179,21 @@ fn bug_set(bugs: &[Bug]) -> Bugs {
     bugs.iter().fold(Bugs::NONE, |set, bug| set.with(*bug))
 }
 
+/// `--fix NAME`: one of `f1`..`f4`, or `all`.
+fn parse_fix(name: &str) -> Result<Fixes, String> {
+    Fixes::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = FIX_CATALOGUE.iter().map(|f| f.name).collect();
+        format!(
+            "no proposed fix {name:?}; the fixes are {}, all",
+            names.join(", ")
+        )
+    })
+}
+
+fn fix_set(fixes: &[Fixes]) -> Fixes {
+    fixes.iter().fold(Fixes::NONE, |set, f| set.union(*f))
+}
+
 fn parse_shard(text: &str) -> Result<(u64, u64), String> {
     let (k, n) = text
         .split_once('/')
@@ -252,12 +272,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 writeln!(out, "{line}")?;
             }
         }
-        Command::Choreo { file } => {
+        Command::Choreo { file, fixes } => {
             let bytes = read_input(&file)?;
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("cannot read {}: not UTF-8", file.display()))?;
             let mut out = std::io::stdout().lock();
-            for line in streamsim_sim::choreo::run_script(&text) {
+            for line in streamsim_sim::choreo::run_script_with(&text, fix_set(&fixes)) {
                 writeln!(out, "{line}")?;
             }
         }
