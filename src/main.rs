@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use streamsim_models::bugs::{Bug, Bugs, CATALOGUE};
+use streamsim_models::fixes::{Fixes, CATALOGUE as FIX_CATALOGUE};
 use streamsim_models::{opscript, wire};
 use streamsim_sim::runner::{self, SeedResult};
 use streamsim_sim::scenario::Scenario;
@@ -37,6 +38,10 @@ enum Command {
     Choreo {
         /// The choreography, JSON lines; `-` reads standard input.
         file: PathBuf,
+        /// Apply a proposed fix (f1..f4, or all; tools/synapse/FIXES.md) in every process;
+        /// repeatable.
+        #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
+        fixes: Vec<Fixes>,
     },
     /// Run one seed of a scenario and check every invariant (exit 1 on a violation).
     Run(RunArgs),
@@ -66,6 +71,9 @@ enum Command {
         /// Switches hunted in parallel (default: the machine's cores).
         #[arg(long, requires = "hunt")]
         jobs: Option<usize>,
+        /// Hunt with a proposed fix of F1-F4 on in every run (f1..f4, or all); repeatable.
+        #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix, requires = "hunt")]
+        fixes: Vec<Fixes>,
     },
     /// Run one seed and print the metrics endpoint's Prometheus text at the end (every
     /// node's dataset, with a `node` label); what crashes lost goes to standard error. Exit
@@ -79,6 +87,9 @@ enum Command {
         /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
         #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
         bugs: Vec<Bug>,
+        /// Apply a proposed fix of F1-F4 (f1..f4, or all; tools/synapse/FIXES.md); repeatable.
+        #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
+        fixes: Vec<Fixes>,
     },
     /// The replication line protocol codec, byte-compatible with Synapse 1.163.2.
     Wire {
@@ -113,6 +124,9 @@ struct RunArgs {
     /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
     #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
     bugs: Vec<Bug>,
+    /// Apply a proposed fix of F1-F4 (f1..f4, or all; tools/synapse/FIXES.md); repeatable.
+    #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
+    fixes: Vec<Fixes>,
     /// Run the seed twice and compare the traces byte for byte (exit 1 if they differ).
     #[arg(long)]
     check_determinism: bool,
@@ -132,6 +146,9 @@ struct SweepArgs {
     /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
     #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
     bugs: Vec<Bug>,
+    /// Apply a proposed fix of F1-F4 (f1..f4, or all; tools/synapse/FIXES.md); repeatable.
+    #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
+    fixes: Vec<Fixes>,
     /// Take only shard K of N (K in 1..=N): the seeds A+K-1, A+K-1+N, ... so that N machines
     /// can split one range.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
@@ -172,6 +189,21 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
 
 fn bug_set(bugs: &[Bug]) -> Bugs {
     bugs.iter().fold(Bugs::NONE, |set, bug| set.with(*bug))
+}
+
+/// `--fix NAME`: one of `f1`..`f4`, or `all`.
+fn parse_fix(name: &str) -> Result<Fixes, String> {
+    Fixes::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = FIX_CATALOGUE.iter().map(|f| f.name).collect();
+        format!(
+            "no proposed fix {name:?}; the fixes are {}, all",
+            names.join(", ")
+        )
+    })
+}
+
+fn fix_set(fixes: &[Fixes]) -> Fixes {
+    fixes.iter().fold(Fixes::NONE, |set, f| set.union(*f))
 }
 
 fn parse_shard(text: &str) -> Result<(u64, u64), String> {
@@ -228,13 +260,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scenario,
             seed,
             bugs,
-        } => return metrics(&scenario, seed, bug_set(&bugs)),
+            fixes,
+        } => return metrics(&scenario, seed, bug_set(&bugs), fix_set(&fixes)),
         Command::Bugs {
             hunt: true,
             budget,
             json,
             jobs,
-        } => return hunt_bugs(budget, json, jobs),
+            fixes,
+        } => return hunt_bugs(budget, json, jobs, fix_set(&fixes)),
         Command::Bugs { .. } => {
             let mut out = std::io::stdout().lock();
             for info in CATALOGUE {
@@ -242,6 +276,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out,
                     "{:<34} {:<4} caught by {:<22} {} ({})",
                     info.name, info.id, info.caught_by, info.fault, info.source
+                )?;
+            }
+            writeln!(
+                out,
+                "proposed fixes (--fix NAME, or --fix all; tools/synapse/FIXES.md):"
+            )?;
+            for info in FIX_CATALOGUE {
+                writeln!(
+                    out,
+                    "{:<34} {:<4} {} (changes {})",
+                    info.name, info.finding, info.rule, info.changes
                 )?;
             }
         }
@@ -252,12 +297,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 writeln!(out, "{line}")?;
             }
         }
-        Command::Choreo { file } => {
+        Command::Choreo { file, fixes } => {
             let bytes = read_input(&file)?;
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("cannot read {}: not UTF-8", file.display()))?;
             let mut out = std::io::stdout().lock();
-            for line in streamsim_sim::choreo::run_script(&text) {
+            for line in streamsim_sim::choreo::run_script_with(&text, fix_set(&fixes)) {
                 writeln!(out, "{line}")?;
             }
         }
@@ -318,9 +363,10 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let bugs = bug_set(&args.bugs);
-    let report = runner::run_seed_with(&scenario, args.seed, bugs);
+    let fixes = fix_set(&args.fixes);
+    let report = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
     let mut out = std::io::stdout().lock();
-    let replay = report::replay_command(&scenario_arg, args.seed, bugs);
+    let replay = report::replay_command(&scenario_arg, args.seed, bugs, fixes);
     if let Some(path) = &args.trace {
         std::fs::write(path, report.history.to_json_lines())
             .with_context(|| format!("cannot write trace {}", path.display()))?;
@@ -346,7 +392,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         )?;
     }
     if args.check_determinism {
-        let again = runner::run_seed_with(&scenario, args.seed, bugs);
+        let again = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
         let first = report.history.to_json_lines();
         let second = again.history.to_json_lines();
         if first != second {
@@ -379,9 +425,9 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
-fn metrics(path: &Path, seed: u64, bugs: Bugs) -> Result<ExitCode> {
+fn metrics(path: &Path, seed: u64, bugs: Bugs, fixes: Fixes) -> Result<ExitCode> {
     let scenario = load_scenario(path)?;
-    let report = runner::run_seed_with(&scenario, seed, bugs);
+    let report = runner::run_seed_fixed(&scenario, seed, bugs, fixes);
     std::io::stdout()
         .lock()
         .write_all(report.metrics.endpoint_text.as_bytes())?;
@@ -421,7 +467,8 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let bar = report::progress_bar(seeds.len() as u64);
     let bugs = bug_set(&args.bugs);
-    let results: Vec<SeedResult> = runner::sweep(scenarios, &seeds, bugs, jobs, &|result| {
+    let fixes = fix_set(&args.fixes);
+    let results: Vec<SeedResult> = runner::sweep(scenarios, &seeds, bugs, fixes, jobs, &|result| {
         bar.inc(1);
         if !result.passed {
             bar.set_message(format!("seed {} failed", result.seed));
@@ -447,7 +494,7 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
             result.known = None;
         }
     }
-    let failed = report::print_sweep(&mut out, &scenario_arg, bugs, &label, &results)?;
+    let failed = report::print_sweep(&mut out, &scenario_arg, bugs, fixes, &label, &results)?;
     report::print_sweep_timing(&results, started.elapsed(), jobs);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -493,11 +540,11 @@ fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>) -> Result<ExitCode> {
+fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>, fixes: Fixes) -> Result<ExitCode> {
     let jobs = jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let report = streamsim_sim::hunt::hunt(budget, jobs);
+    let report = streamsim_sim::hunt::hunt_with_fixes(budget, jobs, fixes);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

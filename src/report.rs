@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use streamsim_models::bugs::Bugs;
+use streamsim_models::fixes::Fixes;
 use streamsim_sim::checks::{Violation, SOMETIMES};
 use streamsim_sim::runner::{RunReport, SeedResult};
 
 /// The command that replays one seed, with the switches it ran with.
-pub fn replay_command(scenario: &Path, seed: u64, bugs: Bugs) -> String {
+pub fn replay_command(scenario: &Path, seed: u64, bugs: Bugs, fixes: Fixes) -> String {
     let mut command = format!("streamsim run {} --seed {seed}", scenario.display());
     for name in bugs.names() {
         command.push_str(&format!(" --bug {name}"));
+    }
+    for name in fixes.names() {
+        command.push_str(&format!(" --fix {name}"));
     }
     command
 }
@@ -210,6 +214,7 @@ pub fn print_sweep(
     out: &mut impl Write,
     scenario: &Path,
     bugs: Bugs,
+    fixes: Fixes,
     label: &str,
     results: &[SeedResult],
 ) -> std::io::Result<usize> {
@@ -239,7 +244,7 @@ pub fn print_sweep(
         writeln!(
             out,
             "  replay: {}",
-            replay_command(scenario, result.seed, bugs)
+            replay_command(scenario, result.seed, bugs, fixes)
         )?;
     }
     let coverage: Vec<String> = SOMETIMES

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use crate::bugs::{Bug, Bugs};
 use crate::db::{Database, DbError, SEQUENCE_NAME};
+use crate::fixes::{Fix, Fixes};
 
 /// Who this generator is and which instances may write the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct IdGenConfig {
     pub writers: Vec<String>,
     /// Historical-bug switches (all off: Synapse 1.163.2).
     pub bugs: Bugs,
+    /// Proposed fixes (all off: Synapse 1.163.2); F1 and F3 act here.
+    pub fixes: Fixes,
 }
 
 impl IdGenConfig {
@@ -31,12 +34,19 @@ impl IdGenConfig {
             instance_name: instance_name.to_owned(),
             writers: writers.iter().map(|w| (*w).to_owned()).collect(),
             bugs: Bugs::NONE,
+            fixes: Fixes::NONE,
         }
     }
 
     /// The config with historical-bug switches on.
     pub fn with_bugs(mut self, bugs: Bugs) -> Self {
         self.bugs = bugs;
+        self
+    }
+
+    /// The config with proposed fixes on.
+    pub fn with_fixes(mut self, fixes: Fixes) -> Self {
+        self.fixes = fixes;
         self
     }
 
@@ -68,7 +78,9 @@ pub enum IdGenError {
 pub struct StartupState {
     /// `stream_positions` rows of configured writers, after stale rows were deleted.
     pub stored_positions: BTreeMap<String, i64>,
-    /// The sequence's raw `last_value`, read only when we are a configured writer.
+    /// The sequence's raw `last_value`, read only when we are a configured writer. Under fix
+    /// F1, instead max(our stored `stream_positions` row (0 if none), the highest committed id
+    /// `GREATEST(COALESCE(MAX(stream_id), 1), 1)`): what the writer takes as its own position.
     pub own_sequence_value: Option<i64>,
     /// `GREATEST(COALESCE(MAX(stream_id), 1), 1)`, used when no position is known at all.
     pub table_max_or_one: i64,
@@ -118,7 +130,19 @@ pub fn read_startup_state(
                 .collect();
         }
     }
-    let own_sequence_value = config.is_writer().then(|| db.sequence().last_value());
+    let own_sequence_value = config.is_writer().then(|| {
+        if config.fixes.on(Fix::F1) {
+            // Fix F1: the end of the *committed* stream, not the sequence's `last_value`: ids
+            // above the last committed row may be another writer's, still in flight.
+            let stored = stored_positions
+                .get(&config.instance_name)
+                .copied()
+                .unwrap_or(0);
+            stored.max(db.max_row_id().max(1))
+        } else {
+            db.sequence().last_value()
+        }
+    });
     // Our own sequence value replaces our stored row before the minimum is taken.
     let minimum = stored_positions
         .iter()
@@ -390,13 +414,29 @@ impl MultiWriterIdGenerator {
             .then(|| self.current_token_for_writer(&self.config.instance_name))
     }
 
-    /// `advance(instance, position)`: what replication calls. Never moves a position back.
+    /// `advance(instance, position)`: what replication calls for rows (RDATA, or rows a
+    /// POSITION's catch-up fetched), and in 1.163.2 for a POSITION too. Never moves a position
+    /// back.
     pub fn advance(&mut self, instance: &str, position: i64) {
+        self.advance_bounds(instance, position);
+        self.add_persisted_position(position);
+    }
+
+    /// Fix F2: `advance` for a POSITION's token (`on_position`): the writer's position and
+    /// `max_seen` move as for a row, but the token is not a persisted id, so it is not pushed
+    /// on the known-persisted heap (the oracle's patch adds `persisted_upto`, popped at once:
+    /// the min update, the raises of `local` and the skip-forward run over what the heap
+    /// already holds).
+    pub fn advance_from_position(&mut self, instance: &str, position: i64) {
+        self.advance_bounds(instance, position);
+        self.add_persisted_position(self.persisted_upto);
+    }
+
+    fn advance_bounds(&mut self, instance: &str, position: i64) {
         let known = self.current_positions.get(instance).copied().unwrap_or(0);
         self.current_positions
             .insert(instance.to_owned(), known.max(position));
         self.max_seen_allocated = self.max_seen_allocated.max(position);
-        self.add_persisted_position(position);
     }
 
     /// `_add_persisted_position`, the heart of the generator.
@@ -418,10 +458,16 @@ impl MultiWriterIdGenerator {
             min_current = min_current.min(ours);
         }
         self.persisted_upto = self.persisted_upto.max(min_current);
-        self.max_local = self.max_local.max(self.persisted_upto);
+        // Fix F3: neither raise of the local position may cover one of our own finished ids
+        // that our position has not absorbed (the streamer would send POSITION over it).
+        let cap = |value: i64| match self.finished_ids.first() {
+            Some(lowest) if self.config.fixes.on(Fix::F3) => value.min(lowest - 1),
+            _ => value,
+        };
+        self.max_local = self.max_local.max(cap(self.persisted_upto));
         if !busy {
             // The idle bump: an idle writer follows everyone else (fix of bug B4).
-            self.max_local = self.max_local.max(self.max_seen_allocated);
+            self.max_local = self.max_local.max(cap(self.max_seen_allocated));
         }
         // Gapless skip-forward over positions known to be persisted (PR #8164).
         while let Some(Reverse(lowest)) = self.known_persisted.peek().copied() {

@@ -9,6 +9,7 @@
 //! - [`limits`]: every limit, with its unit and the reason for its value.
 //! - [`db`]: the database (sequence, stream table, `stream_positions`, crash semantics).
 //! - [`token`]: stream positions, the multi-writer token and its text forms.
+//! - [`bugs`] / [`fixes`]: historical-bug switches and the proposed fixes of F1-F4.
 //! - [`idgen`]: Synapse's `MultiWriterIdGenerator`.
 //! - [`notifier`]: room-event release, listeners, `wait_for_stream_position`, /sync `since` waits.
 //! - [`persister`]: an event persister; batches commit out of order.
@@ -24,6 +25,7 @@ pub mod bugs;
 pub mod changecache;
 pub mod connection;
 pub mod db;
+pub mod fixes;
 pub mod idgen;
 pub mod limits;
 pub mod metrics;

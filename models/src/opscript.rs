@@ -331,6 +331,7 @@ impl World {
                     instance_name: instance.clone(),
                     writers: writers.clone(),
                     bugs: crate::bugs::Bugs::NONE,
+                    fixes: crate::fixes::Fixes::NONE,
                 };
                 let generator = MultiWriterIdGenerator::start(&mut self.db, config)
                     .map_err(|e| e.to_string())?;

@@ -12,9 +12,10 @@
 //! Rows are event ids; tokens are stream ids. Database reads are actions the host carries
 //! out and answers (sans-IO); wire commands are [`Command`] values.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::bugs::{Bug, Bugs};
+use crate::fixes::{Fix, Fixes};
 use crate::idgen::MultiWriterIdGenerator;
 use crate::token::MultiWriterToken;
 use crate::wire::pyjson::PyValue;
@@ -263,8 +264,13 @@ pub struct StreamFollower {
     /// One FIFO per stream: commands wait while a catch-up runs.
     queue: VecDeque<Inbound>,
     catching_up: Option<CatchUp>,
+    /// Fix F4: the writers whose RDATA may be applied on this connection (a POSITION of
+    /// theirs was handled here since the connection began or their last catch-up started).
+    connected_writers: BTreeSet<String>,
     /// Historical-bug switches (all off: Synapse 1.163.2).
     bugs: Bugs,
+    /// Proposed fixes (all off: Synapse 1.163.2); F2 and F4 act here.
+    fixes: Fixes,
 }
 
 impl StreamFollower {
@@ -275,7 +281,9 @@ impl StreamFollower {
             pending_batch: Vec::new(),
             queue: VecDeque::new(),
             catching_up: None,
+            connected_writers: BTreeSet::new(),
             bugs: Bugs::NONE,
+            fixes: Fixes::NONE,
         }
     }
 
@@ -283,6 +291,36 @@ impl StreamFollower {
     pub fn with_bugs(mut self, bugs: Bugs) -> Self {
         self.bugs = bugs;
         self
+    }
+
+    /// The follower with proposed fixes on.
+    pub fn with_fixes(mut self, fixes: Fixes) -> Self {
+        self.fixes = fixes;
+        self
+    }
+
+    /// Fix F4: whether `instance`'s RDATA would be applied (always `connected` without it).
+    fn writer_connected(&self, instance: &str) -> bool {
+        self.connected && (!self.fixes.on(Fix::F4) || self.connected_writers.contains(instance))
+    }
+
+    /// A redundant POSITION of `instance` on a connected stream was dropped: under fix F4 it
+    /// connects its writer (we already have all its rows up to the token).
+    fn drop_redundant_position(
+        &mut self,
+        instance: String,
+        prev: i64,
+        new: i64,
+    ) -> Vec<FollowerAction> {
+        if self.fixes.on(Fix::F4) {
+            self.connected_writers.insert(instance.clone());
+        }
+        vec![FollowerAction::Discarded {
+            instance,
+            prev: Some(prev),
+            token: Some(new),
+            reason: "position already reached",
+        }]
     }
 
     pub fn is_connected(&self) -> bool {
@@ -340,12 +378,7 @@ impl StreamFollower {
             return Vec::new();
         }
         if self.connected && new <= generator.current_token_for_writer(instance) {
-            return vec![FollowerAction::Discarded {
-                instance: instance.to_owned(),
-                prev: Some(prev),
-                token: Some(new),
-                reason: "position already reached",
-            }];
+            return self.drop_redundant_position(instance.to_owned(), prev, new);
         }
         self.queue.push_back(Inbound::Position {
             instance: instance.to_owned(),
@@ -362,6 +395,8 @@ impl StreamFollower {
         if !self.bugs.on(Bug::LostEventsOnReconnect) {
             self.connected = false;
         }
+        // Fix F4: the lost connection's connected writers are forgotten.
+        self.connected_writers.clear();
         self.pending_batch.clear();
     }
 
@@ -443,8 +478,9 @@ impl StreamFollower {
         token: Option<i64>,
         row: Row,
     ) -> Option<FollowerAction> {
-        if !self.connected {
-            // The following POSITION will fill the gap from the database (fix of B14).
+        if !self.writer_connected(&instance) {
+            // The following POSITION will fill the gap from the database (fix of B14; under
+            // fix F4, that writer's POSITION).
             return Some(FollowerAction::Discarded {
                 instance,
                 prev: None,
@@ -491,14 +527,11 @@ impl StreamFollower {
         new: i64,
     ) -> Vec<FollowerAction> {
         if self.connected && new <= generator.current_token_for_writer(&instance) {
-            return vec![FollowerAction::Discarded {
-                instance,
-                prev: Some(prev),
-                token: Some(new),
-                reason: "position already reached",
-            }];
+            return self.drop_redundant_position(instance, prev, new);
         }
         self.connected = false;
+        // Fix F4: the writer is caught up afresh; its RDATA waits for the end of it.
+        self.connected_writers.remove(&instance);
         self.pending_batch.clear();
         let current = generator.current_token_for_writer(&instance);
         let missing = !(prev <= current && current <= new);
@@ -525,8 +558,16 @@ impl StreamFollower {
         prev: i64,
         new: i64,
     ) -> Vec<FollowerAction> {
-        generator.advance(instance, new);
+        if self.fixes.on(Fix::F2) {
+            // Fix F2: the POSITION's token bounds its writer; it is not a persisted id.
+            generator.advance_from_position(instance, new);
+        } else {
+            generator.advance(instance, new);
+        }
         self.connected = true;
+        if self.fixes.on(Fix::F4) {
+            self.connected_writers.insert(instance.to_owned());
+        }
         vec![FollowerAction::Advanced {
             instance: instance.to_owned(),
             prev,

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 use streamsim_models::bugs::{Bugs, CATALOGUE};
+use streamsim_models::fixes::Fixes;
 
 use crate::generate::generated;
-use crate::runner::{run_seed, run_seed_with, RunReport};
+use crate::runner::{run_seed_fixed, RunReport};
 
 /// The hunt for one switch.
 #[derive(Clone, Debug, Serialize)]
@@ -45,6 +46,16 @@ fn unexplained(report: &RunReport) -> Option<&'static str> {
 
 /// Hunts every switch with at most `budget` seeds each, on `jobs` threads.
 pub fn hunt(budget: u64, jobs: usize) -> HuntReport {
+    hunt_with_fixes(budget, jobs, Fixes::NONE)
+}
+
+/// [`hunt`] with the proposed fixes `fixes` on in every run (the clean runs included).
+pub fn hunt_with_fixes(budget: u64, jobs: usize, fixes: Fixes) -> HuntReport {
+    let fix_flags: String = fixes
+        .names()
+        .iter()
+        .map(|n| format!(" --fix {n}"))
+        .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(vec![None; CATALOGUE.len()]);
     std::thread::scope(|scope| {
@@ -65,13 +76,13 @@ pub fn hunt(budget: u64, jobs: usize) -> HuntReport {
                     replay: None,
                 };
                 for seed in 0..budget {
-                    let report = run_seed_with(&generated(seed), seed, bugs);
+                    let report = run_seed_fixed(&generated(seed), seed, bugs, fixes);
                     if let Some(invariant) = unexplained(&report) {
                         hunted.caught = true;
                         hunted.seeds = seed + 1;
                         hunted.invariant = Some(invariant);
                         hunted.replay = Some(format!(
-                            "streamsim run --generated --seed {seed} --bug {}",
+                            "streamsim run --generated --seed {seed} --bug {}{fix_flags}",
                             info.name
                         ));
                         break;
@@ -90,7 +101,9 @@ pub fn hunt(budget: u64, jobs: usize) -> HuntReport {
         .collect();
     let used = bugs.iter().map(|h| h.seeds).max().unwrap_or(0);
     let clean_failures = (0..used)
-        .filter(|seed| unexplained(&run_seed(&generated(*seed), *seed)).is_some())
+        .filter(|seed| {
+            unexplained(&run_seed_fixed(&generated(*seed), *seed, Bugs::NONE, fixes)).is_some()
+        })
         .count() as u64;
     HuntReport {
         bugs,

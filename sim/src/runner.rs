@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use streamsim_models::bugs::Bugs;
+use streamsim_models::fixes::Fixes;
 use streamsim_models::time::SimInstant;
 
 use crate::checks::{check_advisories, check_all, sometimes_reached, CheckContext, Violation};
@@ -66,8 +67,13 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
 
 /// Simulates one seed with the historical-bug switches `bugs` on and applies every check.
 pub fn run_seed_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunReport {
+    run_seed_fixed(scenario, seed, bugs, Fixes::NONE)
+}
+
+/// [`run_seed_with`] with the proposed fixes `fixes` on as well.
+pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) -> RunReport {
     let started = Instant::now();
-    let outcome = world::simulate(scenario, seed, bugs);
+    let outcome = world::simulate_with_fixes(scenario, seed, bugs, fixes);
     let context = CheckContext {
         readers: scenario.reader_names(),
         clients: scenario.clients(),
@@ -156,6 +162,7 @@ pub fn sweep(
     scenarios: SweepScenarios,
     seeds: &[u64],
     bugs: Bugs,
+    fixes: Fixes,
     jobs: usize,
     progress: &(dyn Fn(&SeedResult) + Sync),
 ) -> Vec<SeedResult> {
@@ -168,7 +175,7 @@ pub fn sweep(
                 let Some(&seed) = seeds.get(index) else {
                     return;
                 };
-                let report = run_seed_with(&scenarios.for_seed(seed), seed, bugs);
+                let report = run_seed_fixed(&scenarios.for_seed(seed), seed, bugs, fixes);
                 let reached = sometimes_reached(&report.history)
                     .into_iter()
                     .filter_map(|(name, hit)| hit.then_some(name))

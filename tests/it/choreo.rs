@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use streamsim_sim::choreo::run_script;
+use streamsim_models::fixes::Fixes;
+use streamsim_sim::choreo::{run_script, run_script_with};
 
 use crate::support::repo_root;
 
@@ -90,6 +91,81 @@ fn every_choreography_matches_what_synapse_printed() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `fix-all/NAME.expected.jsonl`: real Synapse's output with the four proposed fixes
+/// (tools/synapse/FIXES.md, `system_oracle.py --fix all --update`).
+fn fix_all_expected_of(path: &Path) -> PathBuf {
+    let expected = expected_of(path);
+    let name = expected.file_name().expect("a file name").to_owned();
+    path.with_file_name("fix-all").join(name)
+}
+
+#[test]
+fn every_choreography_with_every_fix_matches_what_fixed_synapse_printed() {
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for path in choreographies() {
+        let expected_path = fix_all_expected_of(&path);
+        // As unfixed: a choreography without the fixed oracle's output is a failure.
+        let Ok(expected) = std::fs::read_to_string(&expected_path) else {
+            failures.push(format!(
+                "{}: no {} (write it with tools/synapse/system_oracle.py --fix all --update)",
+                path.display(),
+                expected_path.display()
+            ));
+            continue;
+        };
+        compared += 1;
+        let script = std::fs::read_to_string(&path).expect("readable choreography");
+        let actual = run_script_with(&script, Fixes::all());
+        let expected: Vec<&str> = expected.lines().collect();
+        let first_difference = (0..actual.len().max(expected.len()))
+            .find(|i| actual.get(*i).map(String::as_str) != expected.get(*i).copied());
+        if let Some(i) = first_difference {
+            failures.push(format!(
+                "{}: output line {} differs with --fix all\n  synapse:   {}\n  streamsim: {}",
+                path.display(),
+                i + 1,
+                expected.get(i).copied().unwrap_or("<none>"),
+                actual.get(i).map_or("<none>", String::as_str),
+            ));
+        }
+    }
+    assert!(
+        compared >= 40,
+        "only {compared} choreographies have fix-all expected files"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} choreographies differ from fixed Synapse:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_cli_takes_fixes_and_refuses_an_unknown_one_with_exit_2() {
+    let path = repo_root().join("tests/data/system/f4_rdata_before_its_writers_position.jsonl");
+    let output = Command::new(env!("CARGO_BIN_EXE_streamsim"))
+        .args(["choreo", "--fix", "all", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("spawn streamsim");
+    assert_eq!(output.status.code(), Some(0));
+    let script = std::fs::read_to_string(&path).unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        run_script_with(&script, Fixes::all())
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_streamsim"))
+        .args(["choreo", "--fix", "f9", path.to_str().unwrap()])
+        .output()
+        .expect("spawn streamsim");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("f1, f2, f3, f4, all"), "{stderr}");
 }
 
 #[test]

@@ -285,3 +285,108 @@ fn switch_b2_forgets_ids_finished_out_of_order() {
         "until another id finishes"
     );
 }
+
+// ---- proposed fixes (tools/synapse/FIXES.md) ------------------------------------------------
+
+fn start_fixed(
+    db: &mut Database,
+    instance: &str,
+    writers: &[&str],
+    fixes: crate::fixes::Fixes,
+) -> MultiWriterIdGenerator {
+    let config = IdGenConfig::new(instance, writers).with_fixes(fixes);
+    MultiWriterIdGenerator::start(db, config).unwrap()
+}
+
+#[test]
+fn fix_f1_a_restarted_writer_claims_the_last_committed_id_not_another_writers_in_flight_one() {
+    use crate::fixes::{Fix, Fixes};
+    for (fixes, claimed) in [(Fixes::NONE, 4), (Fixes::NONE.with(Fix::F1), 3)] {
+        let mut db = Database::new();
+        preload(&mut db, "w1", 3);
+        let mut reader = start_fixed(&mut db, "r1", &["w1", "w2"], fixes);
+        let mut w1 = start_fixed(&mut db, "w1", &["w1", "w2"], fixes);
+        // w1's X = 4 is allocated and held in its transaction; w2 restarts meanwhile.
+        assert_eq!(w1.allocate(&mut db, 1).unwrap(), vec![4]);
+        let w2 = start_fixed(&mut db, "w2", &["w1", "w2"], fixes);
+        let announced = w2.current_token_for_writer("w2");
+        assert_eq!(announced, claimed, "{fixes:?}");
+        // Its `POSITION w2 p p` reaches the reader (1.163.2's advance).
+        reader.advance("w2", announced);
+        // Unfixed the reader's token covers X before X commits (X's RDATA is then "already
+        // seen", F1's loss); fixed it stays below X.
+        assert_eq!(
+            reader.current_token_for_writer("w1") >= 4,
+            fixes.is_none(),
+            "{fixes:?}"
+        );
+    }
+}
+
+#[test]
+fn fix_f2_a_positions_token_is_not_a_persisted_id() {
+    // w1's row 4 is committed but not received; idle w2 announces 4 (its idle bump).
+    for (from_position, covered) in [(false, true), (true, false)] {
+        let mut db = Database::new();
+        preload(&mut db, "w1", 3);
+        let mut reader = start(&mut db, "r1", &["w1", "w2"]);
+        if from_position {
+            reader.advance_from_position("w2", 4);
+        } else {
+            reader.advance("w2", 4);
+        }
+        assert_eq!(reader.positions()["w2"], 4);
+        // Unfixed, w1's RDATA of 4 (or its POSITION) is then redundant: the row is lost.
+        assert_eq!(reader.current_token_for_writer("w1") >= 4, covered);
+        // The row itself still moves the reader on.
+        reader.advance("w1", 4);
+        assert_eq!(reader.current_token(), 4);
+    }
+}
+
+#[test]
+fn fix_f3_the_local_position_stays_below_an_own_finished_row_not_yet_absorbed() {
+    use crate::fixes::{Fix, Fixes};
+    use crate::replication::{AnnouncerAction, StreamAnnouncer};
+    use crate::wire::Command;
+    for fixes in [Fixes::NONE, Fixes::NONE.with(Fix::F3)] {
+        let mut db = Database::new();
+        preload(&mut db, "w1", 3);
+        let mut w1 = start_fixed(&mut db, "w1", &["w1", "w2"], fixes);
+        let mut announcer = StreamAnnouncer::new("events", &w1);
+        // A's fetch is held before nextval (guard 3); B = 4 is allocated and finishes.
+        let fetch_a = w1.begin_fetch().unwrap();
+        let b = w1.allocate(&mut db, 1).unwrap();
+        assert_eq!(b, vec![4]);
+        w1.mark_finished(&b);
+        assert_eq!(
+            w1.minimal_local_current_token(),
+            3,
+            "B waits behind A's fetch"
+        );
+        assert!(announcer.poke(&w1, true).is_empty());
+        // w2's C = 5 arrives: the next add_persisted raises the local position.
+        w1.advance("w2", db.nextval().unwrap());
+        let actions = announcer.poke(&w1, true);
+        let over_b = actions.iter().any(|action| {
+            matches!(action, AnnouncerAction::Send(command)
+                if *command == Command::position("events", "w1", 3, 4))
+        });
+        // Unfixed: `POSITION w1 3 4` without B's RDATA (F3's loss); fixed: nothing yet.
+        assert_eq!(over_b, fixes.is_none(), "{fixes:?}: {actions:?}");
+        assert_eq!(
+            w1.current_token_for_writer("w1"),
+            if fixes.is_none() { 4 } else { 3 }
+        );
+        // A gets its id and finishes: B is absorbed and the fixed writer reads B and A.
+        let a = db.nextval().unwrap();
+        w1.complete_fetch(fetch_a, &[a]);
+        w1.mark_finished(&[a]);
+        if !fixes.is_none() {
+            assert_eq!(
+                announcer.poke(&w1, true),
+                vec![AnnouncerAction::FetchOwnUpdates { from: 3, upto: a }]
+            );
+        }
+    }
+}

@@ -323,3 +323,62 @@ fn switch_b15_applies_rdata_below_the_writers_position_again() {
         "{again:?}"
     );
 }
+
+// ---- proposed fixes (tools/synapse/FIXES.md) ------------------------------------------------
+
+#[test]
+fn fix_f2_a_reader_does_not_skip_a_row_an_idle_writers_position_names() {
+    use crate::fixes::{Fix, Fixes};
+    for fixes in [Fixes::NONE, Fixes::NONE.with(Fix::F2)] {
+        let mut db = Database::new();
+        db.nextval().unwrap();
+        let mut w1 = start(&mut db, "w1");
+        let mut reader = start(&mut db, "r1");
+        let mut follower = StreamFollower::new("r1").with_fixes(fixes);
+        follower.handle_position(&mut reader, "w1", 1, 1);
+        // w1's X is committed; idle w2 saw it and announces its id before X's RDATA arrives.
+        let x = persist(&mut db, &mut w1, "$x");
+        let fetch = follower.handle_position(&mut reader, "w2", x, x);
+        assert!(matches!(&fetch[..], [FollowerAction::FetchMissing { .. }]));
+        follower.handle_updates(&mut reader, Vec::new(), false);
+        let actions = follower.handle_rdata(&mut reader, "w1", Some(x), (x, "$x".into()));
+        let applied = matches!(&actions[..], [FollowerAction::Rows { token, .. }] if *token == x);
+        // Unfixed X is "already seen" and never announced (F2's loss); fixed it is applied.
+        assert_eq!(applied, !fixes.is_none(), "{fixes:?}: {actions:?}");
+    }
+}
+
+#[test]
+fn fix_f4_a_writers_rdata_waits_for_its_own_position_after_a_reconnect() {
+    use crate::fixes::{Fix, Fixes};
+    for fixes in [Fixes::NONE, Fixes::NONE.with(Fix::F4)] {
+        let mut db = Database::new();
+        db.nextval().unwrap();
+        let mut w2 = start(&mut db, "w2");
+        let mut reader = start(&mut db, "r1");
+        let mut follower = StreamFollower::new("r1").with_fixes(fixes);
+        follower.handle_position(&mut reader, "w1", 1, 1);
+        // Redundant on the connected stream: under F4 it connects w2.
+        follower.handle_position(&mut reader, "w2", 1, 1);
+        follower.handle_connection_lost();
+        // While away, w2 published X; after the re-subscribe w1 answers first, then Y's RDATA
+        // of w2 arrives before w2's own answer.
+        let x = persist(&mut db, &mut w2, "$x");
+        let y = persist(&mut db, &mut w2, "$y");
+        follower.handle_position(&mut reader, "w1", 1, 1);
+        let mut actions = follower.handle_rdata(&mut reader, "w2", Some(y), (y, "$y".into()));
+        let answer = follower.handle_position(&mut reader, "w2", y, y);
+        if let [FollowerAction::FetchMissing { from, upto, .. }] = &answer[..] {
+            let (rows, limited) = rows_of(&db, "w2", *from, *upto);
+            actions.extend(follower.handle_updates(&mut reader, rows, limited));
+        } else {
+            actions.extend(answer);
+        }
+        let x_announced = actions
+            .iter()
+            .any(|action| matches!(action, FollowerAction::Rows { token, .. } if *token == x));
+        // Unfixed Y is applied and w2's answer is redundant: X is lost (F4); fixed Y waits
+        // and w2's POSITION fetches X and Y.
+        assert_eq!(x_announced, !fixes.is_none(), "{fixes:?}: {actions:?}");
+    }
+}

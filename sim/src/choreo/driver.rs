@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{json, Map, Value};
 use streamsim_models::changecache::StreamChangeCache;
 use streamsim_models::db::{Database, StreamRow, STREAM_NAME};
+use streamsim_models::fixes::Fixes;
 use streamsim_models::idgen::{read_startup_state, IdGenConfig, MultiWriterIdGenerator};
 use streamsim_models::limits::{STREAMER_IDLE_POKE_INTERVAL_MS, UPDATES_FETCH_ROWS_MAX};
 use streamsim_models::notifier::{
@@ -299,11 +300,22 @@ pub struct Driver {
     announced: BTreeMap<String, Vec<String>>,
     /// Syncs that answered since the step began: label → result.
     completed: Vec<(String, SyncResult)>,
+    /// Proposed fixes of F1-F4 applied in every process (none: Synapse 1.163.2).
+    fixes: Fixes,
 }
 
 impl Driver {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A driver whose processes all run with the proposed fixes `fixes` (the oracle's
+    /// `--fix`, applied in every process).
+    pub fn with_fixes(fixes: Fixes) -> Self {
+        Driver {
+            fixes,
+            ..Self::default()
+        }
     }
 
     /// Runs one step; its output line's keys (without `step` and `op`), or why it cannot act.
@@ -732,7 +744,7 @@ impl Driver {
         *self.incarnations.entry(name.to_owned()).or_insert(0) += 1;
         let is_writer = self.writers.iter().any(|w| w == name);
         let writer_names: Vec<&str> = self.writers.iter().map(String::as_str).collect();
-        let config = IdGenConfig::new(name, &writer_names);
+        let config = IdGenConfig::new(name, &writer_names).with_fixes(self.fixes);
         let state = read_startup_state(&mut self.db, &config).expect("a consistent database");
         let generator = MultiWriterIdGenerator::from_startup_state(config, state);
         // `get_cache_dict(db_conn, "events", ...)` over every row of the table.
@@ -757,7 +769,7 @@ impl Driver {
             Proc {
                 is_writer,
                 generator,
-                follower: StreamFollower::new(name),
+                follower: StreamFollower::new(name).with_fixes(self.fixes),
                 cache,
                 notifier,
                 writer,

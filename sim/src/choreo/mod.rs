@@ -13,10 +13,17 @@ pub mod driver;
 pub mod parse;
 
 use serde_json::{Map, Value};
+use streamsim_models::fixes::Fixes;
 
 /// Runs a whole script; one output line per step (blank and comment lines print nothing).
 pub fn run_script(text: &str) -> Vec<String> {
-    let mut driver = driver::Driver::new();
+    run_script_with(text, Fixes::NONE)
+}
+
+/// [`run_script`] with the proposed fixes `fixes` on in every process (the system oracle's
+/// `--fix`; `tests/data/system/fix-all/` holds real Synapse's output with all four).
+pub fn run_script_with(text: &str, fixes: Fixes) -> Vec<String> {
+    let mut driver = driver::Driver::with_fixes(fixes);
     let mut out = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;

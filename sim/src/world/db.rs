@@ -98,6 +98,7 @@ pub struct DbServer {
     incarnations: BTreeMap<String, u32>,
     /// The switches the processes' start-up reads run with (bug B1 reads other rows).
     bugs: streamsim_models::bugs::Bugs,
+    fixes: streamsim_models::fixes::Fixes,
 }
 
 /// The event every simulated homeserver already has when the run starts (its first room's
@@ -133,6 +134,7 @@ impl DbServer {
             database,
             incarnations: BTreeMap::new(),
             bugs: shared.bugs,
+            fixes: shared.fixes,
         }
     }
 
@@ -173,7 +175,9 @@ impl DbServer {
         let result = match request {
             DbRequest::Startup { writers } => {
                 let names: Vec<&str> = writers.iter().map(String::as_str).collect();
-                let config = IdGenConfig::new(&owner, &names).with_bugs(self.bugs);
+                let config = IdGenConfig::new(&owner, &names)
+                    .with_bugs(self.bugs)
+                    .with_fixes(self.fixes);
                 read_startup_state(&mut self.database, &config)
                     .map(|state| DbResponse::Startup {
                         state,

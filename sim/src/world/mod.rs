@@ -28,6 +28,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use streamsim_models::bugs::Bugs;
+use streamsim_models::fixes::Fixes;
 use streamsim_models::time::SimInstant;
 
 use streamsim_models::metrics::node::increments;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub seed: u64,
     /// Historical-bug switches every process's models run with.
     pub bugs: Bugs,
+    /// Proposed fixes of F1-F4 every process's models run with (none: Synapse 1.163.2).
+    pub fixes: Fixes,
     history: RefCell<History>,
     incarnations: RefCell<BTreeMap<String, u32>>,
     writers: RefCell<Vec<String>>,
@@ -76,12 +79,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(scenario: Scenario, seed: u64, bugs: Bugs) -> Self {
+    fn new(scenario: Scenario, seed: u64, bugs: Bugs, fixes: Fixes) -> Self {
         let writers = scenario.initial_writers();
         Shared {
             scenario,
             seed,
             bugs,
+            fixes,
             history: RefCell::new(History::new()),
             incarnations: RefCell::default(),
             writers: RefCell::new(writers),
@@ -231,7 +235,12 @@ pub struct RunOutcome {
 /// Runs `scenario` with `seed` (and the models' historical-bug switches `bugs`): the workload
 /// for `duration_ms`, then `converge_within_ms` with every fault repaired.
 pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
-    let shared = Rc::new(Shared::new(scenario.clone(), seed, bugs));
+    simulate_with_fixes(scenario, seed, bugs, Fixes::NONE)
+}
+
+/// [`simulate`] with the proposed fixes `fixes` on in every process's models.
+pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) -> RunOutcome {
+    let shared = Rc::new(Shared::new(scenario.clone(), seed, bugs, fixes));
     let total_ms = scenario.duration_ms + scenario.converge_within_ms;
     let latency = scenario.network.latency_ms;
     let mut sim = turmoil::Builder::new()

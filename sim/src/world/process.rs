@@ -176,7 +176,9 @@ impl Process {
         };
         let writer_names: Vec<&str> = writers.iter().map(String::as_str).collect();
         let generator = MultiWriterIdGenerator::from_startup_state(
-            IdGenConfig::new(name, &writer_names).with_bugs(shared.bugs),
+            IdGenConfig::new(name, &writer_names)
+                .with_bugs(shared.bugs)
+                .with_fixes(shared.fixes),
             startup,
         );
         let token = room_token(&generator);
@@ -345,6 +347,7 @@ impl Process {
             let follower = state.followers.entry(link.to_owned()).or_insert_with(|| {
                 streamsim_models::replication::StreamFollower::new(&self.name)
                     .with_bugs(self.shared.bugs)
+                    .with_fixes(self.shared.fixes)
             });
             match inbound {
                 Inbound::Rdata {

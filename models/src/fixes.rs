@@ -1,0 +1,177 @@
+//! Proposed fixes of findings F1-F4 (tools/synapse/FINDINGS.md), each a named switch parallel
+//! to the historical-bug switches of [`crate::bugs`]. The default model has every fix off, and
+//! then behaves as Synapse 1.163.2 does. Each fix changes exactly the rule
+//! tools/synapse/FIXES.md states, as the oracle's monkeypatches (tools/synapse/fixes.py) do on
+//! real Synapse; `tests/data/system/fix-all/` holds real Synapse's output with all four.
+
+/// One proposed fix, in F1..F4 order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fix {
+    /// F1 (finding F1, "a restarted idle writer's position covers another writer's event in
+    /// flight"): changes `MultiWriterIdGenerator._load_current_ids`
+    /// (synapse/storage/util/id_generators.py lines 418-428, PR #17309): a restarting writer
+    /// takes as its own position max(its stored `stream_positions` row, the highest id
+    /// committed in the stream table) instead of the sequence's `last_value`. Correct because
+    /// ids between the last committed row and `last_value` may be another writer's, still in
+    /// flight, and a writer must only announce ids that are committed (or its own dead ones).
+    F1,
+    /// F2 (finding F2, "a re-subscribed reader skips an event when the writers' POSITION
+    /// answers race"): changes `MultiWriterIdGenerator.advance` (id_generators.py lines
+    /// 775-787) when called from `ReplicationDataHandler.on_position`
+    /// (replication/tcp/client.py lines 347-354): a POSITION's token updates the writer's
+    /// position and `max_seen` but is not pushed on `_known_persisted_positions`. Correct
+    /// because a POSITION bounds what its writer will write, it says nothing of whether the id
+    /// itself was received here, and `persisted_upto` must only step over received ids.
+    F2,
+    /// F3 (finding F3, "a writer announces POSITION over its own row while one of its
+    /// sequence fetches is held"): changes `MultiWriterIdGenerator._add_persisted_position`
+    /// (id_generators.py lines 837-848): both raises of `_max_position_of_local_instance`
+    /// (to `persisted_upto`, and the idle bump to `max_seen`) are capped at
+    /// `min(_finished_ids) - 1`. Correct because the streamer sends `POSITION me last local`
+    /// without reading rows when `last >= positions[me]`, so `local` must never cover an own
+    /// finished row that `positions[me]` has not absorbed.
+    F3,
+    /// F4 (finding F4, "a re-subscribed reader applies a writer's RDATA before that writer's
+    /// POSITION"): changes `ReplicationCommandHandler` (replication/tcp/handler.py:
+    /// `_process_rdata` lines 582-597, `on_POSITION` / `_process_position` lines 653-665,
+    /// 676-691, 745, `lost_connection` line 815): "connected" is tracked per (stream, writer)
+    /// on a connection, set by a POSITION of that writer (processed, or dropped as redundant).
+    /// Correct because only a writer's own POSITION catches a reader up on what that writer
+    /// published while the reader was away.
+    F4,
+}
+
+/// What the catalogue says about a fix.
+#[derive(Clone, Copy, Debug)]
+pub struct FixInfo {
+    pub fix: Fix,
+    /// The switch's name on the command line (`--fix NAME`).
+    pub name: &'static str,
+    /// The finding it removes (tools/synapse/FINDINGS.md).
+    pub finding: &'static str,
+    /// The Synapse 1.163.2 code it changes.
+    pub changes: &'static str,
+    /// The rule, in one line.
+    pub rule: &'static str,
+}
+
+/// Every fix, in F1..F4 order.
+pub const CATALOGUE: &[FixInfo] = &[
+    FixInfo {
+        fix: Fix::F1,
+        name: "f1",
+        finding: "F1",
+        changes: "id_generators.py _load_current_ids, lines 418-428",
+        rule: "a restarting writer's own position is max(stored row, highest committed id), not the sequence's last_value",
+    },
+    FixInfo {
+        fix: Fix::F2,
+        name: "f2",
+        finding: "F2",
+        changes: "id_generators.py advance, lines 775-787, from client.py on_position, lines 347-354",
+        rule: "a POSITION's token moves the writer's position but is not counted as a persisted id",
+    },
+    FixInfo {
+        fix: Fix::F3,
+        name: "f3",
+        finding: "F3",
+        changes: "id_generators.py _add_persisted_position, lines 837-848",
+        rule: "the local position is never raised to or past an own finished id not yet absorbed",
+    },
+    FixInfo {
+        fix: Fix::F4,
+        name: "f4",
+        finding: "F4",
+        changes: "handler.py _process_rdata 582-597, on_POSITION/_process_position 653-691, 745, lost_connection 815",
+        rule: "a writer's RDATA is applied on a connection only after a POSITION of that writer there",
+    },
+];
+
+impl Fix {
+    pub fn info(self) -> &'static FixInfo {
+        CATALOGUE
+            .iter()
+            .find(|info| info.fix == self)
+            .expect("every fix is in the catalogue")
+    }
+
+    /// The fix called `name` (`--fix NAME`, case-insensitive), if there is one.
+    pub fn from_name(name: &str) -> Option<Fix> {
+        CATALOGUE
+            .iter()
+            .find(|info| info.name.eq_ignore_ascii_case(name))
+            .map(|info| info.fix)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// The fixes that are on; none by default (Synapse as it is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Fixes(u32);
+
+impl Fixes {
+    pub const NONE: Fixes = Fixes(0);
+
+    /// Every fix.
+    pub fn all() -> Fixes {
+        CATALOGUE
+            .iter()
+            .fold(Fixes::NONE, |set, info| set.with(info.fix))
+    }
+
+    /// The set `name` stands for: one fix, or `all`.
+    pub fn from_name(name: &str) -> Option<Fixes> {
+        if name.eq_ignore_ascii_case("all") {
+            return Some(Fixes::all());
+        }
+        Fix::from_name(name).map(|fix| Fixes::NONE.with(fix))
+    }
+
+    pub fn with(self, fix: Fix) -> Fixes {
+        Fixes(self.0 | fix.bit())
+    }
+
+    pub fn union(self, other: Fixes) -> Fixes {
+        Fixes(self.0 | other.0)
+    }
+
+    pub fn on(self, fix: Fix) -> bool {
+        self.0 & fix.bit() != 0
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The fixes that are on, in F1..F4 order.
+    pub fn names(self) -> Vec<&'static str> {
+        CATALOGUE
+            .iter()
+            .filter(|info| self.on(info.fix))
+            .map(|info| info.name)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_find_their_fix_and_all_holds_every_one() {
+        for info in CATALOGUE {
+            assert_eq!(Fix::from_name(info.name), Some(info.fix));
+            assert_eq!(Fix::from_name(&info.finding.to_lowercase()), Some(info.fix));
+            assert_eq!(info.fix.info().name, info.name);
+        }
+        assert_eq!(Fix::from_name("f5"), None);
+        assert_eq!(Fixes::from_name("all"), Some(Fixes::all()));
+        assert_eq!(Fixes::all().names(), vec!["f1", "f2", "f3", "f4"]);
+        let fixes = Fixes::NONE.with(Fix::F3);
+        assert!(fixes.on(Fix::F3) && !fixes.on(Fix::F1));
+        assert!(Fixes::default().is_none());
+    }
+}
