@@ -390,6 +390,23 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             "known: every violation is diagnosed as Synapse bug {} (tools/synapse/FINDINGS.md); a sweep counts this seed as known, not failed",
             findings.join(", ")
         )?;
+        // The proposed fix of each finding (tools/synapse/FIXES.md), as flags to add.
+        let flags: Vec<String> = findings
+            .iter()
+            .filter_map(|finding| {
+                streamsim_models::fixes::CATALOGUE
+                    .iter()
+                    .find(|info| info.finding == *finding)
+                    .map(|info| format!("--fix {}", info.name))
+            })
+            .collect();
+        if !flags.is_empty() {
+            writeln!(
+                out,
+                "the proposed fix removes it: rerun with {} (tools/synapse/FIXES.md)",
+                flags.join(" ")
+            )?;
+        }
     }
     if args.check_determinism {
         let again = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);

@@ -238,3 +238,19 @@ fn trace_hashes_match_the_committed_ones() {
          the model changed (then rerun with UPDATE_EXPECT=1 and say why in the commit)"
     );
 }
+
+#[test]
+fn a_seed_whose_every_violation_is_a_known_finding_suggests_its_fix_which_removes_it() {
+    // Generated seed 0 loses events by F3 on Synapse 1.163.2 as it is (the faithful model).
+    let (code, stdout, _) = cli(&["run", "--generated", "--seed", "0"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("diagnosed as Synapse bug F3"), "{stdout}");
+    assert!(
+        stdout.contains("the proposed fix removes it: rerun with --fix f3"),
+        "{stdout}"
+    );
+    // The patched baseline: the same seed, with the fix it named.
+    let (code, stdout, _) = cli(&["run", "--generated", "--seed", "0", "--fix", "f3"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("seed 0: passed"), "{stdout}");
+}
