@@ -48,17 +48,18 @@ fn step_count(script: &str) -> usize {
         .count()
 }
 
-#[test]
-fn every_choreography_matches_what_synapse_printed() {
+/// Runs every choreography with `fixes` and compares it with `expected_of(choreography)`,
+/// which real Synapse (patched as `fixes` says) printed. A choreography without its expected
+/// file is a failure, not a skip: nothing may pass here without real Synapse having printed
+/// it. At least 40 must be compared (the floor).
+fn compare_corpus(expected_of: fn(&Path) -> PathBuf, fixes: Fixes, update: &str, what: &str) {
     let mut failures = Vec::new();
     let mut compared = 0;
     for path in choreographies() {
         let expected_path = expected_of(&path);
-        // A choreography without the oracle's output is a failure, not a skip: nothing may
-        // pass here without real Synapse having printed it.
         let Ok(expected) = std::fs::read_to_string(&expected_path) else {
             failures.push(format!(
-                "{}: no {} (write it with tools/synapse/system_oracle.py --update)",
+                "{}: no {} (write it with tools/synapse/system_oracle.py {update})",
                 path.display(),
                 expected_path.display()
             ));
@@ -66,7 +67,7 @@ fn every_choreography_matches_what_synapse_printed() {
         };
         compared += 1;
         let script = std::fs::read_to_string(&path).expect("readable choreography");
-        let actual = run_script(&script);
+        let actual = run_script_with(&script, fixes);
         let expected: Vec<&str> = expected.lines().collect();
         let first_difference = (0..actual.len().max(expected.len()))
             .find(|i| actual.get(*i).map(String::as_str) != expected.get(*i).copied());
@@ -80,17 +81,21 @@ fn every_choreography_matches_what_synapse_printed() {
             ));
         }
     }
-    // The floor: at least 40 choreographies are compared.
     assert!(
         compared >= 40,
-        "only {compared} choreographies have expected files"
+        "only {compared} choreographies have {what} expected files"
     );
     assert!(
         failures.is_empty(),
-        "{} of {compared} choreographies differ from real Synapse:\n{}",
+        "{} of {compared} choreographies differ from {what} Synapse:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_choreography_matches_what_synapse_printed() {
+    compare_corpus(expected_of, Fixes::NONE, "--update", "unpatched");
 }
 
 /// `fix-all/NAME.expected.jsonl`: real Synapse's output with the four proposed fixes
@@ -103,44 +108,11 @@ fn fix_all_expected_of(path: &Path) -> PathBuf {
 
 #[test]
 fn every_choreography_with_every_fix_matches_what_fixed_synapse_printed() {
-    let mut failures = Vec::new();
-    let mut compared = 0;
-    for path in choreographies() {
-        let expected_path = fix_all_expected_of(&path);
-        // As unfixed: a choreography without the fixed oracle's output is a failure.
-        let Ok(expected) = std::fs::read_to_string(&expected_path) else {
-            failures.push(format!(
-                "{}: no {} (write it with tools/synapse/system_oracle.py --fix all --update)",
-                path.display(),
-                expected_path.display()
-            ));
-            continue;
-        };
-        compared += 1;
-        let script = std::fs::read_to_string(&path).expect("readable choreography");
-        let actual = run_script_with(&script, Fixes::all());
-        let expected: Vec<&str> = expected.lines().collect();
-        let first_difference = (0..actual.len().max(expected.len()))
-            .find(|i| actual.get(*i).map(String::as_str) != expected.get(*i).copied());
-        if let Some(i) = first_difference {
-            failures.push(format!(
-                "{}: output line {} differs with --fix all\n  synapse:   {}\n  streamsim: {}",
-                path.display(),
-                i + 1,
-                expected.get(i).copied().unwrap_or("<none>"),
-                actual.get(i).map_or("<none>", String::as_str),
-            ));
-        }
-    }
-    assert!(
-        compared >= 40,
-        "only {compared} choreographies have fix-all expected files"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {compared} choreographies differ from fixed Synapse:\n{}",
-        failures.len(),
-        failures.join("\n")
+    compare_corpus(
+        fix_all_expected_of,
+        Fixes::all(),
+        "--fix all --update",
+        "fixed (--fix all)",
     );
 }
 
