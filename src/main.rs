@@ -390,22 +390,41 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             "known: every violation is diagnosed as Synapse bug {} (tools/synapse/FINDINGS.md); a sweep counts this seed as known, not failed",
             findings.join(", ")
         )?;
-        // The proposed fix of each finding (tools/synapse/FIXES.md), as flags to add.
-        let flags: Vec<String> = findings
-            .iter()
-            .filter_map(|finding| {
-                streamsim_models::fixes::CATALOGUE
-                    .iter()
-                    .find(|info| info.finding == *finding)
-                    .map(|info| format!("--fix {}", info.name))
-            })
-            .collect();
-        if !flags.is_empty() {
-            writeln!(
+        // The proposed fixes of these findings (tools/synapse/FIXES.md), on top of any already
+        // applied, suggested only once a rerun shows they remove every violation. F1's fix
+        // goes with F2's (FIXES.md: a row committed but not yet published is only covered by
+        // F2's reader rule), and a fix can uncover a finding the first violations hid, so
+        // the whole set is tried when the named ones are not enough.
+        let mut named = fixes;
+        for finding in &findings {
+            if let Some(info) = streamsim_models::fixes::CATALOGUE
+                .iter()
+                .find(|info| info.finding == *finding)
+            {
+                named = named.with(info.fix);
+            }
+        }
+        if named.on(streamsim_models::fixes::Fix::F1) {
+            named = named.with(streamsim_models::fixes::Fix::F2);
+        }
+        let removes = |candidate: streamsim_models::fixes::Fixes| {
+            runner::run_seed_fixed(&scenario, args.seed, bugs, candidate)
+                .violations
+                .is_empty()
+        };
+        let suggestion = [named, streamsim_models::fixes::Fixes::all()]
+            .into_iter()
+            .find(|candidate| *candidate != fixes && removes(*candidate));
+        match suggestion {
+            Some(candidate) => writeln!(
                 out,
-                "the proposed fix removes it: rerun with {} (tools/synapse/FIXES.md)",
-                flags.join(" ")
-            )?;
+                "the proposed fixes remove it (rerun checked): {} (tools/synapse/FIXES.md)",
+                report::replay_command(&scenario_arg, args.seed, bugs, candidate)
+            )?,
+            None => writeln!(
+                out,
+                "the proposed fixes do not remove every violation of this seed: a rerun with --fix all still fails"
+            )?,
         }
     }
     if args.check_determinism {

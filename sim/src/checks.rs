@@ -824,8 +824,11 @@ fn diagnose_f3_shape(
                 && ((*requested <= committed && committed <= *answered)
                     || (requested <= at && at <= answered))
         }) {
+            Some((_, requested, answered)) if *requested <= committed && committed <= *answered => {
+                format!("{writer}'s sequence fetch was in flight from {requested} to {answered}, across the commit")
+            }
             Some((_, requested, answered)) => format!(
-                "{writer}'s sequence fetch was in flight from {requested} to {answered}"
+                "{writer}'s sequence fetch was in flight from {requested} to {answered}, across the POSITION"
             ),
             None => {
                 let lower = facts
@@ -840,13 +843,13 @@ fn diagnose_f3_shape(
                                 .is_none_or(|c| c > committed)
                     })?
                     .0;
-                format!("{writer}'s own lower id {lower} was still uncommitted")
+                format!("{writer}'s own lower id {lower} was still uncommitted then")
             }
         };
         Some((
             "F3",
             format!(
-                "F3: {writer}@{stream_id} committed at {committed} while {held_back}; {writer} announced POSITION {prev} {new} at {at} and never sent RDATA for {stream_id}"
+                "F3: {writer}@{stream_id} committed at {committed}; {held_back}; {writer} announced POSITION {prev} {new} at {at} and never sent RDATA for {stream_id}"
             ),
         ))
     })

@@ -246,7 +246,9 @@ fn a_seed_whose_every_violation_is_a_known_finding_suggests_its_fix_which_remove
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("diagnosed as Synapse bug F3"), "{stdout}");
     assert!(
-        stdout.contains("the proposed fix removes it: rerun with --fix f3"),
+        stdout.contains(
+            "the proposed fixes remove it (rerun checked): streamsim run --generated --seed 0 --fix f3"
+        ),
         "{stdout}"
     );
     // The patched baseline: the same seed, with the fix it named.
