@@ -392,11 +392,13 @@ impl StreamFollower {
     pub fn handle_connection_lost(&mut self) {
         // Bug B13 (PR #7427): the stream stayed connected, so RDATA on the next connection was
         // applied before the POSITION that would have caught up on what was missed meanwhile.
+        // With F4's fix on too, the bug keeps its writers connected as well: the historical
+        // rule kept every bit of "connected" across the loss, whatever its granularity.
         if !self.bugs.on(Bug::LostEventsOnReconnect) {
             self.connected = false;
+            // Fix F4: the lost connection's connected writers are forgotten.
+            self.connected_writers.clear();
         }
-        // Fix F4: the lost connection's connected writers are forgotten.
-        self.connected_writers.clear();
         self.pending_batch.clear();
     }
 

@@ -252,11 +252,18 @@ fn without_room_tokens(actions: Vec<FollowerAction>) -> Vec<FollowerAction> {
 
 /// A reader connected to w1 at 1, with w1's `a` and `b` written.
 fn connected_reader(bugs: Bugs) -> (Database, StreamFollower, MultiWriterIdGenerator, i64, i64) {
+    connected_reader_with(bugs, crate::fixes::Fixes::NONE)
+}
+
+fn connected_reader_with(
+    bugs: Bugs,
+    fixes: crate::fixes::Fixes,
+) -> (Database, StreamFollower, MultiWriterIdGenerator, i64, i64) {
     let mut db = Database::new();
     db.nextval().unwrap();
     let mut w1 = start(&mut db, "w1");
     let mut reader = start(&mut db, "r1");
-    let mut follower = StreamFollower::new("r1").with_bugs(bugs);
+    let mut follower = StreamFollower::new("r1").with_bugs(bugs).with_fixes(fixes);
     follower.handle_position(&mut reader, "w1", 1, 1);
     let a = persist(&mut db, &mut w1, "$a");
     let b = persist(&mut db, &mut w1, "$b");
@@ -299,16 +306,21 @@ fn switch_b13_keeps_the_stream_connected_so_rdata_skips_what_was_missed() {
         (Bugs::NONE, false),
         (Bugs::NONE.with(Bug::LostEventsOnReconnect), true),
     ] {
-        let (_db, mut follower, mut reader, _a, b) = connected_reader(bugs);
-        // a and b were sent while the connection was down; RDATA of c arrives first.
-        follower.handle_connection_lost();
-        let c_id = b + 1;
-        let actions = follower.handle_rdata(&mut reader, "w1", Some(c_id), (c_id, "$c".into()));
-        assert_eq!(
-            matches!(&actions[..], [FollowerAction::Rows { .. }]),
-            applied,
-            "{bugs:?}: {actions:?}"
-        );
+        // The switch acts on the patched baseline too: F4's per-writer "connected" is kept
+        // across the loss as well (else the fix would hide the historical bug).
+        use crate::fixes::{Fix, Fixes};
+        for fixes in [Fixes::NONE, Fixes::NONE.with(Fix::F4)] {
+            let (_db, mut follower, mut reader, _a, b) = connected_reader_with(bugs, fixes);
+            // a and b were sent while the connection was down; RDATA of c arrives first.
+            follower.handle_connection_lost();
+            let c_id = b + 1;
+            let actions = follower.handle_rdata(&mut reader, "w1", Some(c_id), (c_id, "$c".into()));
+            assert_eq!(
+                matches!(&actions[..], [FollowerAction::Rows { .. }]),
+                applied,
+                "{bugs:?} {fixes:?}: {actions:?}"
+            );
+        }
     }
 }
 
