@@ -57,8 +57,8 @@ pub struct CheckContext {
     pub ended_at: SimInstant,
     /// The scenario's `converge_within`, in milliseconds.
     pub converge_within_ms: u64,
-    /// How replication travelled: over TCP a reader has one connection per writer, so
-    /// commands of different writers can overtake one another on the way.
+    /// How replication travelled: F4 needs the Redis bus (over direct TCP the one writer's
+    /// POSITION answer precedes its RDATA on the one connection).
     pub transport: crate::scenario::Transport,
 }
 
@@ -495,8 +495,8 @@ fn tokens_never_regress(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
 /// Invariant 2: Once a reader's notifier announced token T, every event at or before T (that
 /// this incarnation of the reader had not already covered at its start) had committed. Each
 /// /sync page holds every event of its range `(since, next_batch]`, and no event of that range
-/// commits after the page. (Whether the notifier also announces every covered event is the
-/// advisory `notifier_announces_every_event`: Synapse does not guarantee it.)
+/// commits after the page. (Whether the notifier also announces every covered event is
+/// `notifier_announces_every_event`.)
 ///
 /// Each event is judged once per reader, at the first announced token that covers it (a
 /// per-writer cursor), so the check is linear in the history.
@@ -724,14 +724,11 @@ fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     violations
 }
 
-/// Advisory: every event a reader's announced token covers is announced by its notifier too.
-///
-/// Synapse 1.163.2 does not guarantee it. A writer's `POSITION prev new` adds `new` to the
-/// reader's known persisted positions, so `persisted_upto` can pass another writer's id whose
-/// RDATA has not arrived yet; `get_current_token_for_writer` is never below `persisted_upto`,
-/// so that RDATA is then discarded as already seen (handler.py's `cmd.token <= current_token`),
-/// and the notifier never announces the event. Clients still get it from the database on
-/// their next /sync, which `no_missed_event` checks. See README's findings.
+/// Every event a reader's announced token covers is announced by its notifier too, except
+/// the rows a restarted process read at start-up. Synapse 1.163.2 breaks it by findings F1-F4
+/// (a row the reader never processed: its notifier never announces it and its change cache
+/// never marks its room, so incremental /sync misses it too); each such miss is diagnosed
+/// from the finding's exact shape (`diagnose_client_miss`), anything else is a failure.
 fn notifier_announces_every_event(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     missed_events(facts, context, true)
 }
@@ -906,23 +903,21 @@ fn diagnose_f4_shape(
     }
     let subscribed = subscriptions(facts, reader, covered_at);
     // The latest subscription first: the one the row was missed under.
-    subscribed.iter().rev().enumerate().find_map(|(index, &(subscribed_at, how))| {
-            let next_subscription = index
-                .checked_sub(1)
-                .map(|later| subscribed[subscribed.len() - 1 - later].0);
+    subscribed.iter().enumerate().rev().find_map(|(index, &subscribed_at)| {
+            let next_subscription = subscribed.get(index + 1).copied();
             // The reader missed the row: its RDATA went out before this subscription (while
             // the reader was off the bus), or arrived before the stream was connected.
-            let missed = match facts
-                .unconnected_discards
-                .iter()
-                .find(|(at, r, w, t)| {
-                    *r == reader
-                        && *w == writer
-                        && *t == stream_id
-                        && *at >= subscribed_at
-                        && next_subscription.is_none_or(|next| *at < next)
-                }) {
-                Some((at, ..)) => format!("discarded RDATA {stream_id} at {at} (stream not connected)"),
+            let discarded = facts.unconnected_discards.iter().find(|(at, r, w, t)| {
+                *r == reader
+                    && *w == writer
+                    && *t == stream_id
+                    && *at >= subscribed_at
+                    && next_subscription.is_none_or(|next| *at < next)
+            });
+            let missed = match discarded {
+                Some((at, ..)) => {
+                    format!("discarded RDATA {stream_id} at {at} (stream not connected)")
+                }
                 None => {
                     let sent = *facts.rdata_sent.get(&(writer, stream_id))?;
                     (sent <= subscribed_at).then_some(())?;
@@ -947,7 +942,7 @@ fn diagnose_f4_shape(
             Some((
                 "F4",
                 format!(
-                    "F4: {reader} {how} at {subscribed_at} and {missed}; {other}'s POSITION {prev} {new} (sent at {connected_at}) connected the stream, and {reader} applied {writer}'s RDATA {later} at {applied_at} before {writer}'s own POSITION, so {stream_id} was never fetched"
+                    "F4: {reader} sent REPLICATE at {subscribed_at} and {missed}; {other}'s POSITION {prev} {new} (sent at {connected_at}) connected the stream, and {reader} applied {writer}'s RDATA {later} at {applied_at} before {writer}'s own POSITION, so {stream_id} was never fetched"
                 ),
             ))
         })
@@ -964,7 +959,7 @@ fn diagnose_f2_shape(
     subscriptions(facts, reader, covered_at)
         .into_iter()
         .rev()
-        .find_map(|(subscribed_at, how)| {
+        .find_map(|subscribed_at| {
             // The writers answer the reader's REPLICATE; another writer's answer at or above
             // the row came before the row's writer's own.
             // (History order, not time: answers can go out in the same millisecond.)
@@ -1008,7 +1003,7 @@ fn diagnose_f2_shape(
             Some((
                 "F2",
                 format!(
-                    "F2: {reader} {how} at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) came before {writer}'s own answer and passed {writer}@{stream_id}, which {reader} {missed} and never fetched"
+                    "F2: {reader} sent REPLICATE at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) came before {writer}'s own answer and passed {writer}@{stream_id}, which {reader} {missed} and never fetched"
                 ),
             ))
         })
@@ -1017,16 +1012,12 @@ fn diagnose_f2_shape(
 /// Each time `reader` (re)subscribed up to `until`, oldest first: when it sent `REPLICATE`
 /// (at start-up, and after every lost connection or subscription), from which on it receives
 /// what the writers publish and they answer with their positions.
-fn subscriptions(
-    facts: &Facts,
-    reader: &str,
-    until: SimInstant,
-) -> Vec<(SimInstant, &'static str)> {
+fn subscriptions(facts: &Facts, reader: &str, until: SimInstant) -> Vec<SimInstant> {
     facts
         .replicates
         .iter()
         .filter(|(at, host)| *host == reader && *at <= until)
-        .map(|(at, _)| (*at, "sent REPLICATE"))
+        .map(|(at, _)| *at)
         .collect()
 }
 

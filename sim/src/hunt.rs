@@ -1,8 +1,8 @@
 //! The bug hunt: for every historical-bug switch, generated scenarios (one per seed) until an
 //! invariant fails, and the clean model on the same seeds, which must pass.
 //!
-//! A violation diagnosed as a known bug of real Synapse (F1) is not a catch: the clean model
-//! has it too.
+//! A violation diagnosed as a known bug of real Synapse (F1-F4) is not a catch: the clean
+//! model has it too.
 
 use std::time::Instant;
 

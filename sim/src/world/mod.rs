@@ -304,7 +304,7 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
     for host in &scenario.topology.late_hosts {
         sim.crash(host.as_str());
     }
-    driver.set_loss(&mut sim, scenario.network.message_loss);
+    driver.loss_rate = scenario.network.message_loss;
 
     let schedule = faults::schedule(scenario, seed);
     let mut next_fault = 0;
@@ -415,7 +415,8 @@ const FLAP_HOLD_MS: u64 = 200;
 struct Driver {
     shared: Rc<Shared>,
     partitions: BTreeSet<(String, String)>,
-    /// The probability that a link flaps on a given step (`message_loss`).
+    /// The probability that a link flaps on a given step (`message_loss`; replication and
+    /// client links, never the database's).
     loss_rate: f64,
     /// Links flapping now, and when they deliver what they hold.
     flaps: BTreeMap<(String, String), SimInstant>,
@@ -469,7 +470,7 @@ impl Driver {
             FaultKind::Latency { latency_ms, host } => {
                 self.set_latency(sim, *latency_ms, host.as_deref())
             }
-            FaultKind::MessageLoss { rate } => self.set_loss(sim, *rate),
+            FaultKind::MessageLoss { rate } => self.loss_rate = *rate,
             FaultKind::SlowReader { host, for_ms } => {
                 self.shared
                     .slow_until
@@ -515,7 +516,7 @@ impl Driver {
         let now = Self::now(sim);
         self.repair(sim);
         self.set_latency(sim, self.shared.scenario.network.latency_ms, None);
-        self.set_loss(sim, 0.0);
+        self.loss_rate = 0.0;
         self.shared.slow_until.borrow_mut().clear();
         self.shared.busy.borrow_mut().clear();
         self.shared.record_at(now, Event::Healed);
@@ -536,11 +537,6 @@ impl Driver {
                 );
             }
         }
-    }
-
-    /// Message loss applies to replication and client links, not to the database's.
-    fn set_loss(&mut self, _sim: &mut turmoil::Sim, rate: f64) {
-        self.loss_rate = rate;
     }
 
     /// Whether a partition fault holds the link (either way round).
@@ -580,11 +576,12 @@ impl Driver {
                 if a == "db" || b == "db" {
                     continue;
                 }
+                // One draw per link and step whatever happens, so the stream stays aligned.
+                if !rand::Rng::random_bool(&mut self.flap_rng, self.loss_rate) {
+                    continue;
+                }
                 let link = (a.clone(), b.clone());
-                if !rand::Rng::random_bool(&mut self.flap_rng, self.loss_rate)
-                    || self.flaps.contains_key(&link)
-                    || self.partitioned(&link)
-                {
+                if self.flaps.contains_key(&link) || self.partitioned(&link) {
                     continue;
                 }
                 sim.hold(a.as_str(), b.as_str());
