@@ -391,10 +391,9 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             findings.join(", ")
         )?;
         // The proposed fixes of these findings (tools/synapse/FIXES.md), on top of any already
-        // applied, suggested only once a rerun shows they remove every violation. F1's fix
-        // goes with F2's (FIXES.md: a row committed but not yet published is only covered by
-        // F2's reader rule), and a fix can uncover a finding the first violations hid, so
-        // the whole set is tried when the named ones are not enough.
+        // applied, suggested only once a rerun shows they remove every violation. A fix can
+        // uncover a finding the first violations hid, so the whole set is tried when the
+        // named ones are not enough.
         let mut named = fixes;
         for finding in &findings {
             if let Some(info) = streamsim_models::fixes::CATALOGUE
@@ -403,9 +402,6 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             {
                 named = named.with(info.fix);
             }
-        }
-        if named.on(streamsim_models::fixes::Fix::F1) {
-            named = named.with(streamsim_models::fixes::Fix::F2);
         }
         let removes = |candidate: streamsim_models::fixes::Fixes| {
             runner::run_seed_fixed(&scenario, args.seed, bugs, candidate)

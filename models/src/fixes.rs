@@ -8,12 +8,14 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fix {
     /// F1 (finding F1, "a restarted idle writer's position covers another writer's event in
-    /// flight"): changes `MultiWriterIdGenerator._load_current_ids`
-    /// (synapse/storage/util/id_generators.py lines 418-428, PR #17309): a restarting writer
-    /// takes as its own position max(its stored `stream_positions` row, the highest id
-    /// committed in the stream table) instead of the sequence's `last_value`. Correct because
-    /// ids between the last committed row and `last_value` may be another writer's, still in
-    /// flight, and a writer must only announce ids that are committed (or its own dead ones).
+    /// flight"): the same rule as [`Fix::F2`] (see [`Fixes::position_is_not_persisted`]). The
+    /// restarted writer still claims the sequence's `last_value` (id_generators.py lines
+    /// 418-428, PR #17309, unchanged), but a POSITION's token is not counted as a persisted
+    /// id, so `persisted_upto` stays below another writer's id in flight until its RDATA
+    /// arrives. An earlier proposal changed the start-up claim to the highest committed id; it
+    /// was withdrawn because it re-opens what #17309 fixed (a writer whose last ids were
+    /// cancelled restarts below the token it announced, and clients holding that token get
+    /// timed-out empty /syncs until a writer writes again; tools/synapse/FIXES.md).
     F1,
     /// F2 (finding F2, "a re-subscribed reader skips an event when the writers' POSITION
     /// answers race"): changes `MultiWriterIdGenerator.advance` (id_generators.py lines
@@ -61,8 +63,8 @@ pub const CATALOGUE: &[FixInfo] = &[
         fix: Fix::F1,
         name: "f1",
         finding: "F1",
-        changes: "id_generators.py _load_current_ids, lines 418-428",
-        rule: "a restarting writer's own position is max(stored row, highest committed id), not the sequence's last_value",
+        changes: "as F2's: id_generators.py advance, lines 775-787, from client.py on_position, lines 347-354",
+        rule: "F2's rule: a restarted writer's POSITION moves its position but is not counted as a persisted id",
     },
     FixInfo {
         fix: Fix::F2,
@@ -140,6 +142,12 @@ impl Fixes {
 
     pub fn on(self, fix: Fix) -> bool {
         self.0 & fix.bit() != 0
+    }
+
+    /// Whether a POSITION's token is kept off `_known_persisted_positions`: the rule of F2's
+    /// fix, which is also F1's (a restarted writer's claim is a POSITION's token like any other).
+    pub fn position_is_not_persisted(self) -> bool {
+        self.on(Fix::F1) || self.on(Fix::F2)
     }
 
     pub fn is_none(self) -> bool {

@@ -130,19 +130,11 @@ pub fn read_startup_state(
                 .collect();
         }
     }
-    let own_sequence_value = config.is_writer().then(|| {
-        if config.fixes.on(Fix::F1) {
-            // Fix F1: the end of the *committed* stream, not the sequence's `last_value`: ids
-            // above the last committed row may be another writer's, still in flight.
-            let stored = stored_positions
-                .get(&config.instance_name)
-                .copied()
-                .unwrap_or(0);
-            stored.max(db.max_row_id().max(1))
-        } else {
-            db.sequence().last_value()
-        }
-    });
+    // Bug B7 (before PR #17309): a writer's own position was its `stream_positions` row like
+    // everyone else's, so the minimum the rows are read from includes that row.
+    let own_position_from_sequence =
+        config.is_writer() && !config.bugs.on(Bug::OwnPositionNotFromSequence);
+    let own_sequence_value = own_position_from_sequence.then(|| db.sequence().last_value());
     // Our own sequence value replaces our stored row before the minimum is taken.
     let minimum = stored_positions
         .iter()

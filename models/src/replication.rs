@@ -560,7 +560,7 @@ impl StreamFollower {
         prev: i64,
         new: i64,
     ) -> Vec<FollowerAction> {
-        if self.fixes.on(Fix::F2) {
+        if self.fixes.position_is_not_persisted() {
             // Fix F2: the POSITION's token bounds its writer; it is not a persisted id.
             generator.advance_from_position(instance, new);
         } else {

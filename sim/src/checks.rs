@@ -1223,18 +1223,31 @@ fn read_your_writes(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     violations
 }
 
-/// Invariant 6 for /sync itself: once faults have healed and `converge_within` has passed, a
-/// /sync never gives up waiting for its `since` token (a token from the future is bounded by
-/// the sequence, the fix of bug B8).
+/// Invariant 6 for /sync itself: a /sync does not give up waiting for its `since` token once
+/// the system has had `converge_within` to catch up with it (a token from the future is
+/// bounded by the sequence, the fix of bug B8). A timed-out answer is a violation when it was
+/// asked after the run converged (`converge_within` before the end, faults healed), or when
+/// its last check came `converge_within` (plus one 500 ms re-check) after both the client got
+/// `since` and the last fault healed: every reader must by then cover what any reader handed
+/// out (bug B7: a restarted writer and reader stay below a token a client holds).
 fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
-    let Some(cutoff) = convergence_cutoff(facts, context) else {
-        return Vec::new();
-    };
-    facts
-        .history
-        .records()
-        .iter()
-        .filter_map(|record| match &record.event {
+    /// Synapse re-checks the token every 500 ms while it waits (`wait_for_stream_token`).
+    const RECHECK_MS: u64 = 500;
+    let cutoff = convergence_cutoff(facts, context);
+    let healed_ms = facts.last_heal.map_or(0, SimInstant::as_ms);
+    // Each client's current token and when it first got it.
+    let mut held_since: BTreeMap<&str, (&MultiWriterToken, SimInstant)> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for record in facts.history.records() {
+        match &record.event {
+            Event::TokenHandedOut { to, token, .. } => {
+                if held_since
+                    .get(to.as_str())
+                    .is_none_or(|(held, _)| *held != token)
+                {
+                    held_since.insert(to, (token, record.at));
+                }
+            }
             Event::SyncPage {
                 client,
                 reader,
@@ -1242,19 +1255,32 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 since: Some(since),
                 timed_out: true,
                 ..
-            } if *requested_at >= cutoff => Some(violation(
-                "sync_answers",
-                record.at,
-                &[client, reader],
-                &[],
-                &[since],
-                format!(
-                    "{reader} gave up on {client}'s /sync since {since} after the run converged (asked at {requested_at})"
-                ),
-            )),
-            _ => None,
-        })
-        .collect()
+            } => {
+                let got_since = held_since
+                    .get(client.as_str())
+                    .filter(|(held, _)| *held == since)
+                    .map_or(*requested_at, |(_, at)| *at);
+                let due_ms =
+                    got_since.as_ms().max(healed_ms) + context.converge_within_ms + RECHECK_MS;
+                let after_convergence = cutoff.is_some_and(|cutoff| *requested_at >= cutoff);
+                if after_convergence || record.at.as_ms() >= due_ms {
+                    violations.push(violation(
+                        "sync_answers",
+                        record.at,
+                        &[client, reader],
+                        &[],
+                        &[since],
+                        format!(
+                            "{reader} gave up on {client}'s /sync since {since} (asked at {requested_at}; {client} has held that token since {got_since}, and every reader should cover it within converge_within {}ms of that or of the last heal)",
+                            context.converge_within_ms
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
 }
 
 /// The commits of one writer with `from < stream id <= upto` (commits sorted by id).

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import logging
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Iterable
 
 from synapse.logging import issue9533_logger
 from synapse.replication.tcp.client import ReplicationDataHandler
@@ -32,8 +32,6 @@ from synapse.replication.tcp.handler import (
 )
 from synapse.replication.tcp.handler import logger as handler_logger
 from synapse.replication.tcp.protocol import IReplicationConnection
-from synapse.storage.database import LoggingDatabaseConnection, make_in_list_sql_clause
-from synapse.storage.engines import PostgresEngine
 from synapse.storage.util.id_generators import MultiWriterIdGenerator
 
 FIX_NAMES = ("f1", "f2", "f3", "f4")
@@ -68,192 +66,27 @@ def apply_fixes(names: Iterable[str]) -> list[str]:
 # ---- F1 ------------------------------------------------------------------------------------
 
 
-def fix_f1_startup_claims_persisted_only() -> None:
+def fix_f1_position_token_is_not_a_persisted_id() -> None:
     """F1: a restarted idle writer's position covers another writer's event in flight.
 
-    Changes `MultiWriterIdGenerator._load_current_ids` (storage/util/id_generators.py,
-    lines 418-428 of 1.163.2: "If we're a writer, we can assume we're at the end of the
-    stream", PR #17309).
+    F1's fix is F2's rule (`fix_f2_position_token_is_not_a_persisted_id`): a POSITION's
+    token moves its writer's position but is not added to `_known_persisted_positions`.
+    The restarted writer still claims the sequence's `last_value` at start-up
+    (`_load_current_ids`, id_generators.py lines 418-428, PR #17309, unchanged), and every
+    process records it as that writer's position; but `persisted_upto` is the minimum over
+    the writers' positions plus gapless runs of ids received, so it stays below the other
+    writer's in-flight id X until X's RDATA arrives, and readers hand out a vector token
+    (`m41~worker2.42`) instead of one covering X.
 
-    The change: at start-up a writer takes as its own position the highest stream id
-    *committed* in the stream's tables (or its own stored position if that is higher),
-    instead of the sequence's `last_value`.
-
-    Why it is correct: `last_value` is the last id *allocated*, by any writer; ids between
-    the last committed row and `last_value` may belong to another writer whose transaction
-    is still open. The restarted writer announces its position (`POSITION w p p`), and every
-    other process records it and skip-forwards `persisted_upto` over it as a persisted id,
-    so an in-flight id of another writer must never be announced. The highest committed id
-    is a row that exists, so announcing it is exactly what an idle writer does anyway when
-    it has seen that row (the idle bump raises its position to `_max_seen_allocated_stream_id`,
-    the highest id seen persisted). It keeps what #17309 wanted: the writer starts at the end
-    of the stream as far as readers can see it (ids above the last committed row hold no
-    data), and `stream_positions` may be stale without holding the writer back. Its own
-    ids from a previous incarnation that never committed are dead: skipping them loses
-    nothing, and its next id comes from the sequence, above `last_value`.
-    When nothing is in flight, `last_value` is the highest committed id, so start-up is
-    unchanged; only a restart while another writer holds allocated ids differs.
-
-    Not covered (closed by F2's fix instead): the restarted writer may read a row another
-    writer has committed but not yet published as RDATA; its POSITION can then reach a
-    reader before that RDATA, and 1.163.2's reader counts the token as persisted.
+    An earlier proposal changed the start-up claim instead (own position = max(stored row,
+    highest committed id)). It was withdrawn: it re-opens what #17309 fixed. A writer whose
+    last ids were cancelled announced them (idle bump) without writing `stream_positions`;
+    restarted, it claims the lower committed id, a restarted reader loads that, and a client
+    holding the announced token waits 10.5 s and gets an empty /sync on every request until
+    some writer writes again (FIXES.md, "F1", the model's b7 shape). It also left the
+    committed-but-unpublished route open, which only the reader rule closes.
     """
-
-    def _load_current_ids(
-        self: MultiWriterIdGenerator,
-        db_conn: LoggingDatabaseConnection,
-        tables: list[tuple[str, str, str]],
-        sequence_name: str,
-    ) -> None:
-        cur = db_conn.cursor(txn_name="_load_current_ids")
-
-        # Load the current positions of all writers for the stream.
-        if self._writers:
-            # We delete any stale entries in the positions table. This is
-            # important if we add back a writer after a long time; we want to
-            # consider that a "new" writer, rather than using the old stale
-            # entry here.
-            clause, args = make_in_list_sql_clause(
-                self._db.engine, "instance_name", self._writers, negative=True
-            )
-
-            sql = f"""
-                DELETE FROM stream_positions
-                WHERE
-                    stream_name = ?
-                    AND {clause}
-            """
-            cur.execute(sql, [self._stream_name] + args)
-
-            sql = """
-                SELECT instance_name, stream_id FROM stream_positions
-                WHERE stream_name = ?
-            """
-            cur.execute(sql, (self._stream_name,))
-
-            self._current_positions = {
-                instance: stream_id * self._return_factor
-                for instance, stream_id in cur
-                if instance in self._writers
-            }
-
-        # If we're a writer, we can assume we're at the end of the stream
-        # Usually, we would get that from the stream_positions, but in some cases,
-        # like if we rolled back Synapse, the stream_positions table might not be up to
-        # date. If we're using Postgres for the sequences, we can just use the current
-        # sequence value as our own position.
-        if self._instance_name in self._writers:
-            if isinstance(self._db.engine, PostgresEngine):
-                # FIX F1: the end of the *committed* stream, not the sequence's last_value:
-                # FIX F1: ids above the last committed row may be in flight on other writers.
-                max_committed = 1  # FIX F1
-                for table, _, id_column in tables:  # FIX F1
-                    cur.execute(  # FIX F1
-                        "SELECT GREATEST(COALESCE(%s(%s), 1), 1) FROM %s"  # FIX F1
-                        % ("MAX" if self._positive else "-MIN", id_column, table)  # FIX F1
-                    )  # FIX F1
-                    row = cur.fetchone()
-                    assert row is not None
-                    max_committed = max(max_committed, row[0])  # FIX F1
-                self._current_positions[self._instance_name] = max(  # FIX F1
-                    max_committed,  # FIX F1
-                    self._current_positions.get(self._instance_name, 0),  # FIX F1
-                )  # FIX F1
-
-        # We set the `_persisted_upto_position` to be the minimum of all current
-        # positions. If empty we use the max stream ID from the DB table.
-        min_stream_id = min(self._current_positions.values(), default=None)
-
-        if min_stream_id is None:
-            # We add a GREATEST here to ensure that the result is always
-            # positive. (This can be a problem for e.g. backfill streams where
-            # the server has never backfilled).
-            greatest_func = (
-                "GREATEST" if isinstance(self._db.engine, PostgresEngine) else "MAX"
-            )
-            max_stream_id = 1
-            for table, _, id_column in tables:
-                sql = """
-                    SELECT %(greatest_func)s(COALESCE(%(agg)s(%(id)s), 1), 1)
-                    FROM %(table)s
-                """ % {
-                    "greatest_func": greatest_func,
-                    "id": id_column,
-                    "table": table,
-                    "agg": "MAX" if self._positive else "-MIN",
-                }
-                cur.execute(sql)
-                result = cur.fetchone()
-                assert result is not None
-                (stream_id,) = result
-
-                max_stream_id = max(max_stream_id, stream_id)
-
-            self._persisted_upto_position = max_stream_id
-        else:
-            # If we have a min_stream_id then we pull out everything greater
-            # than it from the DB so that we can prefill
-            # `_known_persisted_positions` and get a more accurate
-            # `_persisted_upto_position`.
-            #
-            # We also check if any of the later rows are from this instance, in
-            # which case we use that for this instance's current position. This
-            # is to handle the case where we didn't finish persisting to the
-            # stream positions table before restart (or the stream position
-            # table otherwise got out of date).
-
-            self._persisted_upto_position = min_stream_id
-
-            rows: list[tuple[str, int]] = []
-            for table, instance_column, id_column in tables:
-                sql = """
-                    SELECT %(instance)s, %(id)s FROM %(table)s
-                    WHERE ? %(cmp)s %(id)s
-                """ % {
-                    "id": id_column,
-                    "table": table,
-                    "instance": instance_column,
-                    "cmp": "<=" if self._positive else ">=",
-                }
-                cur.execute(sql, (min_stream_id * self._return_factor,))
-
-                # Cast safety: this corresponds to the types returned by the query above.
-                rows.extend(cast(Iterable[tuple[str, int]], cur))
-
-            # Sort by stream_id (ascending, lowest -> highest) so that we handle
-            # rows in order for each instance because we don't want to overwrite
-            # the current_position of an instance to a lower stream ID than
-            # we're actually at.
-            def sort_by_stream_id_key_func(row: tuple[str, int]) -> int:
-                (instance, stream_id) = row
-                # If `stream_id` is ever `None`, we will see a `TypeError: '<'
-                # not supported between instances of 'NoneType' and 'X'` error.
-                return stream_id
-
-            rows.sort(key=sort_by_stream_id_key_func)
-
-            with self._lock:
-                for (
-                    instance,
-                    stream_id,
-                ) in rows:
-                    stream_id = self._return_factor * stream_id
-                    self._add_persisted_position(stream_id)
-
-                    if instance == self._instance_name:
-                        self._current_positions[instance] = stream_id
-
-        if self._writers:
-            # If we have explicit writers then make sure that each instance has
-            # a position.
-            for writer in self._writers:
-                self._current_positions.setdefault(
-                    writer, self._persisted_upto_position
-                )
-
-        cur.close()
-
-    MultiWriterIdGenerator._load_current_ids = _load_current_ids  # type: ignore[method-assign]
+    fix_f2_position_token_is_not_a_persisted_id()
 
 
 # ---- F2 ------------------------------------------------------------------------------------
@@ -749,7 +582,7 @@ def fix_f4_connected_per_writer() -> None:
 
 
 _FIXES: dict[str, Callable[[], None]] = {
-    "f1": fix_f1_startup_claims_persisted_only,
+    "f1": fix_f1_position_token_is_not_a_persisted_id,
     "f2": fix_f2_position_token_is_not_a_persisted_id,
     "f3": fix_f3_local_position_stays_below_own_unabsorbed_rows,
     "f4": fix_f4_connected_per_writer,

@@ -299,26 +299,58 @@ fn start_fixed(
 }
 
 #[test]
-fn fix_f1_a_restarted_writer_claims_the_last_committed_id_not_another_writers_in_flight_one() {
+fn fix_f1_a_restarted_writers_claim_does_not_cover_another_writers_in_flight_id() {
     use crate::fixes::{Fix, Fixes};
-    for (fixes, claimed) in [(Fixes::NONE, 4), (Fixes::NONE.with(Fix::F1), 3)] {
+    for fixes in [Fixes::NONE, Fixes::NONE.with(Fix::F1)] {
         let mut db = Database::new();
         preload(&mut db, "w1", 3);
         let mut reader = start_fixed(&mut db, "r1", &["w1", "w2"], fixes);
         let mut w1 = start_fixed(&mut db, "w1", &["w1", "w2"], fixes);
-        // w1's X = 4 is allocated and held in its transaction; w2 restarts meanwhile.
+        // w1's X = 4 is allocated and held in its transaction; w2 restarts meanwhile and,
+        // fixed or not, claims the sequence's last_value (PR #17309's start-up is kept).
         assert_eq!(w1.allocate(&mut db, 1).unwrap(), vec![4]);
         let w2 = start_fixed(&mut db, "w2", &["w1", "w2"], fixes);
         let announced = w2.current_token_for_writer("w2");
-        assert_eq!(announced, claimed, "{fixes:?}");
-        // Its `POSITION w2 p p` reaches the reader (1.163.2's advance).
-        reader.advance("w2", announced);
+        assert_eq!(announced, 4, "{fixes:?}");
+        // Its `POSITION w2 4 4` reaches the reader: 1.163.2's `advance`, or with the fix the
+        // POSITION's advance, which does not count 4 as persisted (F2's rule).
+        if fixes.position_is_not_persisted() {
+            reader.advance_from_position("w2", announced);
+        } else {
+            reader.advance("w2", announced);
+        }
         // Unfixed the reader's token covers X before X commits (X's RDATA is then "already
-        // seen", F1's loss); fixed it stays below X.
+        // seen", F1's loss); fixed it stays below X while w2's own position is 4.
         assert_eq!(
             reader.current_token_for_writer("w1") >= 4,
             fixes.is_none(),
             "{fixes:?}"
+        );
+        assert_eq!(reader.positions().get("w2"), Some(&4), "{fixes:?}");
+    }
+}
+
+#[test]
+fn bug_b7_a_restarted_writer_whose_last_ids_were_cancelled_claims_its_stale_row() {
+    use crate::bugs::{Bug, Bugs};
+    for (bugs, claimed) in [
+        (Bugs::NONE, 5),
+        (Bugs::NONE.with(Bug::OwnPositionNotFromSequence), 3),
+    ] {
+        let mut db = Database::new();
+        preload(&mut db, "w1", 3);
+        let config = IdGenConfig::new("w1", &["w1"]).with_bugs(bugs);
+        let mut w1 = MultiWriterIdGenerator::start(&mut db, config.clone()).unwrap();
+        // 4 and 5 are allocated for a request cancelled inside `enter`: finished, never written,
+        // so `stream_positions` keeps 3 while w1 announces 5.
+        let ids = w1.allocate(&mut db, 2).unwrap();
+        w1.mark_finished(&ids);
+        assert_eq!(w1.current_token_for_writer("w1"), 5);
+        let restarted = MultiWriterIdGenerator::start(&mut db, config).unwrap();
+        assert_eq!(
+            restarted.current_token_for_writer("w1"),
+            claimed,
+            "{bugs:?}"
         );
     }
 }
