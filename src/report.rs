@@ -69,7 +69,15 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
     let verdict = if report.passed() {
         "passed".to_owned()
     } else {
-        format!("FAILED, {} violations", report.violations.len())
+        format!(
+            "FAILED, {} violation{}",
+            report.violations.len(),
+            if report.violations.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        )
     };
     writeln!(
         out,
@@ -208,6 +216,41 @@ pub fn print_metrics_summary(out: &mut impl Write, report: &RunReport) -> std::i
     Ok(())
 }
 
+/// Each violation's verdict, grouped by invariant and verdict in order of first appearance:
+/// `2 violations: [liveness] failed, [no_missed_event] known: F1` (with `×N` for repeats).
+pub fn violation_verdicts(violations: &[Violation]) -> String {
+    let mut groups: Vec<(&str, String, usize)> = Vec::new();
+    for violation in violations {
+        let verdict = violation
+            .finding
+            .map_or_else(|| "failed".to_owned(), |f| format!("known: {f}"));
+        match groups
+            .iter_mut()
+            .find(|(invariant, v, _)| *invariant == violation.invariant && *v == verdict)
+        {
+            Some(group) => group.2 += 1,
+            None => groups.push((violation.invariant, verdict, 1)),
+        }
+    }
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|(invariant, verdict, count)| {
+            let times = if count > 1 {
+                format!(" ×{count}")
+            } else {
+                String::new()
+            };
+            format!("[{invariant}] {verdict}{times}")
+        })
+        .collect();
+    let noun = if violations.len() == 1 {
+        "violation"
+    } else {
+        "violations"
+    };
+    format!("{} {noun}: {}", violations.len(), parts.join(", "))
+}
+
 /// Failures with their replay commands, known failures, sometimes-coverage, then the summary
 /// line. Returns the number of failed seeds (known failures do not count).
 pub fn print_sweep(
@@ -221,21 +264,25 @@ pub fn print_sweep(
     let mut failed = 0;
     let mut known = 0;
     for result in results.iter().filter(|r| !r.passed) {
-        let first = &result.violations[0];
-        if let Some(finding) = &result.known {
+        let verdicts = violation_verdicts(&result.violations);
+        if result.known.is_some() {
             known += 1;
             writeln!(
                 out,
-                "known seed {}: [{}] diagnosed as Synapse bug {finding} (tools/synapse/FINDINGS.md)",
-                result.seed, first.invariant
+                "known seed {}: {verdicts} (tools/synapse/FINDINGS.md)",
+                result.seed
             )?;
         } else {
             failed += 1;
+            let first = result
+                .violations
+                .iter()
+                .find(|v| !v.is_known())
+                .unwrap_or(&result.violations[0]);
             writeln!(
                 out,
-                "FAIL seed {}: {} violations, first [{}] at {}: {}",
+                "FAIL seed {}: {verdicts}; first failed [{}] at {}: {}",
                 result.seed,
-                result.violations.len(),
                 first.invariant,
                 seconds(first.at.as_ms()),
                 first.message
@@ -246,6 +293,21 @@ pub fn print_sweep(
             "  replay: {}",
             replay_command(scenario, result.seed, bugs, fixes)
         )?;
+        if let Some(findings) = &result.known {
+            // The fixes of these findings on top of those applied (FIXES.md); `run` checks
+            // the suggestion by rerunning the seed.
+            let mut named = fixes;
+            for info in streamsim_models::fixes::CATALOGUE {
+                if findings.split(',').any(|f| f == info.finding) {
+                    named = named.with(info.fix);
+                }
+            }
+            writeln!(
+                out,
+                "  patched: {}",
+                replay_command(scenario, result.seed, bugs, named)
+            )?;
+        }
     }
     let coverage: Vec<String> = SOMETIMES
         .iter()

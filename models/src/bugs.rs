@@ -103,8 +103,8 @@ pub const CATALOGUE: &[BugInfo] = &[
         name: "own-position-not-from-sequence",
         id: "B7",
         source: "synapse PR #17309 (2024)",
-        fault: "a restarted writer takes its position from its stale stream_positions row",
-        caught_by: "liveness",
+        fault: "a restarted writer takes its position from its stream_positions row, below ids it cancelled and announced, stranding clients that hold them",
+        caught_by: "sync_answers",
     },
     BugInfo {
         bug: Bug::SyncWaitsOnFutureToken,

@@ -150,6 +150,17 @@ impl Fixes {
         self.on(Fix::F1) || self.on(Fix::F2)
     }
 
+    /// Whether the fixes that are on remove finding `finding` (`"F1"`..`"F4"`): a violation
+    /// with that finding's shape is then a failure, not a known bug.
+    pub fn remove_finding(self, finding: &str) -> bool {
+        match finding {
+            "F1" | "F2" => self.position_is_not_persisted(),
+            "F3" => self.on(Fix::F3),
+            "F4" => self.on(Fix::F4),
+            _ => false,
+        }
+    }
+
     pub fn is_none(self) -> bool {
         self.0 == 0
     }
@@ -181,5 +192,12 @@ mod tests {
         let fixes = Fixes::NONE.with(Fix::F3);
         assert!(fixes.on(Fix::F3) && !fixes.on(Fix::F1));
         assert!(Fixes::default().is_none());
+        // F1's fix is F2's rule: either removes both findings.
+        assert!(Fixes::NONE.with(Fix::F1).remove_finding("F2"));
+        assert!(Fixes::NONE.with(Fix::F2).remove_finding("F1"));
+        assert!(!fixes.remove_finding("F1") && fixes.remove_finding("F3"));
+        assert!(CATALOGUE
+            .iter()
+            .all(|info| Fixes::all().remove_finding(info.finding)));
     }
 }

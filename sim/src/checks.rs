@@ -60,6 +60,8 @@ pub struct CheckContext {
     /// How replication travelled: F4 needs the Redis bus (over direct TCP the one writer's
     /// POSITION answer precedes its RDATA on the one connection).
     pub transport: crate::scenario::Transport,
+    /// The scenario's own network drops messages until the end-of-run heal (`network.message_loss`).
+    pub network_loss: bool,
 }
 
 /// A named property.
@@ -1233,13 +1235,37 @@ fn read_your_writes(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
 fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     /// Synapse re-checks the token every 500 ms while it waits (`wait_for_stream_token`).
     const RECHECK_MS: u64 = 500;
+    /// Faults that last until a heal; the others (crash, restart, quiesce, reconfigure, a
+    /// token moved ahead) act at once.
+    const LASTING: &[&str] = &[
+        "partition",
+        "latency",
+        "message loss",
+        "slow reader",
+        "busy",
+    ];
     let cutoff = convergence_cutoff(facts, context);
-    let healed_ms = facts.last_heal.map_or(0, SimInstant::as_ms);
+    // When the last disturbance ended: an instant fault, or a heal of a lasting one.
+    let mut settled_ms = 0;
+    let mut lasting_active = context.network_loss;
     // Each client's current token and when it first got it.
     let mut held_since: BTreeMap<&str, (&MultiWriterToken, SimInstant)> = BTreeMap::new();
     let mut violations = Vec::new();
     for record in facts.history.records() {
         match &record.event {
+            Event::Fault { description } => {
+                if LASTING.iter().any(|kind| description.starts_with(kind)) {
+                    lasting_active = true;
+                } else if description != "heal" {
+                    settled_ms = record.at.as_ms();
+                }
+            }
+            Event::Healed => {
+                if lasting_active {
+                    settled_ms = record.at.as_ms();
+                    lasting_active = false;
+                }
+            }
             Event::TokenHandedOut { to, token, .. } => {
                 if held_since
                     .get(to.as_str())
@@ -1261,9 +1287,9 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                     .filter(|(held, _)| *held == since)
                     .map_or(*requested_at, |(_, at)| *at);
                 let due_ms =
-                    got_since.as_ms().max(healed_ms) + context.converge_within_ms + RECHECK_MS;
+                    got_since.as_ms().max(settled_ms) + context.converge_within_ms + RECHECK_MS;
                 let after_convergence = cutoff.is_some_and(|cutoff| *requested_at >= cutoff);
-                if after_convergence || record.at.as_ms() >= due_ms {
+                if after_convergence || (!lasting_active && record.at.as_ms() >= due_ms) {
                     violations.push(violation(
                         "sync_answers",
                         record.at,
@@ -1271,7 +1297,7 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                         &[],
                         &[since],
                         format!(
-                            "{reader} gave up on {client}'s /sync since {since} (asked at {requested_at}; {client} has held that token since {got_since}, and every reader should cover it within converge_within {}ms of that or of the last heal)",
+                            "{reader} gave up on {client}'s /sync since {since} (asked at {requested_at}; {client} has held that token since {got_since}, and every reader should cover it within converge_within {}ms of that or of the last fault)",
                             context.converge_within_ms
                         ),
                     ));

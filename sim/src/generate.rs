@@ -232,6 +232,44 @@ pub fn generated(seed: u64) -> Scenario {
             ReplicationQueue::PerStream
         },
     };
+    // The stream goes quiet, then a rolling restart (an upgrade at night): every writer stops
+    // taking batches, some requests were cancelled inside `enter` (their ids announced, never
+    // written to `stream_positions`), every writer restarts, then every reader. A writer that
+    // restarts below what it announced strands clients holding that token (bug B7). Drawn last,
+    // so the choices above stay what they were for every seed.
+    // The night is otherwise calm: no other fault, so the run has `converge_within` after the
+    // restarts to bring every reader back to the tokens clients hold.
+    let mut random_faults = random_faults;
+    if rng.random_bool(0.25) {
+        let quiet_at = rng.random_range(2_000..=duration_ms.saturating_sub(15_000).max(2_000));
+        faults.clear();
+        random_faults = None;
+        workload.cancel_rate = 0.3;
+        // Clients' sends would keep the writers busy through the quiet.
+        workload.sends_per_second = 0;
+        for writer in 1..=writers {
+            faults.push(Fault {
+                at_ms: quiet_at,
+                kind: FaultKind::Quiesce {
+                    host: format!("w{writer}"),
+                },
+            });
+            faults.push(Fault {
+                at_ms: quiet_at + 1_000 + 300 * u64::from(writer),
+                kind: FaultKind::Restart {
+                    host: format!("w{writer}"),
+                },
+            });
+        }
+        for reader in 1..=readers {
+            faults.push(Fault {
+                at_ms: quiet_at + 3_000 + 300 * u64::from(reader),
+                kind: FaultKind::Restart {
+                    host: format!("r{reader}"),
+                },
+            });
+        }
+    }
     faults.sort_by_key(|f| f.at_ms);
     Scenario {
         duration_ms,

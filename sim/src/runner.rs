@@ -80,6 +80,7 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         ended_at: outcome.ended_at,
         converge_within_ms: scenario.converge_within_ms,
         transport: scenario.transport,
+        network_loss: scenario.network.message_loss > 0.0,
     };
     let mut violations = Vec::new();
     if let Some(failure) = &outcome.host_failure {
@@ -98,6 +99,16 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         &outcome.metrics,
         &outcome.history,
     ));
+    // A finding's shape with that finding's fix on is not the known bug: the fix failed.
+    for violation in &mut violations {
+        if let Some(finding) = violation.finding.filter(|f| fixes.remove_finding(f)) {
+            violation.finding = None;
+            violation.message = format!(
+                "{} (the shape of {finding}, whose proposed fix is on)",
+                violation.message
+            );
+        }
+    }
     let advisories = check_advisories(&outcome.history, &context);
     let events = outcome
         .history

@@ -1,15 +1,17 @@
-//! The known-bug catalogue (`models::bugs`): every switch has a permanent regression scenario
-//! in `tests/data/bugs/` (the generated scenario where `streamsim bugs --hunt` first caught
-//! it, written out as a TOML file so it survives changes to the generator), which the
-//! catalogue's invariant must catch while the clean model passes the same seed; and the hunt
-//! itself must catch every switch within its budget with the clean model passing every seed
-//! it used.
+//! The known-bug catalogue (`models::bugs`), on the patched baseline (`--fix all`, where no
+//! finding F1-F4 can happen, so a red run is the switch's doing): every switch has a permanent
+//! regression scenario in `tests/data/bugs/` (the generated scenario where `streamsim bugs
+//! --hunt --fix all` first caught it, written out as a TOML file so it survives changes to the
+//! generator), which the catalogue's invariant must catch while the patched model passes the
+//! same seed; and the hunt itself must catch every switch by its catalogue invariant within its
+//! budget with the patched model passing every seed it used.
 
 use std::path::PathBuf;
 
 use streamsim_models::bugs::{Bugs, CATALOGUE};
-use streamsim_sim::hunt::hunt;
-use streamsim_sim::runner::{run_seed, run_seed_with};
+use streamsim_models::fixes::Fixes;
+use streamsim_sim::hunt::hunt_with_fixes;
+use streamsim_sim::runner::run_seed_fixed;
 use streamsim_sim::scenario::Scenario;
 
 use crate::support::repo_root;
@@ -44,16 +46,17 @@ fn every_switch_is_caught_by_its_invariant_on_its_regression_scenario() {
                     let (path, seed) = regression_file(info.name);
                     let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
                     let replay = format!(
-                        "streamsim run {} --seed {seed} --bug {}",
+                        "streamsim run {} --seed {seed} --bug {} --fix all",
                         path.display(),
                         info.name
                     );
-                    let buggy = run_seed_with(&scenario, seed, Bugs::NONE.with(info.bug));
+                    let buggy =
+                        run_seed_fixed(&scenario, seed, Bugs::NONE.with(info.bug), Fixes::all());
                     let caught = buggy
                         .violations
                         .iter()
                         .any(|v| !v.is_known() && v.invariant == info.caught_by);
-                    let clean = run_seed(&scenario, seed);
+                    let clean = run_seed_fixed(&scenario, seed, Bugs::NONE, Fixes::all());
                     let mut problems = Vec::new();
                     if !caught {
                         problems.push(format!(
@@ -64,11 +67,11 @@ fn every_switch_is_caught_by_its_invariant_on_its_regression_scenario() {
                             buggy.violations.iter().find(|v| !v.is_known())
                         ));
                     }
-                    if clean.has_unexplained() {
+                    if !clean.violations.is_empty() {
                         problems.push(format!(
-                            "the clean model fails {}'s scenario: {:?}; replay: streamsim run {} --seed {seed}",
+                            "the patched model fails {}'s scenario: {:?}; replay: streamsim run {} --seed {seed} --fix all",
                             info.name,
-                            clean.violations.iter().find(|v| !v.is_known()),
+                            clean.violations.first(),
                             path.display()
                         ));
                     }
@@ -86,7 +89,7 @@ fn every_switch_is_caught_by_its_invariant_on_its_regression_scenario() {
 
 #[test]
 fn the_hunt_catches_every_switch_within_its_budget_and_the_clean_model_passes() {
-    let report = hunt(HUNT_BUDGET, 2);
+    let report = hunt_with_fixes(HUNT_BUDGET, 2, Fixes::all());
     let missed: Vec<&str> = report
         .bugs
         .iter()
@@ -95,11 +98,11 @@ fn the_hunt_catches_every_switch_within_its_budget_and_the_clean_model_passes() 
         .collect();
     assert!(
         missed.is_empty(),
-        "not caught within {HUNT_BUDGET} seeds: {missed:?}; run `streamsim bugs --hunt --budget {HUNT_BUDGET}`"
+        "not caught by their catalogue invariants within {HUNT_BUDGET} seeds: {missed:?}; run `streamsim bugs --hunt --budget {HUNT_BUDGET} --fix all`"
     );
     assert_eq!(
         report.clean_failures, 0,
-        "the clean model fails seeds the hunt used; run `streamsim sweep --generated --seeds 0..{HUNT_BUDGET}`"
+        "the patched model fails seeds the hunt used; run `streamsim sweep --generated --seeds 0..{HUNT_BUDGET} --fix all`"
     );
     assert_eq!(report.bugs.len(), CATALOGUE.len());
     assert!(CATALOGUE.len() >= 15, "at least 15 switches");

@@ -255,4 +255,18 @@ fn a_seed_whose_every_violation_is_a_known_finding_suggests_its_fix_which_remove
     let (code, stdout, _) = cli(&["run", "--generated", "--seed", "0", "--fix", "f3"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.starts_with("seed 0: passed"), "{stdout}");
+    // A sweep's line for the seed gives each violation's verdict and the patched replay.
+    let (code, stdout, _) = cli(&["sweep", "--generated", "--seeds", "0..1"]);
+    assert_eq!(code, 0, "a known seed does not fail a sweep: {stdout}");
+    assert!(stdout.contains("known seed 0: "), "{stdout}");
+    assert!(stdout.contains("] known: F3"), "{stdout}");
+    assert!(!stdout.contains("] failed"), "{stdout}");
+    assert!(
+        stdout.contains("  patched: streamsim run --generated --seed 0 --fix f3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("seeds 0..1: 0 passed, 0 failed, 1 known"),
+        "{stdout}"
+    );
 }

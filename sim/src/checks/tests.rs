@@ -21,6 +21,7 @@ fn context(ended_at: u64) -> CheckContext {
         ended_at: SimInstant::from_ms(ended_at),
         converge_within_ms: 1_000,
         transport: crate::scenario::Transport::Tcp,
+        network_loss: false,
     }
 }
 
