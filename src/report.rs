@@ -17,9 +17,7 @@ pub fn replay_command(scenario: &Path, seed: u64, bugs: Bugs, fixes: Fixes) -> S
     for name in bugs.names() {
         command.push_str(&format!(" --bug {name}"));
     }
-    for name in fixes.names() {
-        command.push_str(&format!(" --fix {name}"));
-    }
+    command.push_str(&fixes.flags());
     command
 }
 

@@ -165,6 +165,15 @@ impl Fixes {
         self.0 == 0
     }
 
+    /// The `--fix` flags that turn these fixes on: ` --fix all` for all of them, else one
+    /// ` --fix NAME` each, in F1..F4 order (empty for none).
+    pub fn flags(self) -> String {
+        if self == Fixes::all() {
+            return " --fix all".to_owned();
+        }
+        self.names().iter().map(|n| format!(" --fix {n}")).collect()
+    }
+
     /// The fixes that are on, in F1..F4 order.
     pub fn names(self) -> Vec<&'static str> {
         CATALOGUE

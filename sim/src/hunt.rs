@@ -61,11 +61,7 @@ pub fn hunt(budget: u64, jobs: usize) -> HuntReport {
 
 /// [`hunt`] with the proposed fixes `fixes` on in every run (the clean runs included).
 pub fn hunt_with_fixes(budget: u64, jobs: usize, fixes: Fixes) -> HuntReport {
-    let fix_flags: String = fixes
-        .names()
-        .iter()
-        .map(|n| format!(" --fix {n}"))
-        .collect();
+    let fix_flags = fixes.flags();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(vec![None; CATALOGUE.len()]);
     std::thread::scope(|scope| {
