@@ -1260,11 +1260,9 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                     settled_ms = record.at.as_ms();
                 }
             }
-            Event::Healed => {
-                if lasting_active {
-                    settled_ms = record.at.as_ms();
-                    lasting_active = false;
-                }
+            Event::Healed if lasting_active => {
+                settled_ms = record.at.as_ms();
+                lasting_active = false;
             }
             Event::TokenHandedOut { to, token, .. } => {
                 if held_since
