@@ -1265,12 +1265,14 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 lasting_active = false;
             }
             Event::TokenHandedOut { to, token, .. } => {
-                if held_since
-                    .get(to.as_str())
-                    .is_none_or(|(held, _)| *held != token)
-                {
-                    held_since.insert(to, (token, record.at));
-                }
+                held_since
+                    .entry(to.as_str())
+                    .and_modify(|(held, at)| {
+                        if *held != token {
+                            (*held, *at) = (token, record.at);
+                        }
+                    })
+                    .or_insert((token, record.at));
             }
             Event::SyncPage {
                 client,

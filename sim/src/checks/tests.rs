@@ -702,3 +702,66 @@ fn read_your_writes_does_not_judge_a_send_the_clients_own_future_token_skipped()
     assert!(judged(&history(false)));
     assert!(!judged(&history(true)));
 }
+
+/// A timed-out /sync of c1 since `since`, asked at `asked` and answered at `answered`.
+fn timed_out_page(h: &mut History, asked: u64, answered: u64, since: MultiWriterToken) {
+    h.record(
+        at(answered),
+        Event::SyncPage {
+            client: "c1".into(),
+            reader: "r1".into(),
+            requested_at: at(asked),
+            since: Some(since.clone()),
+            next_batch: since,
+            events: Vec::new(),
+            limited: false,
+            timed_out: true,
+        },
+    );
+}
+
+fn sync_answers_at(h: &History) -> Vec<u64> {
+    // converge_within is 1 s; the run ends at 60 s.
+    check_all(h, &context(60_000))
+        .into_iter()
+        .filter(|v| v.invariant == "sync_answers")
+        .map(|v| v.at.as_ms())
+        .collect()
+}
+
+#[test]
+fn a_client_stranded_on_a_token_no_reader_covers_any_more_fails_sync_answers_once_due() {
+    // Bug B7's shape: c1 got token 5 at 1 s; a restart at 2 s left r1 below it, and every
+    // /sync since 5 times out. Due 1 s (converge_within) + 0.5 s after the restart.
+    let mut h = History::default();
+    h.record(
+        at(1_000),
+        Event::TokenHandedOut {
+            reader: "r1".into(),
+            to: "c1".into(),
+            token: token(5, &[]),
+        },
+    );
+    h.record(
+        at(2_000),
+        Event::Fault {
+            description: "restart r1".into(),
+        },
+    );
+    timed_out_page(&mut h, 2_000, 3_400, token(5, &[]));
+    timed_out_page(&mut h, 3_400, 13_900, token(5, &[]));
+    assert_eq!(sync_answers_at(&h), vec![13_900]);
+    // While a partition lasts, nothing is due; after its heal the clock starts again.
+    let mut h = History::default();
+    h.record(
+        at(1_000),
+        Event::Fault {
+            description: "partition r1 <-> w1".into(),
+        },
+    );
+    timed_out_page(&mut h, 2_000, 12_500, token(5, &[]));
+    h.record(at(20_000), Event::Healed);
+    timed_out_page(&mut h, 20_000, 21_000, token(5, &[]));
+    timed_out_page(&mut h, 21_000, 31_500, token(5, &[]));
+    assert_eq!(sync_answers_at(&h), vec![31_500]);
+}
