@@ -394,15 +394,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         // applied, suggested only once a rerun shows they remove every violation. A fix can
         // uncover a finding the first violations hid, so the whole set is tried when the
         // named ones are not enough.
-        let mut named = fixes;
-        for finding in &findings {
-            if let Some(info) = streamsim_models::fixes::CATALOGUE
-                .iter()
-                .find(|info| info.finding == *finding)
-            {
-                named = named.with(info.fix);
-            }
-        }
+        let named = fixes.with_fixes_of(findings.iter().copied());
         let removes = |candidate: streamsim_models::fixes::Fixes| {
             runner::run_seed_fixed(&scenario, args.seed, bugs, candidate)
                 .violations

@@ -294,12 +294,7 @@ pub fn print_sweep(
         if let Some(findings) = &result.known {
             // The fixes of these findings on top of those applied (FIXES.md); `run` checks
             // the suggestion by rerunning the seed.
-            let mut named = fixes;
-            for info in streamsim_models::fixes::CATALOGUE {
-                if findings.split(',').any(|f| f == info.finding) {
-                    named = named.with(info.fix);
-                }
-            }
+            let named = fixes.with_fixes_of(findings.split(','));
             writeln!(
                 out,
                 "  patched: {}",

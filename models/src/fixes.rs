@@ -150,6 +150,17 @@ impl Fixes {
         self.on(Fix::F1) || self.on(Fix::F2)
     }
 
+    /// These fixes plus the catalogue's fix of each of `findings` (`"F1"`..`"F4"`; others are
+    /// ignored): what to add to a run whose violations are those findings.
+    pub fn with_fixes_of<'a>(self, findings: impl IntoIterator<Item = &'a str>) -> Fixes {
+        findings.into_iter().fold(self, |set, finding| {
+            CATALOGUE
+                .iter()
+                .find(|info| info.finding == finding)
+                .map_or(set, |info| set.with(info.fix))
+        })
+    }
+
     /// Whether the fixes that are on remove finding `finding` (`"F1"`..`"F4"`): a violation
     /// with that finding's shape is then a failure, not a known bug.
     pub fn remove_finding(self, finding: &str) -> bool {
@@ -208,5 +219,8 @@ mod tests {
         assert!(CATALOGUE
             .iter()
             .all(|info| Fixes::all().remove_finding(info.finding)));
+        let named = Fixes::NONE.with_fixes_of(["F3", "F1", "F9"]);
+        assert_eq!(named.names(), vec!["f1", "f3"]);
+        assert!(named.remove_finding("F1") && !named.remove_finding("F4"));
     }
 }

@@ -12,6 +12,7 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
 
 use crate::history::{Event, History};
+use crate::scenario::FaultKind;
 
 /// How a property is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -1235,15 +1236,6 @@ fn read_your_writes(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
 fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     /// Synapse re-checks the token every 500 ms while it waits (`wait_for_stream_token`).
     const RECHECK_MS: u64 = 500;
-    /// Faults that last until a heal; the others (crash, restart, quiesce, reconfigure, a
-    /// token moved ahead) act at once.
-    const LASTING: &[&str] = &[
-        "partition",
-        "latency",
-        "message loss",
-        "slow reader",
-        "busy",
-    ];
     let cutoff = convergence_cutoff(facts, context);
     // When the last disturbance ended: an instant fault, or a heal of a lasting one.
     let mut settled_ms = 0;
@@ -1254,9 +1246,9 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     for record in facts.history.records() {
         match &record.event {
             Event::Fault { description } => {
-                if LASTING.iter().any(|kind| description.starts_with(kind)) {
+                if crate::faults::described_fault_lasts_until_heal(description) {
                     lasting_active = true;
-                } else if description != "heal" {
+                } else if *description != crate::faults::describe(&FaultKind::Heal) {
                     settled_ms = record.at.as_ms();
                 }
             }

@@ -140,6 +140,39 @@ pub fn describe(kind: &FaultKind) -> String {
     }
 }
 
+/// Whether a fault lasts until a heal (a partition, latency, message loss, a slow or busy
+/// process) rather than acting at once (crash, restart, quiesce, reconfigure, a token moved
+/// ahead, a heal).
+pub fn lasts_until_heal(kind: &FaultKind) -> bool {
+    match kind {
+        FaultKind::Partition { .. }
+        | FaultKind::PartitionOneway { .. }
+        | FaultKind::Latency { .. }
+        | FaultKind::MessageLoss { .. }
+        | FaultKind::SlowReader { .. }
+        | FaultKind::Busy { .. } => true,
+        FaultKind::Heal
+        | FaultKind::Crash { .. }
+        | FaultKind::Restart { .. }
+        | FaultKind::Reconfigure { .. }
+        | FaultKind::Quiesce { .. }
+        | FaultKind::FutureToken { .. } => false,
+    }
+}
+
+/// [`lasts_until_heal`] for a fault as the history records it (its [`describe`] text), which
+/// is all a check sees.
+pub fn described_fault_lasts_until_heal(description: &str) -> bool {
+    const LASTING: &[&str] = &[
+        "partition ",
+        "latency ",
+        "message loss ",
+        "slow reader ",
+        "busy ",
+    ];
+    LASTING.iter().any(|kind| description.starts_with(kind))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -171,6 +204,54 @@ host = "w1"
 "#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_history_text_of_every_fault_kind_says_whether_it_lasts_until_a_heal() {
+        let host = || "w1".to_owned();
+        let every_kind = [
+            FaultKind::Partition {
+                hosts: [host(), "r1".to_owned()],
+            },
+            FaultKind::PartitionOneway {
+                from: host(),
+                to: "db".to_owned(),
+            },
+            FaultKind::Heal,
+            FaultKind::Crash { host: host() },
+            FaultKind::Restart { host: host() },
+            FaultKind::Latency {
+                latency_ms: Range { min: 1, max: 5 },
+                host: None,
+            },
+            FaultKind::MessageLoss { rate: 0.1 },
+            FaultKind::Reconfigure {
+                writers: vec![host()],
+            },
+            FaultKind::Quiesce { host: host() },
+            FaultKind::SlowReader {
+                host: "r1".to_owned(),
+                for_ms: 10,
+            },
+            FaultKind::Busy {
+                host: "r1".to_owned(),
+                for_ms: 10,
+                per_command_ms: 1,
+            },
+            FaultKind::FutureToken {
+                client: "c1".to_owned(),
+                ahead_by: 5,
+            },
+        ];
+        for kind in &every_kind {
+            assert_eq!(
+                described_fault_lasts_until_heal(&describe(kind)),
+                lasts_until_heal(kind),
+                "{kind:?}: {}",
+                describe(kind)
+            );
+        }
+        assert_eq!(every_kind.iter().filter(|k| lasts_until_heal(k)).count(), 6);
     }
 
     #[test]

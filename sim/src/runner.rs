@@ -99,16 +99,7 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         &outcome.metrics,
         &outcome.history,
     ));
-    // A finding's shape with that finding's fix on is not the known bug: the fix failed.
-    for violation in &mut violations {
-        if let Some(finding) = violation.finding.filter(|f| fixes.remove_finding(f)) {
-            violation.finding = None;
-            violation.message = format!(
-                "{} (the shape of {finding}, whose proposed fix is on)",
-                violation.message
-            );
-        }
-    }
+    demote_fixed_findings(&mut violations, fixes);
     let advisories = check_advisories(&outcome.history, &context);
     let events = outcome
         .history
@@ -129,6 +120,21 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         messages: outcome.messages,
         events,
         wall: started.elapsed(),
+    }
+}
+
+/// A finding's shape with that finding's fix on is not the known bug but a failure (the fix
+/// did not remove it, or the model's diagnosis is wrong): the violation loses its finding and
+/// says so in its message.
+fn demote_fixed_findings(violations: &mut [Violation], fixes: Fixes) {
+    for violation in violations {
+        if let Some(finding) = violation.finding.filter(|f| fixes.remove_finding(f)) {
+            violation.finding = None;
+            violation.message = format!(
+                "{} (the shape of {finding}, whose proposed fix is on)",
+                violation.message
+            );
+        }
     }
 }
 
@@ -219,4 +225,37 @@ pub fn sweep(
         .into_iter()
         .map(|r| r.expect("every seed ran"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use streamsim_models::fixes::Fix;
+
+    use super::*;
+
+    fn diagnosed(finding: &'static str) -> Violation {
+        Violation {
+            invariant: "no_missed_event",
+            at: SimInstant::ZERO,
+            hosts: Vec::new(),
+            events: Vec::new(),
+            tokens: Vec::new(),
+            message: "missed".to_owned(),
+            finding: Some(finding),
+        }
+    }
+
+    #[test]
+    fn a_findings_shape_with_its_fix_on_is_a_failure_and_others_stay_known() {
+        let mut violations = vec![diagnosed("F1"), diagnosed("F3"), diagnosed("F4")];
+        demote_fixed_findings(&mut violations, Fixes::NONE.with(Fix::F2).with(Fix::F4));
+        let findings: Vec<Option<&str>> = violations.iter().map(|v| v.finding).collect();
+        // F2's rule is also F1's fix.
+        assert_eq!(findings, vec![None, Some("F3"), None]);
+        assert_eq!(
+            violations[0].message,
+            "missed (the shape of F1, whose proposed fix is on)"
+        );
+        assert_eq!(violations[1].message, "missed");
+    }
 }
