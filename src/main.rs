@@ -271,10 +271,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => return hunt_bugs(budget, json, jobs, fix_set(&fixes)),
         Command::Bugs { .. } => {
             let mut out = std::io::stdout().lock();
+            let invariant_width = CATALOGUE
+                .iter()
+                .map(|info| info.caught_by.len())
+                .max()
+                .unwrap_or(0);
             for info in CATALOGUE {
                 writeln!(
                     out,
-                    "{:<34} {:<4} caught by {:<22} {} ({})",
+                    "{:<34} {:<4} caught by {:<invariant_width$} {} ({})",
                     info.name, info.id, info.caught_by, info.fault, info.source
                 )?;
             }
@@ -572,13 +577,13 @@ fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>, fixes: Fixes) -> Resu
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<34} {:<7} {:>5} {:>8}  {:<22} replay",
+        "{:<34} {:<7} {:>5} {:>8}  {:<30} replay",
         "bug", "caught", "seeds", "wall s", "invariant"
     )?;
     for hunted in &report.bugs {
         writeln!(
             out,
-            "{:<34} {:<7} {:>5} {:>8.2}  {:<22} {}",
+            "{:<34} {:<7} {:>5} {:>8.2}  {:<30} {}",
             hunted.name,
             if hunted.caught { "yes" } else { "NO" },
             hunted.seeds,

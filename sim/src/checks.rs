@@ -1248,7 +1248,7 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
             Event::Fault { description } => {
                 if crate::faults::described_fault_lasts_until_heal(description) {
                     lasting_active = true;
-                } else if *description != crate::faults::describe(&FaultKind::Heal) {
+                } else if *description != crate::faults::describe(&FaultKind::Heal {}) {
                     settled_ms = record.at.as_ms();
                 }
             }

@@ -60,7 +60,7 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                     faults.push(Fault { at_ms: at, kind });
                     faults.push(Fault {
                         at_ms: repair_at,
-                        kind: FaultKind::Heal,
+                        kind: FaultKind::Heal {},
                     });
                 }
                 RandomFaultKind::CrashRestart => {
@@ -116,7 +116,7 @@ pub fn describe(kind: &FaultKind) -> String {
     match kind {
         FaultKind::Partition { hosts } => format!("partition {} <-> {}", hosts[0], hosts[1]),
         FaultKind::PartitionOneway { from, to } => format!("partition {from} -> {to}"),
-        FaultKind::Heal => "heal".into(),
+        FaultKind::Heal {} => "heal".into(),
         FaultKind::Crash { host } => format!("crash {host}"),
         FaultKind::Restart { host } => format!("restart {host}"),
         FaultKind::Latency { latency_ms, host } => format!(
@@ -151,7 +151,7 @@ pub fn lasts_until_heal(kind: &FaultKind) -> bool {
         | FaultKind::MessageLoss { .. }
         | FaultKind::SlowReader { .. }
         | FaultKind::Busy { .. } => true,
-        FaultKind::Heal
+        FaultKind::Heal {}
         | FaultKind::Crash { .. }
         | FaultKind::Restart { .. }
         | FaultKind::Reconfigure { .. }
@@ -217,7 +217,7 @@ host = "w1"
                 from: host(),
                 to: "db".to_owned(),
             },
-            FaultKind::Heal,
+            FaultKind::Heal {},
             FaultKind::Crash { host: host() },
             FaultKind::Restart { host: host() },
             FaultKind::Latency {
@@ -295,7 +295,7 @@ host = "w1"
             .count();
         let heals = schedule
             .iter()
-            .filter(|f| f.kind == FaultKind::Heal)
+            .filter(|f| f.kind == FaultKind::Heal {})
             .count();
         assert_eq!(partitions, heals, "each drawn partition has its heal");
         assert!(schedule.len() > 10, "a minute of faults every 2-5 s");

@@ -208,7 +208,7 @@ pub fn generated(seed: u64) -> Scenario {
         });
         faults.push(Fault {
             at_ms: (at_ms + rng.random_range(2_000..=8_000)).min(duration_ms),
-            kind: FaultKind::Heal,
+            kind: FaultKind::Heal {},
         });
     }
     // A reader falls behind: CPU-bound for a while, its stream commands queue up.

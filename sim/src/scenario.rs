@@ -285,8 +285,9 @@ pub enum FaultKind {
     Partition { hosts: [String; 2] },
     /// Only `from` -> `to`.
     PartitionOneway { from: String, to: String },
-    /// Repair every partition.
-    Heal,
+    /// Repair every partition. (A struct variant, so that `deny_unknown_fields` refuses
+    /// stray keys in a heal's table: serde lets a unit variant ignore them.)
+    Heal {},
     /// The host dies: memory lost, the database keeps what was committed.
     Crash { host: String },
     /// The host starts again and rebuilds itself from the database.
@@ -322,7 +323,7 @@ pub enum FaultKind {
 
 /// Why a scenario file is not a scenario.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{column}: {field}: {message}", file.display())]
+#[error("{}", self.render())]
 pub struct ScenarioError {
     pub file: PathBuf,
     pub line: usize,
@@ -330,6 +331,28 @@ pub struct ScenarioError {
     /// The dotted key path, e.g. `fault[2].host`, or `-` when the file itself is unreadable.
     pub field: String,
     pub message: String,
+}
+
+impl ScenarioError {
+    /// `file:line:column: field: message`; `file: field: message` for a key the file leaves
+    /// to its default; `file: message` when the file itself is at fault (unreadable).
+    fn render(&self) -> String {
+        if self.line == 0 && self.field == "-" {
+            format!("{}: {}", self.file.display(), self.message)
+        } else if self.line == 0 {
+            // A key the file does not spell out (a default) has no place to point at.
+            format!("{}: {}: {}", self.file.display(), self.field, self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.field,
+                self.message
+            )
+        }
+    }
 }
 
 impl Scenario {
@@ -351,7 +374,12 @@ impl Scenario {
             let (line, column) = e
                 .span()
                 .map_or((0, 0), |span| line_column(text, span.start));
-            let field = e.message().split('`').nth(1).unwrap_or("-").to_owned();
+            let key = e.message().split('`').nth(1);
+            let field = match (key, e.span().and_then(|span| table_at(text, span.start))) {
+                (Some(key), Some(table)) => format!("{table}.{key}"),
+                (Some(key), None) => key.to_owned(),
+                (None, _) => "-".to_owned(),
+            };
             ScenarioError {
                 file: path.to_owned(),
                 line,
@@ -624,7 +652,7 @@ impl Scenario {
                     }
                     vec![("client", client)]
                 }
-                FaultKind::Heal => vec![],
+                FaultKind::Heal {} => vec![],
             };
             for (key, host) in named {
                 if !hosts.contains(host) {
@@ -636,6 +664,27 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// The dotted path of the table `offset` is in (`topology`, `fault[2]`), from the last table
+/// header at or before its line; `None` for the top level.
+fn table_at(text: &str, offset: usize) -> Option<String> {
+    let line_end = text[offset.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| offset + i);
+    let headers: Vec<&str> = text[..line_end]
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with('['))
+        .collect();
+    let last = headers.last()?;
+    if let Some(name) = last.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+        let index = headers.iter().filter(|h| **h == *last).count() - 1;
+        Some(format!("{}[{index}]", name.trim()))
+    } else {
+        let name = last.strip_prefix('[')?.strip_suffix(']')?;
+        Some(name.trim().to_owned())
     }
 }
 

@@ -122,7 +122,7 @@ prop_compose! {
             let at_ms = at_ms.min(duration_ms);
             let writer = |i: u32| format!("w{}", i % writers + 1);
             let reader = |i: u32| format!("r{}", i % readers + 1);
-            let heal = |after: u64| Fault { at_ms: (at_ms + after).min(duration_ms), kind: FaultKind::Heal };
+            let heal = |after: u64| Fault { at_ms: (at_ms + after).min(duration_ms), kind: FaultKind::Heal {} };
             match spec {
                 FaultSpec::Partition { writer: w, reader: r, for_ms } => {
                     faults.push(Fault { at_ms, kind: FaultKind::Partition { hosts: [writer(w), reader(r)] } });

@@ -63,12 +63,19 @@ fn a_good_scenario_loads() {
 #[test]
 fn unknown_keys_name_line_column_and_field() {
     let e = error(&GOOD.replace("readers = 1", "readers = 1\nreaderz = 2"));
-    assert_eq!((e.line, e.field.as_str()), (9, "readerz"), "{e}");
+    assert_eq!((e.line, e.field.as_str()), (9, "topology.readerz"), "{e}");
     assert!(
         e.to_string()
-            .starts_with("s.toml:9:1: readerz: unknown field"),
+            .starts_with("s.toml:9:1: topology.readerz: unknown field"),
         "{e}"
     );
+    // A missing key is named with its table too, and a key of the n-th `[[fault]]` so.
+    let e = error(&GOOD.replace("readers = 1\n", ""));
+    assert_eq!(e.field, "topology.readers", "{e}");
+    let e = error(&format!(
+        "{GOOD}\n[[fault]]\nat_ms = 1\nkind = \"crash\"\nhost = \"w1\"\nhostz = \"w1\"\n"
+    ));
+    assert_eq!(e.field, "fault[2].hostz", "{e}");
 }
 
 #[test]
@@ -137,7 +144,11 @@ fn rooms_are_sharded_over_the_writers_config() {
 #[test]
 fn unreadable_files_are_errors_not_panics() {
     let e = Scenario::load(Path::new("/nonexistent/scenario.toml")).unwrap_err();
-    assert!(e.to_string().contains("cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/scenario.toml: cannot read: "),
+        "{e}"
+    );
 }
 
 #[test]

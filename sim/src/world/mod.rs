@@ -454,7 +454,7 @@ impl Driver {
                     .borrow_mut()
                     .insert((from.clone(), to.clone()));
             }
-            FaultKind::Heal => {
+            FaultKind::Heal {} => {
                 self.repair(sim);
                 self.shared.record_at(now, Event::Healed);
             }
