@@ -38,7 +38,7 @@ enum Command {
     Choreo {
         /// The choreography, JSON lines; `-` reads standard input.
         file: PathBuf,
-        /// Apply a proposed fix (f1..f4, or all; tools/synapse/FIXES.md) in every process;
+        /// Apply a proposed fix (f1..f5, or all; tools/synapse/FIXES.md) in every process;
         /// repeatable.
         #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
         fixes: Vec<Fixes>,
@@ -71,7 +71,7 @@ enum Command {
         /// Switches hunted in parallel (default: the machine's cores).
         #[arg(long, requires = "hunt")]
         jobs: Option<usize>,
-        /// Hunt with a proposed fix of F1-F4 on in every run (f1..f4, or all); repeatable.
+        /// Hunt with a proposed fix of F1-F5 on in every run (f1..f5, or all); repeatable.
         #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix, requires = "hunt")]
         fixes: Vec<Fixes>,
     },
@@ -87,7 +87,7 @@ enum Command {
         /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
         #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
         bugs: Vec<Bug>,
-        /// Apply a proposed fix of F1-F4 (f1..f4, or all; tools/synapse/FIXES.md); repeatable.
+        /// Apply a proposed fix of F1-F5 (f1..f5, or all; tools/synapse/FIXES.md); repeatable.
         #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
         fixes: Vec<Fixes>,
     },
@@ -124,7 +124,7 @@ struct RunArgs {
     /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
     #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
     bugs: Vec<Bug>,
-    /// Apply a proposed fix of F1-F4 (f1..f4, or all; tools/synapse/FIXES.md); repeatable.
+    /// Apply a proposed fix of F1-F5 (f1..f5, or all; tools/synapse/FIXES.md); repeatable.
     #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
     fixes: Vec<Fixes>,
     /// Run the seed twice and compare the traces byte for byte (exit 1 if they differ).
@@ -146,7 +146,7 @@ struct SweepArgs {
     /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable.
     #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
     bugs: Vec<Bug>,
-    /// Apply a proposed fix of F1-F4 (f1..f4, or all; tools/synapse/FIXES.md); repeatable.
+    /// Apply a proposed fix of F1-F5 (f1..f5, or all; tools/synapse/FIXES.md); repeatable.
     #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
     fixes: Vec<Fixes>,
     /// Take only shard K of N (K in 1..=N): the seeds A+K-1, A+K-1+N, ... so that N machines

@@ -344,6 +344,20 @@ impl Database {
             .max(0)
     }
 
+    /// The highest id `h` such that every id in `2..=h` is a committed row (id 1, the
+    /// sequence's first value, counts as persisted): the end of the gapless committed prefix.
+    /// What fix F5 caps a start-up's persisted position at (tools/synapse/FIXES.md).
+    pub fn committed_prefix_end(&self) -> i64 {
+        let mut end = 1;
+        for id in self.by_stream_id.range(2..).map(|(id, _)| *id) {
+            if id != end + 1 {
+                break;
+            }
+            end = id;
+        }
+        end
+    }
+
     /// `SELECT instance_name, MAX(stream_id) ... GROUP BY instance_name` over committed rows.
     pub fn max_row_id_per_instance(&self) -> BTreeMap<String, i64> {
         let mut highest = BTreeMap::new();

@@ -1,10 +1,10 @@
-//! Proposed fixes of findings F1-F4 (tools/synapse/FINDINGS.md), each a named switch parallel
+//! Proposed fixes of findings F1-F5 (tools/synapse/FINDINGS.md), each a named switch parallel
 //! to the historical-bug switches of [`crate::bugs`]. The default model has every fix off, and
 //! then behaves as Synapse 1.163.2 does. Each fix changes exactly the rule
 //! tools/synapse/FIXES.md states, as the oracle's monkeypatches (tools/synapse/fixes.py) do on
 //! real Synapse; `tests/data/system/fix-all/` holds real Synapse's output with all four.
 
-/// One proposed fix, in F1..F4 order.
+/// One proposed fix, in F1..F5 order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fix {
     /// F1 (finding F1, "a restarted idle writer's position covers another writer's event in
@@ -41,6 +41,15 @@ pub enum Fix {
     /// Correct because only a writer's own POSITION catches a reader up on what that writer
     /// published while the reader was away.
     F4,
+    /// F5 (finding F5, "a process that starts while a running writer has no
+    /// `stream_positions` row covers that writer's ids in flight"): changes
+    /// `MultiWriterIdGenerator._load_current_ids` (id_generators.py lines 392-484): when a
+    /// configured writer other than this process has no `stream_positions` row, the minimum
+    /// the start-up takes as persisted (`min(positions)`, or `MAX(id)` when there are none) is
+    /// capped at the end of the gapless committed prefix. Correct because such a writer's ids
+    /// in flight can be anywhere above that prefix; each writer's POSITION answer moves the
+    /// positions on at once.
+    F5,
 }
 
 /// What the catalogue says about a fix.
@@ -57,7 +66,7 @@ pub struct FixInfo {
     pub rule: &'static str,
 }
 
-/// Every fix, in F1..F4 order.
+/// Every fix, in F1..F5 order.
 pub const CATALOGUE: &[FixInfo] = &[
     FixInfo {
         fix: Fix::F1,
@@ -86,6 +95,13 @@ pub const CATALOGUE: &[FixInfo] = &[
         finding: "F4",
         changes: "handler.py _process_rdata 582-597, on_POSITION/_process_position 653-691, 745, lost_connection 815",
         rule: "a writer's RDATA is applied on a connection only after a POSITION of that writer there",
+    },
+    FixInfo {
+        fix: Fix::F5,
+        name: "f5",
+        finding: "F5",
+        changes: "id_generators.py _load_current_ids, lines 392-484",
+        rule: "while a writer has no stream_positions row, start-up takes nothing past the first uncommitted id as persisted",
     },
 ];
 
@@ -165,9 +181,14 @@ impl Fixes {
     /// with that finding's shape is then a failure, not a known bug.
     pub fn remove_finding(self, finding: &str) -> bool {
         match finding {
-            "F1" | "F2" => self.position_is_not_persisted(),
+            // F1's shape (a start-up claim covering an id in flight) is also F5's when the
+            // claim came from a start without the writer's stored row: only both rules remove
+            // every violation of that shape.
+            "F1" => self.position_is_not_persisted() && self.on(Fix::F5),
+            "F2" => self.position_is_not_persisted(),
             "F3" => self.on(Fix::F3),
             "F4" => self.on(Fix::F4),
+            "F5" => self.on(Fix::F5),
             _ => false,
         }
     }
@@ -177,7 +198,7 @@ impl Fixes {
     }
 
     /// The `--fix` flags that turn these fixes on: ` --fix all` for all of them, else one
-    /// ` --fix NAME` each, in F1..F4 order (empty for none).
+    /// ` --fix NAME` each, in F1..F5 order (empty for none).
     pub fn flags(self) -> String {
         if self == Fixes::all() {
             return " --fix all".to_owned();
@@ -185,7 +206,7 @@ impl Fixes {
         self.names().iter().map(|n| format!(" --fix {n}")).collect()
     }
 
-    /// The fixes that are on, in F1..F4 order.
+    /// The fixes that are on, in F1..F5 order.
     pub fn names(self) -> Vec<&'static str> {
         CATALOGUE
             .iter()
@@ -206,21 +227,22 @@ mod tests {
             assert_eq!(Fix::from_name(&info.finding.to_lowercase()), Some(info.fix));
             assert_eq!(info.fix.info().name, info.name);
         }
-        assert_eq!(Fix::from_name("f5"), None);
+        assert_eq!(Fix::from_name("f6"), None);
         assert_eq!(Fixes::from_name("all"), Some(Fixes::all()));
-        assert_eq!(Fixes::all().names(), vec!["f1", "f2", "f3", "f4"]);
+        assert_eq!(Fixes::all().names(), vec!["f1", "f2", "f3", "f4", "f5"]);
         let fixes = Fixes::NONE.with(Fix::F3);
         assert!(fixes.on(Fix::F3) && !fixes.on(Fix::F1));
         assert!(Fixes::default().is_none());
         // F1's fix is F2's rule: either removes both findings.
         assert!(Fixes::NONE.with(Fix::F1).remove_finding("F2"));
-        assert!(Fixes::NONE.with(Fix::F2).remove_finding("F1"));
+        assert!(!Fixes::NONE.with(Fix::F2).remove_finding("F1"));
+        assert!(Fixes::NONE.with(Fix::F2).with(Fix::F5).remove_finding("F1"));
         assert!(!fixes.remove_finding("F1") && fixes.remove_finding("F3"));
         assert!(CATALOGUE
             .iter()
             .all(|info| Fixes::all().remove_finding(info.finding)));
         let named = Fixes::NONE.with_fixes_of(["F3", "F1", "F9"]);
         assert_eq!(named.names(), vec!["f1", "f3"]);
-        assert!(named.remove_finding("F1") && !named.remove_finding("F4"));
+        assert!(named.remove_finding("F3") && !named.remove_finding("F4"));
     }
 }

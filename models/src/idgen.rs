@@ -87,6 +87,10 @@ pub struct StartupState {
     /// `(instance_name, stream_id)` of every row with `stream_id >=` the minimum known position,
     /// in table order (not yet sorted).
     pub rows_from_minimum: Vec<(String, i64)>,
+    /// Fix F5: when a configured writer other than us has no `stream_positions` row, the end
+    /// of the gapless committed prefix ([`Database::committed_prefix_end`]), which caps the
+    /// minimum the start-up takes as persisted. `None` unfixed or when every writer has a row.
+    pub committed_prefix_cap: Option<i64>,
 }
 
 /// The database side of the constructor (`check_consistency` + `_load_current_ids` reads).
@@ -142,12 +146,31 @@ pub fn read_startup_state(
         .map(|(_, position)| *position)
         .chain(own_sequence_value)
         .min();
+    // Fix F5: a writer without a row may have ids in flight anywhere above the committed
+    // prefix (its row is upserted after its commit, or an operator deleted the rows), so the
+    // start-up may not take anything past the first uncommitted id as persisted.
+    let committed_prefix_cap = (config.fixes.on(Fix::F5)
+        && config
+            .writers
+            .iter()
+            .any(|w| *w != config.instance_name && !stored_positions.contains_key(w)))
+    .then(|| db.committed_prefix_end());
+    let minimum = cap_minimum(minimum, committed_prefix_cap);
     Ok(StartupState {
         stored_positions,
         own_sequence_value,
         table_max_or_one: db.max_row_id().max(1),
         rows_from_minimum: minimum.map(|m| db.rows_from(m)).unwrap_or_default(),
+        committed_prefix_cap,
     })
+}
+
+/// The start-up minimum under fix F5's cap: the lower of the two, whichever is known.
+fn cap_minimum(minimum: Option<i64>, cap: Option<i64>) -> Option<i64> {
+    match (minimum, cap) {
+        (Some(minimum), Some(cap)) => Some(minimum.min(cap)),
+        (minimum, cap) => minimum.or(cap),
+    }
 }
 
 /// A fetch of ids from the sequence that has begun but not yet completed: while it is
@@ -215,10 +238,21 @@ impl MultiWriterIdGenerator {
                 .current_positions
                 .insert(me.clone(), sequence_value);
         }
-        match generator.current_positions.values().copied().min() {
+        match cap_minimum(
+            generator.current_positions.values().copied().min(),
+            state.committed_prefix_cap,
+        ) {
             None => generator.persisted_upto = state.table_max_or_one,
             Some(minimum) => {
                 generator.persisted_upto = minimum;
+                if state.committed_prefix_cap.is_some() {
+                    // Fix F5: the writers without a row are placed at the capped minimum
+                    // before the rows are read, so that reading them cannot lift the
+                    // persisted position over those writers' ids in flight.
+                    for writer in generator.config.writers.clone() {
+                        generator.current_positions.entry(writer).or_insert(minimum);
+                    }
+                }
                 let mut rows = state.rows_from_minimum;
                 // Stable sort by id, as Python's `rows.sort(key=...)`.
                 rows.sort_by_key(|(_, stream_id)| *stream_id);

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from synapse.logging import issue9533_logger
 from synapse.replication.tcp.client import ReplicationDataHandler
@@ -32,9 +32,11 @@ from synapse.replication.tcp.handler import (
 )
 from synapse.replication.tcp.handler import logger as handler_logger
 from synapse.replication.tcp.protocol import IReplicationConnection
+from synapse.storage.database import LoggingDatabaseConnection, make_in_list_sql_clause
+from synapse.storage.engines import PostgresEngine
 from synapse.storage.util.id_generators import MultiWriterIdGenerator
 
-FIX_NAMES = ("f1", "f2", "f3", "f4")
+FIX_NAMES = ("f1", "f2", "f3", "f4", "f5")
 
 _applied: set[str] = set()
 
@@ -581,9 +583,219 @@ def fix_f4_connected_per_writer() -> None:
     setattr(ReplicationCommandHandler, "lost_connection", lost_connection)
 
 
+# ---- F5 ------------------------------------------------------------------------------------
+
+
+def _committed_prefix_end(cur: Any, tables: list[tuple[str, str, str]]) -> int:
+    """The highest id h such that every id in 2..h is a row of `tables` (id 1, the sequence's
+    first value, counts as persisted): the end of the gapless committed prefix."""
+    ids = " UNION ALL ".join(
+        "SELECT %s AS id FROM %s WHERE %s >= 2" % (id_column, table, id_column)
+        for table, _, id_column in tables
+    )
+    cur.execute(
+        "WITH ids AS (%s) SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM ids WHERE id = 2) THEN 1"
+        " ELSE (SELECT MIN(a.id) FROM ids a WHERE NOT EXISTS"
+        " (SELECT 1 FROM ids b WHERE b.id = a.id + 1)) END" % ids
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def fix_f5_startup_without_positions_stays_below_the_first_gap() -> None:
+    """F5: a process that starts while a running writer has no `stream_positions` row covers
+    that writer's ids in flight.
+
+    Changes `MultiWriterIdGenerator._load_current_ids` (storage/util/id_generators.py, lines
+    380-484 of 1.163.2; below, a copy with the changed lines marked `# FIX F5:`).
+
+    1.163.2 takes as persisted the minimum of the positions it read (its own claim, the
+    sequence's `last_value`, included), or `MAX(id)` when it read none, and sets every
+    configured writer without a row to that. A writer has no row until its first persist's
+    upsert (a separate transaction after the commit), and none after an operator runs the
+    workaround Synapse's own `IncorrectDatabaseSetup` error prints (`DELETE FROM
+    stream_positions ...`). Such a writer's ids in flight can be anywhere above the last
+    gapless committed id, so the start-up covers them; their RDATA is then discarded as
+    already seen and incremental /sync never returns them.
+
+    The change: only while some configured writer other than this process has no row, the
+    minimum is capped at the end of the gapless committed prefix, and the writers without a
+    row are placed there before the rows above it are read. Correct because every id up to
+    that prefix is committed, and nothing above it is taken as persisted until rows or the
+    writers' POSITION answers (sent on every REPLICATE, so at once) move the positions on.
+    Cost: one gap query at start-up, only in that case; a dead id (allocated, never written)
+    below the writers' positions holds the start-up position back until their POSITIONs.
+    """
+
+    def _load_current_ids(
+        self: MultiWriterIdGenerator,
+        db_conn: LoggingDatabaseConnection,
+        tables: list[tuple[str, str, str]],
+        sequence_name: str,
+    ) -> None:
+        cur = db_conn.cursor(txn_name="_load_current_ids")
+
+        # Load the current positions of all writers for the stream.
+        if self._writers:
+            # We delete any stale entries in the positions table. This is
+            # important if we add back a writer after a long time; we want to
+            # consider that a "new" writer, rather than using the old stale
+            # entry here.
+            clause, args = make_in_list_sql_clause(
+                self._db.engine, "instance_name", self._writers, negative=True
+            )
+
+            sql = f"""
+                DELETE FROM stream_positions
+                WHERE
+                    stream_name = ?
+                    AND {clause}
+            """
+            cur.execute(sql, [self._stream_name] + args)
+
+            sql = """
+                SELECT instance_name, stream_id FROM stream_positions
+                WHERE stream_name = ?
+            """
+            cur.execute(sql, (self._stream_name,))
+
+            self._current_positions = {
+                instance: stream_id * self._return_factor
+                for instance, stream_id in cur
+                if instance in self._writers
+            }
+
+        # If we're a writer, we can assume we're at the end of the stream
+        # Usually, we would get that from the stream_positions, but in some cases,
+        # like if we rolled back Synapse, the stream_positions table might not be up to
+        # date. If we're using Postgres for the sequences, we can just use the current
+        # sequence value as our own position.
+        if self._instance_name in self._writers:
+            if isinstance(self._db.engine, PostgresEngine):
+                cur.execute(f"SELECT last_value FROM {sequence_name}")
+                row = cur.fetchone()
+                assert row is not None
+                self._current_positions[self._instance_name] = row[0]
+
+        # We set the `_persisted_upto_position` to be the minimum of all current
+        # positions. If empty we use the max stream ID from the DB table.
+        min_stream_id = min(self._current_positions.values(), default=None)
+
+        # FIX F5: a configured writer without a stream_positions row may have ids in flight
+        # FIX F5: anywhere above the gapless committed prefix (its row is upserted after its
+        # FIX F5: commit, or an operator deleted the rows): cap the minimum there, and place
+        # FIX F5: such writers at it before the rows are read, so that reading them (and our
+        # FIX F5: own claim) cannot lift persisted_upto over their ids in flight.
+        if (  # FIX F5
+            self._writers  # FIX F5
+            and self._positive  # FIX F5
+            and any(  # FIX F5
+                writer != self._instance_name and writer not in self._current_positions  # FIX F5
+                for writer in self._writers  # FIX F5
+            )  # FIX F5
+        ):  # FIX F5
+            cap = _committed_prefix_end(cur, tables)  # FIX F5
+            min_stream_id = cap if min_stream_id is None else min(min_stream_id, cap)  # FIX F5
+            for writer in self._writers:  # FIX F5
+                self._current_positions.setdefault(writer, min_stream_id)  # FIX F5
+
+        if min_stream_id is None:
+            # We add a GREATEST here to ensure that the result is always
+            # positive. (This can be a problem for e.g. backfill streams where
+            # the server has never backfilled).
+            greatest_func = (
+                "GREATEST" if isinstance(self._db.engine, PostgresEngine) else "MAX"
+            )
+            max_stream_id = 1
+            for table, _, id_column in tables:
+                sql = """
+                    SELECT %(greatest_func)s(COALESCE(%(agg)s(%(id)s), 1), 1)
+                    FROM %(table)s
+                """ % {
+                    "greatest_func": greatest_func,
+                    "id": id_column,
+                    "table": table,
+                    "agg": "MAX" if self._positive else "-MIN",
+                }
+                cur.execute(sql)
+                result = cur.fetchone()
+                assert result is not None
+                (stream_id,) = result
+
+                max_stream_id = max(max_stream_id, stream_id)
+
+            self._persisted_upto_position = max_stream_id
+        else:
+            # If we have a min_stream_id then we pull out everything greater
+            # than it from the DB so that we can prefill
+            # `_known_persisted_positions` and get a more accurate
+            # `_persisted_upto_position`.
+            #
+            # We also check if any of the later rows are from this instance, in
+            # which case we use that for this instance's current position. This
+            # is to handle the case where we didn't finish persisting to the
+            # stream positions table before restart (or the stream position
+            # table otherwise got out of date).
+
+            self._persisted_upto_position = min_stream_id
+
+            rows: list[tuple[str, int]] = []
+            for table, instance_column, id_column in tables:
+                sql = """
+                    SELECT %(instance)s, %(id)s FROM %(table)s
+                    WHERE ? %(cmp)s %(id)s
+                """ % {
+                    "id": id_column,
+                    "table": table,
+                    "instance": instance_column,
+                    "cmp": "<=" if self._positive else ">=",
+                }
+                cur.execute(sql, (min_stream_id * self._return_factor,))
+
+                # Cast safety: this corresponds to the types returned by the query above.
+                rows.extend(cast(Iterable[tuple[str, int]], cur))
+
+            # Sort by stream_id (ascending, lowest -> highest) so that we handle
+            # rows in order for each instance because we don't want to overwrite
+            # the current_position of an instance to a lower stream ID than
+            # we're actually at.
+            def sort_by_stream_id_key_func(row: tuple[str, int]) -> int:
+                (instance, stream_id) = row
+                # If `stream_id` is ever `None`, we will see a `TypeError: '<'
+                # not supported between instances of 'NoneType' and 'X'` error.
+                return stream_id
+
+            rows.sort(key=sort_by_stream_id_key_func)
+
+            with self._lock:
+                for (
+                    instance,
+                    stream_id,
+                ) in rows:
+                    stream_id = self._return_factor * stream_id
+                    self._add_persisted_position(stream_id)
+
+                    if instance == self._instance_name:
+                        self._current_positions[instance] = stream_id
+
+        if self._writers:
+            # If we have explicit writers then make sure that each instance has
+            # a position.
+            for writer in self._writers:
+                self._current_positions.setdefault(
+                    writer, self._persisted_upto_position
+                )
+
+        cur.close()
+
+    MultiWriterIdGenerator._load_current_ids = _load_current_ids  # type: ignore[method-assign]
+
+
 _FIXES: dict[str, Callable[[], None]] = {
     "f1": fix_f1_position_token_is_not_a_persisted_id,
     "f2": fix_f2_position_token_is_not_a_persisted_id,
     "f3": fix_f3_local_position_stays_below_own_unabsorbed_rows,
     "f4": fix_f4_connected_per_writer,
+    "f5": fix_f5_startup_without_positions_stays_below_the_first_gap,
 }

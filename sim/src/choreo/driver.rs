@@ -495,6 +495,7 @@ impl Driver {
                 self.settle();
             }
             Step::Advance { ms } => self.advance(*ms),
+            Step::ForgetPositions => self.db.prune_stream_positions(&[]),
             Step::Sync {
                 process,
                 label,

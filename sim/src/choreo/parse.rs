@@ -65,6 +65,9 @@ pub enum Step {
     Advance {
         ms: u64,
     },
+    /// `DELETE FROM stream_positions WHERE stream_name = 'events'`: the workaround Synapse's
+    /// `IncorrectDatabaseSetup` error prints, run by an operator while processes are up.
+    ForgetPositions,
     Sync {
         process: String,
         label: String,
@@ -100,6 +103,7 @@ impl Step {
             Step::HoldDeliveries { .. } => "hold_deliveries",
             Step::ReleaseDeliveries { .. } => "release_deliveries",
             Step::Advance { .. } => "advance",
+            Step::ForgetPositions => "forget_positions",
             Step::Sync { .. } => "sync",
             Step::Observe { .. } => "observe",
             Step::Wait { .. } => "wait",
@@ -235,6 +239,10 @@ pub fn parse_line(line: &str) -> Result<Option<Step>, ParseError> {
                 "release_deliveries" => Step::ReleaseDeliveries { process },
                 _ => Step::Observe { process },
             }
+        }
+        "forget_positions" => {
+            fields.only(&[])?;
+            Step::ForgetPositions
         }
         "advance" => {
             fields.only(&["ms"])?;

@@ -9,7 +9,7 @@
 # it must FAIL, on its last assertion: this script exits 0 exactly when it does, and 1 when it
 # passes (F1 gone) or fails anywhere else (the reproduction broke).
 #
-# With `--fix NAME` (a name tools/synapse/fixes.py knows: f1, f2, f3, f4 or all) the same test
+# With `--fix NAME` (a name tools/synapse/fixes.py knows: f1, f2, f3, f4, f5 or all) the same test
 # runs with that proposed fix applied before the test module is loaded (a wrapper module,
 # tests/replication/test_f1_lost_event_fixed.py in the copy, applies it and imports the test
 # class), and then it must PASS: the script exits 0 exactly when it does, 1 otherwise.
@@ -17,10 +17,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fix=""
 if [ $# -gt 0 ]; then
-    if [ $# -eq 2 ] && [ "$1" = "--fix" ] && [[ "$2" =~ ^(f1|f2|f3|f4|all)$ ]]; then
+    if [ $# -eq 2 ] && [ "$1" = "--fix" ] && [[ "$2" =~ ^(f1|f2|f3|f4|f5|all)$ ]]; then
         fix=$2
     else
-        echo "usage: run.sh [--fix f1|f2|f3|f4|all]" >&2
+        echo "usage: run.sh [--fix f1|f2|f3|f4|f5|all]" >&2
         exit 2
     fi
 fi
