@@ -245,10 +245,13 @@ impl MultiWriterIdGenerator {
             None => generator.persisted_upto = state.table_max_or_one,
             Some(minimum) => {
                 generator.persisted_upto = minimum;
-                if state.committed_prefix_cap.is_some() {
+                if state.committed_prefix_cap.is_some()
+                    && !generator.config.bugs.on(Bug::NewWriterAdvancesTooQuickly)
+                {
                     // Fix F5: the writers without a row are placed at the capped minimum
                     // before the rows are read, so that reading them cannot lift the
-                    // persisted position over those writers' ids in flight.
+                    // persisted position over those writers' ids in flight. (Bug B6 is the
+                    // code before writers without a row were placed at all.)
                     for writer in generator.config.writers.clone() {
                         generator.current_positions.entry(writer).or_insert(minimum);
                     }
