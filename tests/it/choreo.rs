@@ -137,7 +137,7 @@ fn the_cli_takes_fixes_and_refuses_an_unknown_one_with_exit_2() {
         .expect("spawn streamsim");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("f1, f2, f3, f4, all"), "{stderr}");
+    assert!(stderr.contains("f1, f2, f3, f4, f5, all"), "{stderr}");
 }
 
 #[test]
