@@ -250,7 +250,10 @@ mod tests {
         let mut violations = vec![diagnosed("F1"), diagnosed("F3"), diagnosed("F4")];
         demote_fixed_findings(&mut violations, Fixes::NONE.with(Fix::F2).with(Fix::F4));
         let findings: Vec<Option<&str>> = violations.iter().map(|v| v.finding).collect();
-        // F2's rule is also F1's fix.
+        // F1's shape is also F5's: F2's rule alone leaves it known.
+        assert_eq!(findings, vec![Some("F1"), Some("F3"), None]);
+        demote_fixed_findings(&mut violations, Fixes::NONE.with(Fix::F2).with(Fix::F5));
+        let findings: Vec<Option<&str>> = violations.iter().map(|v| v.finding).collect();
         assert_eq!(findings, vec![None, Some("F3"), None]);
         assert_eq!(
             violations[0].message,
