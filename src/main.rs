@@ -14,6 +14,7 @@ use streamsim_models::{opscript, wire};
 use streamsim_sim::runner::{self, SeedResult};
 use streamsim_sim::scenario::Scenario;
 
+mod output;
 mod report;
 
 /// Deterministic simulation testbed for Synapse-style multi-writer event streams.
@@ -236,14 +237,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        // `streamsim ... | head` closing the pipe early is the reader's choice, not an error.
-        Err(error)
-            if error
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(error) => {
             eprintln!("streamsim: {error:#}");
             ExitCode::from(2)
@@ -270,7 +263,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fixes,
         } => return hunt_bugs(budget, json, jobs, fix_set(&fixes)),
         Command::Bugs { .. } => {
-            let mut out = std::io::stdout().lock();
+            let mut out = output::stdout();
             let invariant_width = CATALOGUE
                 .iter()
                 .map(|info| info.caught_by.len())
@@ -297,7 +290,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Idgen { script } => {
             let bytes = read_input(&script)?;
-            let mut out = std::io::stdout().lock();
+            let mut out = output::stdout();
             for line in opscript::run_script(&bytes) {
                 writeln!(out, "{line}")?;
             }
@@ -306,14 +299,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let bytes = read_input(&file)?;
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("cannot read {}: not UTF-8", file.display()))?;
-            let mut out = std::io::stdout().lock();
+            let mut out = output::stdout();
             for line in streamsim_sim::choreo::run_script_with(&text, fix_set(&fixes)) {
                 writeln!(out, "{line}")?;
             }
         }
         Command::Wire { direction } => {
             let input = read_input(Path::new("-"))?;
-            let mut out = std::io::stdout().lock();
+            let mut out = output::stdout();
             match direction {
                 WireDirection::Decode => {
                     for outcome in wire::decode_lines(&input) {
@@ -358,7 +351,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
             Some(path) => format!("{}", path.display()),
             None => format!("the scenario generated from seed {}", args.seed),
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = output::stdout();
         writeln!(
             out,
             "# {source}, every choice explicit; run it with --seed {}",
@@ -370,7 +363,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     let bugs = bug_set(&args.bugs);
     let fixes = fix_set(&args.fixes);
     let report = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let replay = report::replay_command(&scenario_arg, args.seed, bugs, fixes);
     if let Some(path) = &args.trace {
         std::fs::write(path, report.history.to_json_lines())
@@ -457,9 +450,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
 fn metrics(path: &Path, seed: u64, bugs: Bugs, fixes: Fixes) -> Result<ExitCode> {
     let scenario = load_scenario(path)?;
     let report = runner::run_seed_fixed(&scenario, seed, bugs, fixes);
-    std::io::stdout()
-        .lock()
-        .write_all(report.metrics.endpoint_text.as_bytes())?;
+    output::stdout().write_all(report.metrics.endpoint_text.as_bytes())?;
     report::print_metrics_summary(&mut std::io::stderr().lock(), &report)?;
     // As `run` and `sweep` judge: a violation only known Synapse bugs explain is no failure.
     Ok(if report.has_unexplained() {
@@ -504,7 +495,7 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
         }
     });
     bar.finish_and_clear();
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if args.json {
         for result in &results {
             writeln!(out, "{}", serde_json::to_string(result)?)?;
@@ -539,7 +530,7 @@ fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
         None => Scenario::parse(Path::new("<standard>"), bench::STANDARD_SCENARIO)?,
     };
     let figures = bench::measure(&scenario);
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "standard scenario: {} events, {:.1} s simulated in {:.3} s wall ({:.0}x)",
@@ -574,7 +565,7 @@ fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>, fixes: Fixes) -> Resu
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let report = streamsim_sim::hunt::hunt_with_fixes(budget, jobs, fixes);
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<34} {:<7} {:>5} {:>8}  {:<30} replay",

@@ -39,8 +39,12 @@ pub const METRICS_ENDPOINT_PORT: u16 = 9094;
 pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
 
 /// Connects to `host:port`, failing after [`CONNECT_TIMEOUT_MS`].
+///
+/// Errors name the peer and the cause: a refused connect is `connection refused (w1 is down)`
+/// (every host of the world listens on its ports while it is up, so nothing listening means
+/// the host is down), a connect that gets no answer is `connect to w1:9093 timed out`.
 pub async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    tokio::time::timeout(
+    let connected = tokio::time::timeout(
         Duration::from_millis(CONNECT_TIMEOUT_MS),
         TcpStream::connect((host, port)),
     )
@@ -50,6 +54,14 @@ pub async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
             std::io::ErrorKind::TimedOut,
             format!("connect to {host}:{port} timed out"),
         ))
+    });
+    connected.map_err(|error| match error.kind() {
+        // turmoil's own message is only the address (`192.168.0.4:9093`).
+        std::io::ErrorKind::ConnectionRefused => {
+            std::io::Error::new(error.kind(), format!("connection refused ({host} is down)"))
+        }
+        std::io::ErrorKind::TimedOut => error,
+        _ => std::io::Error::new(error.kind(), format!("connect to {host}:{port}: {error}")),
     })
 }
 

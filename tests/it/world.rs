@@ -270,3 +270,69 @@ fn a_seed_whose_every_violation_is_a_known_finding_suggests_its_fix_which_remove
         "{stdout}"
     );
 }
+
+#[test]
+fn the_exit_status_is_the_verdict_when_the_reader_closes_stdout_early() {
+    // A failing run (a catalogued bug's regression file) whose reader stops at once, as
+    // `streamsim run ... | head -c1` under `set -o pipefail` would.
+    let file = std::fs::read_dir(repo_root().join("tests/data/bugs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("idle-writer-never-announces")
+        })
+        .expect("the idle-writer regression file");
+    let seed = file
+        .to_string_lossy()
+        .rsplit_once(".seed-")
+        .map(|(_, tail)| tail.trim_end_matches(".toml").to_owned())
+        .expect("the file name carries its seed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamsim"))
+        .args(["run", file.to_str().unwrap(), "--seed", &seed])
+        .args(["--bug", "idle-writer-never-announces", "--fix", "all"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn streamsim");
+    drop(child.stdout.take());
+    let status = child.wait().expect("wait for streamsim");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a failing seed must exit 1 with its stdout closed: streamsim run {} --seed {seed} --bug idle-writer-never-announces --fix all",
+        file.display()
+    );
+}
+
+#[test]
+fn a_refused_send_names_the_peer_and_the_cause() {
+    let dir = crate::support::scratch_dir("world-refused-send");
+    let trace = dir.join("trace.jsonl");
+    let (_, stdout, stderr) = cli(&[
+        "run",
+        "tests/data/faults/send_to_a_crashed_writer.toml",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let lines = std::fs::read_to_string(&trace).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    let outcomes: Vec<String> = lines
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["kind"] == "send_answered")
+        .filter_map(|record| record["outcome"].as_str().map(str::to_owned))
+        .filter(|outcome| outcome.starts_with("error"))
+        .collect();
+    assert!(
+        !outcomes.is_empty(),
+        "sends to w2 while it is down must fail (streamsim run tests/data/faults/send_to_a_crashed_writer.toml --seed 0)"
+    );
+    for outcome in &outcomes {
+        assert_eq!(
+            outcome, "error: send to w2 refused: connection refused (w2 is down)",
+            "streamsim run tests/data/faults/send_to_a_crashed_writer.toml --seed 0"
+        );
+    }
+}

@@ -149,19 +149,26 @@ async fn handle_send(process: &Rc<Process>, request: SendRequest) -> SendAnswer 
                 persisted_at: Some((persister, stream_id)),
                 outcome: "local".into(),
             },
-            Err(message) => error(message),
+            Err(message) => error(format!("{persister} could not persist: {message}")),
         };
     }
     let forwarded = async {
         let stream = connect(&persister, PERSIST_PORT)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    format!("send to {persister} refused: {e}")
+                }
+                _ => format!("send to {persister} failed: {e}"),
+            })?;
         let mut framed = FramedStream::new(stream);
         let answer: ForwardAnswer = framed
             .call(&ForwardRequest { payload }, FORWARD_TIMEOUT_MS)
             .await
-            .map_err(|e| e.to_string())?;
-        answer.result
+            .map_err(|e| format!("send to {persister} failed: {e}"))?;
+        answer
+            .result
+            .map_err(|e| format!("{persister} could not persist: {e}"))
     };
     let stream_id = match forwarded.await {
         Ok(stream_id) => stream_id,
@@ -171,7 +178,7 @@ async fn handle_send(process: &Rc<Process>, request: SendRequest) -> SendAnswer 
     let outcome = match wait_for_stream_position(process, &persister, stream_id).await {
         Ok(PositionWakeup::Reached { .. }) => "reached".into(),
         Ok(PositionWakeup::TimedOut { .. }) => "timed_out".into(),
-        Err(message) => format!("error: {message}"),
+        Err(message) => format!("error: waiting for {persister}@{stream_id}: {message}"),
     };
     SendAnswer {
         persisted_at,
