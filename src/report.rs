@@ -85,6 +85,9 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
         report.messages,
         sim_s / wall_s.max(1e-9)
     )?;
+    for note in &report.not_judged {
+        writeln!(out, "note: {note}")?;
+    }
     for violation in report.violations.iter().take(20) {
         print_violation(out, violation)?;
     }

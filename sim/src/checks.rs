@@ -63,6 +63,65 @@ pub struct CheckContext {
     pub transport: crate::scenario::Transport,
     /// The scenario's own network drops messages until the end-of-run heal (`network.message_loss`).
     pub network_loss: bool,
+    /// Hosts down when the run ended (crashed, never restarted), with when they went down:
+    /// what they or their clients would have seen next cannot converge, so the convergence
+    /// checks leave them out ([`convergence_exemptions`] says which and why). Everything
+    /// they did before going down is still judged.
+    pub down_at_end: BTreeMap<String, SimInstant>,
+    /// The writers config when the run ended: a configured writer that is down holds every
+    /// minimum back, as it does in Synapse, so `minimum_converges` is not judged then.
+    pub writers_at_end: Vec<String>,
+}
+
+impl CheckContext {
+    /// Whether `host` is down at the end of the run.
+    fn is_down(&self, host: &str) -> bool {
+        self.down_at_end.contains_key(host)
+    }
+
+    /// A configured writer down at the end, if any (it holds the minimum back).
+    fn configured_writer_down(&self) -> Option<(&str, SimInstant)> {
+        self.writers_at_end
+            .iter()
+            .find_map(|w| Some((w.as_str(), *self.down_at_end.get(w)?)))
+    }
+}
+
+/// What the convergence checks (`liveness`, `minimum_converges`) left out because a host was
+/// down at the end, one sentence each, for the report.
+pub fn convergence_exemptions(context: &CheckContext) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (host, since) in &context.down_at_end {
+        let clients: Vec<&str> = context
+            .clients
+            .iter()
+            .filter(|(_, reader)| reader == host)
+            .map(|(client, _)| client.as_str())
+            .collect();
+        let what = if context.readers.contains(host) {
+            if clients.is_empty() {
+                format!("{host}'s notifier is")
+            } else {
+                format!(
+                    "{host}'s notifier and the pages of {} through it are",
+                    clients.join(", ")
+                )
+            }
+        } else if context.clients.iter().any(|(client, _)| client == host) {
+            format!("{host}'s pages are")
+        } else if context.writers_at_end.contains(host) {
+            notes.push(format!(
+                "{host} is down at the end (since {since}, never restarted) and still configured: it holds every minimum back, in Synapse too, so minimum_converges is not judged, nor are its rows it never announced; what it did before is judged"
+            ));
+            continue;
+        } else {
+            continue;
+        };
+        notes.push(format!(
+            "{host} is down at the end (since {since}, never restarted): {what} left out of the convergence checks; what it did before is judged"
+        ));
+    }
+    notes
 }
 
 /// A named property.
@@ -693,6 +752,9 @@ fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     let Some(cutoff) = convergence_cutoff(facts, context) else {
         return Vec::new();
     };
+    if context.configured_writer_down().is_some() {
+        return Vec::new();
+    }
     let Some(highest) = facts
         .by_writer
         .values()
@@ -706,6 +768,9 @@ fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     let last_token = last_tokens(facts);
     let mut violations = Vec::new();
     for (client, reader) in &context.clients {
+        if context.is_down(client) || context.is_down(reader) {
+            continue;
+        }
         let Some(token) = last_token.get(&(reader.as_str(), client.as_str())) else {
             continue;
         };
@@ -1424,6 +1489,22 @@ fn unique_ids(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     violations
 }
 
+/// The highest position `writer` ever put on a wire (an RDATA token or a POSITION's new
+/// position).
+fn announced_upto(facts: &Facts, writer: &str) -> i64 {
+    let rdata = facts
+        .rdata_sent
+        .keys()
+        .filter(|(host, _)| *host == writer)
+        .map(|(_, token)| *token);
+    let positions = facts
+        .positions
+        .iter()
+        .filter(|(_, host, _, _)| *host == writer)
+        .map(|(_, _, _, new)| *new);
+    rdata.chain(positions).max().unwrap_or(0)
+}
+
 /// The end of the workload phase, from which convergence is judged: `converge_within` before
 /// the end of the run. `None` (inconclusive) when the run did not last that long past the last
 /// heal.
@@ -1478,13 +1559,27 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 .map(|(c, r)| (r.as_str(), c.as_str())),
         );
     let start = MultiWriterToken::default();
+    let down_writers_announced: BTreeMap<&str, i64> = context
+        .down_at_end
+        .keys()
+        .map(|host| (host.as_str(), announced_upto(facts, host)))
+        .collect();
     let mut violations = Vec::new();
     for (reader, to) in recipients {
+        if context.is_down(reader) || context.is_down(to) {
+            continue;
+        }
         let token = last_token.get(&(reader, to)).copied().unwrap_or(&start);
         let behind: Vec<&str> = facts
             .commits
             .iter()
             .filter(|(_, c)| c.at <= cutoff && c.stream_id > token.pos_for(&c.writer))
+            // A writer down at the end never tells anyone of rows it had not announced.
+            .filter(|(_, c)| {
+                down_writers_announced
+                    .get(c.writer.as_str())
+                    .is_none_or(|upto| c.stream_id <= *upto)
+            })
             .map(|(event_id, _)| event_id.as_str())
             .collect();
         if let Some(first) = behind.first() {

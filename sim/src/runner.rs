@@ -35,6 +35,9 @@ pub struct RunReport {
     pub events: u64,
     /// Wall time of the simulation and the checks (for the CLI's timing output only).
     pub wall: Duration,
+    /// What the convergence checks left out because a host was down at the end, one
+    /// sentence each (`checks::convergence_exemptions`).
+    pub not_judged: Vec<String>,
 }
 
 impl RunReport {
@@ -81,7 +84,10 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         converge_within_ms: scenario.converge_within_ms,
         transport: scenario.transport,
         network_loss: scenario.network.message_loss > 0.0,
+        down_at_end: outcome.down_at_end.clone(),
+        writers_at_end: outcome.writers_at_end.clone(),
     };
+    let not_judged = crate::checks::convergence_exemptions(&context);
     let mut violations = Vec::new();
     if let Some(failure) = &outcome.host_failure {
         violations.push(Violation {
@@ -120,6 +126,7 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         messages: outcome.messages,
         events,
         wall: started.elapsed(),
+        not_judged,
     }
 }
 

@@ -22,6 +22,8 @@ fn context(ended_at: u64) -> CheckContext {
         converge_within_ms: 1_000,
         transport: crate::scenario::Transport::Tcp,
         network_loss: false,
+        down_at_end: BTreeMap::new(),
+        writers_at_end: vec!["w1".into()],
     }
 }
 
@@ -163,6 +165,59 @@ fn liveness_waits_for_converge_within_after_the_last_heal() {
     delivered(&mut h, 1_150, "w1", 2);
     handed(&mut h, 1_150, token(2, &[]));
     assert_eq!(invariants(&h, 1_200), Vec::<&str>::new());
+}
+
+#[test]
+fn convergence_leaves_out_a_reader_down_at_the_end_and_says_so() {
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    h.record(SimInstant::from_ms(100), Event::Healed);
+    let mut down = context(1_200);
+    down.clients = vec![("c1".into(), "r1".into())];
+    assert_eq!(
+        check_all(&h, &down)
+            .iter()
+            .map(|v| v.invariant)
+            .collect::<Vec<_>>(),
+        vec!["liveness", "liveness"],
+        "r1's notifier and c1 through it are behind while r1 is up"
+    );
+    down.down_at_end
+        .insert("r1".into(), SimInstant::from_ms(50));
+    assert_eq!(check_all(&h, &down), Vec::new());
+    let notes = convergence_exemptions(&down);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("r1 is down at the end (since 0.050s, never restarted): r1's notifier and the pages of c1 through it are left out"),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn a_configured_writer_down_at_the_end_is_not_owed_what_it_never_announced() {
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    h.record(
+        SimInstant::from_ms(11),
+        Event::Announced {
+            host: "w1".into(),
+            line: "RDATA events w1 2 [\"$e2\"]".into(),
+        },
+    );
+    committed(&mut h, 20, "w1", 3);
+    h.record(SimInstant::from_ms(100), Event::Healed);
+    let mut down = context(1_200);
+    down.down_at_end
+        .insert("w1".into(), SimInstant::from_ms(30));
+    let found = check_all(&h, &down);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].invariant, "liveness");
+    assert_eq!(
+        found[0].events,
+        vec!["$e2"],
+        "the announced row is owed, the unannounced one is not"
+    );
+    assert!(convergence_exemptions(&down)[0].contains("so minimum_converges is not judged"));
 }
 
 #[test]

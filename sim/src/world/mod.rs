@@ -230,6 +230,11 @@ pub struct RunOutcome {
     pub host_failure: Option<String>,
     /// What the metrics system did.
     pub metrics: MetricsOutcome,
+    /// Hosts down when the run ended (crashed and never restarted, or late and never
+    /// started), with when they went down.
+    pub down_at_end: BTreeMap<String, SimInstant>,
+    /// The writers config when the run ended (after any `reconfigure`).
+    pub writers_at_end: Vec<String>,
 }
 
 /// Runs `scenario` with `seed` (and the models' historical-bug switches `bugs`): the workload
@@ -300,9 +305,13 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
         loss_rate: 0.0,
         flaps: BTreeMap::new(),
         flap_rng: shared.rng_for("network-flaps", 0),
+        down_since: BTreeMap::new(),
     };
     for host in &scenario.topology.late_hosts {
         sim.crash(host.as_str());
+        driver
+            .down_since
+            .insert(host.clone(), SimInstant::from_ms(0));
     }
     driver.loss_rate = scenario.network.message_loss;
 
@@ -337,12 +346,20 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
         .collect();
     drop(sim);
     let metrics = metrics_outcome(&shared, &running);
+    let down_at_end = driver
+        .down_since
+        .into_iter()
+        .filter(|(host, _)| !running.contains(host))
+        .collect();
+    let writers_at_end = shared.writers.borrow().clone();
     RunOutcome {
         history: shared.history.take(),
         ended_at,
         messages: shared.messages.get(),
         host_failure,
         metrics,
+        down_at_end,
+        writers_at_end,
     }
 }
 
@@ -422,6 +439,8 @@ struct Driver {
     flaps: BTreeMap<(String, String), SimInstant>,
     /// The flaps' own random stream, so the rest of a seed's draws stay where they were.
     flap_rng: ChaCha8Rng,
+    /// Hosts crashed (or late) and not restarted since, with when they went down.
+    down_since: BTreeMap<String, SimInstant>,
 }
 
 impl Driver {
@@ -461,11 +480,13 @@ impl Driver {
             FaultKind::Crash { host } => {
                 if sim.is_host_running(host.as_str()) {
                     sim.crash(host.as_str());
+                    self.down_since.insert(host.clone(), now);
                 }
             }
             FaultKind::Restart { host } => {
                 // A restart of a running host is a crash and a start.
                 sim.bounce(host.as_str());
+                self.down_since.remove(host);
             }
             FaultKind::Latency { latency_ms, host } => {
                 self.set_latency(sim, *latency_ms, host.as_deref())
