@@ -48,6 +48,10 @@ enum Command {
     Run(RunArgs),
     /// Run a range of seeds of a scenario; one summary line, a replay command per failure.
     Sweep(SweepArgs),
+    /// Delta-debug a failing run down to a smaller scenario that still fails the same
+    /// invariant; print it as a scenario file opening with its replay command (progress on
+    /// standard error).
+    Shrink(ShrinkArgs),
     /// Speed of the standard (or given) scenario against the models alone and turmoil's raw
     /// TCP echo, and how wall time grows with writers and readers.
     Bench {
@@ -166,6 +170,50 @@ struct SweepArgs {
     strict: bool,
 }
 
+#[derive(Debug, Args)]
+struct ShrinkArgs {
+    /// The failing scenario file (TOML); omit it with `--generated`.
+    #[arg(required_unless_present = "generated")]
+    scenario: Option<PathBuf>,
+    /// Shrink the scenario generated from the seed (what `sweep --generated` runs).
+    #[arg(long, conflicts_with = "scenario")]
+    generated: bool,
+    /// The failing seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep a candidate only if it fails on at least `--min-failing` of these seeds instead
+    /// of on `--seed` alone (how the regression files are made: a scenario that carries the
+    /// bug, not a seed).
+    #[arg(long, value_name = "A..B", value_parser = parse_seed_range)]
+    seeds: Option<std::ops::Range<u64>>,
+    /// With `--seeds`: how many of them must fail (default: all).
+    #[arg(long, requires = "seeds")]
+    min_failing: Option<usize>,
+    /// The invariant to keep failing (default: the run's first unexplained violation, else
+    /// its first violation).
+    #[arg(long)]
+    invariant: Option<String>,
+    /// Turn on a historical-bug switch (see `streamsim bugs`); repeatable. The shrunk
+    /// scenario must also pass with the switches off on the same seeds.
+    #[arg(long = "bug", value_name = "NAME", value_parser = parse_bug)]
+    bugs: Vec<Bug>,
+    /// Apply a proposed fix of F1-F5 (f1..f5, or all; tools/synapse/FIXES.md); repeatable.
+    #[arg(long = "fix", value_name = "NAME", value_parser = parse_fix)]
+    fixes: Vec<Fixes>,
+    /// Write the scenario to this file (its replay command names it) instead of stdout.
+    #[arg(long, short, value_name = "FILE.toml")]
+    output: Option<PathBuf>,
+    /// A first comment line saying what the scenario shows (default: what fails).
+    #[arg(long)]
+    title: Option<String>,
+    /// Seeds of one candidate run in parallel on this many threads (default: the cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Try at most this many candidates.
+    #[arg(long, default_value_t = 400)]
+    max_candidates: usize,
+}
+
 fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
     let (start, end) = text
         .split_once("..")
@@ -248,6 +296,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => return run_scenario(args),
         Command::Sweep(args) => return sweep(args),
+        Command::Shrink(args) => return shrink(args),
         Command::Bench { scenario, json } => return bench(scenario.as_deref(), json),
         Command::Metrics {
             scenario,
@@ -346,7 +395,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         ),
     };
     if args.print_scenario {
-        let text = toml::to_string(&scenario).context("cannot write the scenario as TOML")?;
+        let text = scenario.to_toml();
         let source = match &args.scenario {
             Some(path) => format!("{}", path.display()),
             None => format!("the scenario generated from seed {}", args.seed),
@@ -521,6 +570,120 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn shrink(args: ShrinkArgs) -> Result<ExitCode> {
+    use streamsim_sim::shrink;
+    let (scenario, source) = match &args.scenario {
+        Some(path) => (load_scenario(path)?, path.display().to_string()),
+        None => (
+            streamsim_sim::generate::generated(args.seed),
+            format!("the scenario generated from seed {}", args.seed),
+        ),
+    };
+    let bugs = bug_set(&args.bugs);
+    let fixes = fix_set(&args.fixes);
+    let seeds: Vec<u64> = match &args.seeds {
+        Some(range) => range.clone().collect(),
+        None => vec![args.seed],
+    };
+    let min_failing = args.min_failing.unwrap_or(seeds.len());
+    if !(1..=seeds.len()).contains(&min_failing) {
+        bail!(
+            "--min-failing {min_failing}: must be in 1..={} (the number of --seeds)",
+            seeds.len()
+        );
+    }
+    let options = shrink::Options {
+        seeds: seeds.clone(),
+        min_failing,
+        bugs,
+        fixes,
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        max_candidates: args.max_candidates,
+        origin_seed: args.seed,
+    };
+    if let Some(name) = &args.invariant {
+        let known = streamsim_sim::checks::CHECKS
+            .iter()
+            .map(|c| c.name)
+            .chain(
+                streamsim_sim::aggregation::METRICS_CHECKS
+                    .iter()
+                    .map(|c| c.name),
+            )
+            .chain(["host_failure"])
+            .any(|c| c == name);
+        if !known {
+            bail!("--invariant {name}: no such invariant (README lists them)");
+        }
+    }
+    let target = shrink::find_target(&scenario, &options, args.invariant.as_deref())?;
+    let mut stderr = std::io::stderr().lock();
+    let shrunk = match shrink::shrink(&scenario, target, &options, &mut |line| {
+        let _ = writeln!(stderr, "{line}");
+    }) {
+        Ok(shrunk) => shrunk,
+        // The run fails, but no smaller scenario fails on as many seeds as asked: a verdict,
+        // not bad input.
+        Err(error @ shrink::ShrinkError::TooFew { .. }) => {
+            eprintln!("streamsim: {error}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let file = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("shrunk.toml"));
+    let seed = shrunk.failing[0];
+    let replay = report::replay_command(&file, seed, bugs, fixes);
+    let fails_on = match &args.seeds {
+        Some(range) => format!(
+            "on {} of seeds {}..{}",
+            shrunk.failing.len(),
+            range.start,
+            range.end
+        ),
+        None => format!("on seed {seed}"),
+    };
+    let mut shrink_command = match &args.scenario {
+        Some(path) => format!("streamsim shrink {}", path.display()),
+        None => "streamsim shrink --generated".to_owned(),
+    };
+    match &args.seeds {
+        Some(range) => shrink_command.push_str(&format!(
+            " --seed {} --seeds {}..{} --min-failing {min_failing}",
+            args.seed, range.start, range.end
+        )),
+        None => shrink_command.push_str(&format!(" --seed {}", args.seed)),
+    }
+    for name in bugs.names() {
+        shrink_command.push_str(&format!(" --bug {name}"));
+    }
+    shrink_command.push_str(&fixes.flags());
+    let mut text = format!("# {replay}\n");
+    for line in args.title.iter().flat_map(|title| title.lines()) {
+        text.push_str(&format!("# {line}\n"));
+    }
+    text.push_str(&format!(
+        "# Fails {} {fails_on}. Made by `{shrink_command}` from {source}: {} lines -> {} ({} candidates).\n",
+        shrunk.target, shrunk.lines_before, shrunk.lines_after, shrunk.candidates
+    ));
+    text.push_str(&shrink::to_toml(&shrunk.scenario));
+    match &args.output {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => output::stdout().write_all(text.as_bytes())?,
+    }
+    let _ = writeln!(
+        stderr,
+        "shrink: {} lines -> {}, {} candidates; replay: {replay}",
+        shrunk.lines_before, shrunk.lines_after, shrunk.candidates
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {

@@ -302,7 +302,7 @@ mod tests {
         for seed in 0..50 {
             let scenario = generated(seed);
             assert_eq!(scenario, generated(seed));
-            let text = toml::to_string(&scenario).expect("a scenario serializes");
+            let text = scenario.to_toml();
             let again = Scenario::parse(Path::new("generated.toml"), &text)
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
             assert_eq!(again, scenario, "seed {seed}");

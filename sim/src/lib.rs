@@ -16,6 +16,7 @@
 //!   `sometimes` coverage targets of a sweep.
 //! - [`aggregation`]: what the metrics system did in a run, and its own invariants.
 //! - [`timeline`]: a run as Chrome trace-event JSON.
+//! - [`shrink`]: a failing run delta-debugged down to a smaller scenario (`streamsim shrink`).
 
 pub mod aggregation;
 pub mod bench;
@@ -28,5 +29,6 @@ pub mod hunt;
 pub mod net;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod timeline;
 pub mod world;

@@ -28,7 +28,7 @@ pub struct Scenario {
     pub workload: Workload,
     #[serde(default)]
     pub network: Network,
-    #[serde(default, rename = "fault")]
+    #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
     /// Faults drawn from the seed, on top of the scheduled ones.
     #[serde(default)]
@@ -158,7 +158,7 @@ pub struct Topology {
     pub writer_clients: u32,
     /// Hosts that are down at the start and join with a `restart` fault. Late writers are not
     /// in the initial writers config; a `reconfigure` fault adds them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_hosts: Vec<String>,
     /// Rooms per writer host: the world has `rooms_per_writer × writers` rooms (`!r0`,
     /// `!r1`, ...), sharded over the writers config as `stream_writers.events` shards them
@@ -399,6 +399,16 @@ impl Scenario {
             }
         })?;
         Ok(scenario)
+    }
+
+    /// The scenario as a person would write the file: ranges as inline tables
+    /// (`batch_size = { min = 1, max = 5 }`), empty lists left out. `parse` reads it back
+    /// to an equal scenario.
+    pub fn to_toml(&self) -> String {
+        let text = toml::to_string(self).expect("a scenario serializes");
+        let mut document: toml_edit::DocumentMut = text.parse().expect("toml writes what it reads");
+        inline_ranges(document.as_table_mut());
+        document.to_string()
     }
 
     /// Every host name the topology creates.
@@ -664,6 +674,26 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// Every `{ min, max }` table below `table` becomes an inline table.
+fn inline_ranges(table: &mut toml_edit::Table) {
+    for (mut key, item) in table.iter_mut() {
+        if let Some(sub) = item.as_table_mut() {
+            if sub.len() == 2 && sub.contains_key("min") && sub.contains_key("max") {
+                let mut inline = sub.clone().into_inline_table();
+                inline.fmt();
+                *item = toml_edit::Item::Value(toml_edit::Value::InlineTable(inline));
+                key.leaf_decor_mut().set_suffix(" ");
+            } else {
+                inline_ranges(sub);
+            }
+        } else if let Some(array) = item.as_array_of_tables_mut() {
+            for sub in array.iter_mut() {
+                inline_ranges(sub);
+            }
+        }
     }
 }
 

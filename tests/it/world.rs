@@ -336,3 +336,57 @@ fn a_refused_send_names_the_peer_and_the_cause() {
         );
     }
 }
+
+#[test]
+fn shrink_turns_a_failing_generated_seed_into_a_smaller_file_that_fails_on_replay() {
+    // Generated seed 0 fails notifier_announces_every_event by F3 on Synapse 1.163.2 as it is.
+    let dir = crate::support::scratch_dir("world-shrink");
+    let shrunk = dir.join("shrunk.toml");
+    let (code, _, stderr) = cli(&[
+        "shrink",
+        "--generated",
+        "--seed",
+        "0",
+        "--max-candidates",
+        "12",
+        "--output",
+        shrunk.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "streamsim shrink --generated --seed 0: {stderr}");
+    assert!(
+        stderr.contains("shrink: notifier_announces_every_event (known: F3) fails on 1 of 1 seeds"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&shrunk).unwrap();
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("# streamsim run {} --seed 0", shrunk.display()),
+        "the file opens with its replay command"
+    );
+    let (_, generated, _) = cli(&["run", "--generated", "--seed", "0", "--print-scenario"]);
+    let body = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(
+        body(&text) < body(&generated),
+        "shrunk {} lines, generated {}:\n{text}",
+        body(&text),
+        body(&generated)
+    );
+    let (code, stdout, _) = cli(&["run", shrunk.to_str().unwrap(), "--seed", "0"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("[notifier_announces_every_event]")
+            && stdout.contains("(known Synapse bug F3)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn shrink_refuses_a_run_that_passes() {
+    let (code, _, stderr) = cli(&["shrink", "scenarios/smoke.toml", "--seed", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("does not fail: nothing to shrink"),
+        "{stderr}"
+    );
+}

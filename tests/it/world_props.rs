@@ -227,7 +227,7 @@ proptest! {
         let report = run_seed_with(&scenario, seed, bugs);
         let unexplained: Vec<_> = report.violations.iter().filter(|v| !v.is_known()).collect();
         if let Some(first) = unexplained.first() {
-            let text = toml::to_string(&scenario).expect("a scenario serializes");
+            let text = scenario.to_toml();
             panic!(
                 "[{}] at {}: {}\n\nsave as failing.toml:\n# proptest case\n{text}\nreplay: streamsim run failing.toml --seed {seed}{}",
                 first.invariant,

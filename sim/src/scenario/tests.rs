@@ -239,3 +239,23 @@ fn tcp_refuses_a_reconfigure_that_adds_a_writer() {
     let redis = text.replace("transport = \"tcp\"", "transport = \"redis\"");
     Scenario::parse(Path::new("s.toml"), &redis).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn to_toml_writes_ranges_inline_and_reads_back_equal() {
+    let scenario = Scenario::parse(Path::new("s.toml"), GOOD).unwrap();
+    let text = scenario.to_toml();
+    assert!(
+        text.contains("batch_size = { min = 1, max = 4 }\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("latency_ms = { min = 1, max = 10 }\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("late_hosts"),
+        "empty lists are left out: {text}"
+    );
+    let again = Scenario::parse(Path::new("again.toml"), &text).unwrap();
+    assert_eq!(again, scenario);
+}
