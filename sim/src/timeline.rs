@@ -132,6 +132,26 @@ pub fn build(
                     }));
                 }
             }
+            Event::Disconnected { host, peer, reason } => {
+                if let Some(pid) = pids.get(host.as_str()) {
+                    events.push(json!({
+                        "ph": "i", "s": "p", "cat": "connection",
+                        "name": format!("lost {peer}: {reason}"),
+                        "pid": pid, "tid": 0, "ts": ts(record.at),
+                        "args": {"peer": peer, "reason": reason}
+                    }));
+                }
+            }
+            Event::Reconnected { host, peer } => {
+                if let Some(pid) = pids.get(host.as_str()) {
+                    events.push(json!({
+                        "ph": "i", "s": "p", "cat": "connection",
+                        "name": format!("reconnected {peer}"),
+                        "pid": pid, "tid": 0, "ts": ts(record.at),
+                        "args": {"peer": peer}
+                    }));
+                }
+            }
             Event::TokenHandedOut { reader, to, token } if to == NOTIFIER => {
                 if let Some(pid) = pids.get(reader.as_str()) {
                     events.push(json!({

@@ -390,3 +390,68 @@ fn shrink_refuses_a_run_that_passes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_lost_replication_connection_is_in_the_history_and_on_the_timeline() {
+    let dir = crate::support::scratch_dir("world-lost-connections");
+    for (file, expected) in [
+        (
+            "tests/data/faults/redis_subscription_ping_timeout.toml",
+            vec![("r1", "redis", "subscription ping timeout")],
+        ),
+        (
+            "tests/data/faults/tcp_ping_timeout.toml",
+            vec![("w1", "r1", "ping timeout"), ("r1", "w1", "ping timeout")],
+        ),
+    ] {
+        let trace = dir.join("trace.jsonl");
+        let timeline = dir.join("timeline.json");
+        let replay = format!("streamsim run {file} --seed 0");
+        let (code, stdout, stderr) = cli(&[
+            "run",
+            file,
+            "--trace",
+            trace.to_str().unwrap(),
+            "--timeline",
+            timeline.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{replay}: {stdout}{stderr}");
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let lost: Vec<(String, String, String)> = records
+            .iter()
+            .filter(|r| r["kind"] == "disconnected")
+            .map(|r| {
+                let field = |name: &str| r[name].as_str().unwrap().to_owned();
+                (field("host"), field("peer"), field("reason"))
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(h, p, r)| ((*h).to_owned(), (*p).to_owned(), (*r).to_owned()))
+            .collect();
+        assert_eq!(lost, expected, "{replay}");
+        assert!(
+            records.iter().any(|r| r["kind"] == "reconnected"),
+            "{replay}: the link comes back after the heal"
+        );
+        let events: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&timeline).unwrap()).unwrap();
+        let instants = events["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["cat"] == "connection" && e["name"].as_str().unwrap().starts_with("lost ")
+            })
+            .count();
+        assert_eq!(
+            instants,
+            expected.len(),
+            "{replay}: one timeline instant per lost connection"
+        );
+    }
+}

@@ -103,8 +103,10 @@ pub struct BusPublisher {
 }
 
 impl BusPublisher {
-    fn start() -> Self {
+    fn start(process: &Rc<Process>) -> Self {
         let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+        let shared = process.shared.clone();
+        let host = process.name.clone();
         tokio::task::spawn_local(async move {
             let mut connection: Option<TcpStream> = None;
             while let Some(line) = receiver.recv().await {
@@ -113,7 +115,12 @@ impl BusPublisher {
                 }
                 if let Some(stream) = &mut connection {
                     let frame = format!("PUBLISH {line}\n");
-                    if stream.write_all(frame.as_bytes()).await.is_err() {
+                    if let Err(error) = stream.write_all(frame.as_bytes()).await {
+                        shared.record(Event::Disconnected {
+                            host: host.clone(),
+                            peer: "redis".to_owned(),
+                            reason: format!("publish connection: {error}"),
+                        });
                         connection = None;
                     }
                 }
@@ -158,7 +165,12 @@ async fn subscriber(process: Rc<Process>) {
                 subscribed_before = true;
                 delay_ms = RECONNECT_DELAY_INITIAL_MS;
                 on_subscribed(&process);
-                listen(&process, &mut lines, &mut write).await;
+                let reason = listen(&process, &mut lines, &mut write).await;
+                process.shared.record(Event::Disconnected {
+                    host: process.name.clone(),
+                    peer: "redis".to_owned(),
+                    reason: format!("subscription {reason}"),
+                });
                 process.state.borrow_mut().bus = None;
                 process.on_link_lost("bus");
             }
@@ -171,7 +183,7 @@ async fn subscriber(process: Rc<Process>) {
 /// `_send_subscribe` after SUBSCRIBE succeeded: `new_connection`, publish `REPLICATE`, then
 /// `send_positions_to_connection`.
 fn on_subscribed(process: &Rc<Process>) {
-    let publisher = BusPublisher::start();
+    let publisher = BusPublisher::start(process);
     if let Some(line) = command_line(&Command::Replicate) {
         process.shared.record(Event::Announced {
             host: process.name.clone(),
@@ -189,11 +201,15 @@ fn on_subscribed(process: &Rc<Process>) {
     process.poke();
 }
 
+/// Dispatches the subscription's messages and pings Redis, until the subscription is lost;
+/// returns why (`ping timeout`: no PONG within the reply time-out, as Synapse's
+/// `RedisSubscriber` gives up on an unanswering server; `closed by peer`; a read or write
+/// error).
 async fn listen(
     process: &Rc<Process>,
     lines: &mut tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
     write: &mut turmoil::net::tcp::OwnedWriteHalf,
-) {
+) -> String {
     let mut next_ping = now() + REDIS_PING_INTERVAL_MS;
     let mut awaiting_pong_since = None;
     loop {
@@ -207,7 +223,11 @@ async fn listen(
             .filter(|until| *until > now());
         tokio::select! {
             line = lines.next_line(), if slow.is_none() => {
-                let Ok(Some(line)) = line else { return };
+                let line = match line {
+                    Ok(Some(line)) => line,
+                    Ok(None) => return "closed by peer".to_owned(),
+                    Err(error) => return format!("read error: {error}"),
+                };
                 if line == "+PONG" {
                     awaiting_pong_since = None;
                 } else if !line.trim().is_empty() {
@@ -222,12 +242,12 @@ async fn listen(
             () = sleep_until(deadline) => {
                 let now = now();
                 if awaiting_pong_since.is_some_and(|sent| now.ms_since(sent) >= REDIS_REPLY_TIMEOUT_MS) {
-                    return;
+                    return "ping timeout".to_owned();
                 }
                 if now >= next_ping {
                     next_ping = now + REDIS_PING_INTERVAL_MS;
-                    if write.write_all(b"PING\n").await.is_err() {
-                        return;
+                    if let Err(error) = write.write_all(b"PING\n").await {
+                        return format!("write error: {error}");
                     }
                     awaiting_pong_since.get_or_insert(now);
                 }
