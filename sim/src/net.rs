@@ -4,9 +4,12 @@
 //! Nothing here models Synapse; it is how the simulated processes talk to the simulated
 //! database, the sync clients to their reader, and the Redis bus to its clients.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -92,26 +95,80 @@ pub enum FrameError {
     Decode(#[from] serde_json::Error),
 }
 
+/// How often a write held by a one-way partition looks again, in milliseconds.
+pub const CUT_POLL_MS: u64 = 10;
+
+/// The one-way partitions in force, `(from, to)`: a `partition_oneway` fault as TCP lives it.
+/// Nothing is lost; `from`'s bytes for `to` wait in `from`'s send buffer until the heal,
+/// while `to`'s bytes for `from` flow. (turmoil holds or drops both directions of a link at
+/// once, so every writer of the world passes this gate instead.) Shared by the hosts of one
+/// run; cloning shares it.
+#[derive(Clone, Debug, Default)]
+pub struct OneWayCuts(Rc<RefCell<BTreeSet<(String, String)>>>);
+
+impl OneWayCuts {
+    /// Whether `from`'s bytes to `to` are held now.
+    pub fn is_cut(&self, from: &str, to: &str) -> bool {
+        // Called before every write: compare in place rather than allocate.
+        self.0.borrow().iter().any(|(f, t)| f == from && t == to)
+    }
+
+    pub fn cut(&self, from: &str, to: &str) {
+        self.0.borrow_mut().insert((from.to_owned(), to.to_owned()));
+    }
+
+    /// Repairs every one-way partition.
+    pub fn heal(&self) {
+        self.0.borrow_mut().clear();
+    }
+
+    /// Returns once `from`'s bytes may reach `to`.
+    pub async fn wait_open(&self, from: &str, to: &str) {
+        while self.is_cut(from, to) {
+            tokio::time::sleep(Duration::from_millis(CUT_POLL_MS)).await;
+        }
+    }
+}
+
+/// The host names at the two ends of `stream` (local, peer), as turmoil resolves them.
+pub fn ends(stream: &TcpStream) -> (String, String) {
+    let name = |addr: std::io::Result<SocketAddr>| {
+        addr.ok()
+            .and_then(|a| turmoil::reverse_lookup(a.ip()))
+            .unwrap_or_default()
+    };
+    (name(stream.local_addr()), name(stream.peer_addr()))
+}
+
 /// One end of a JSON-lines connection.
 pub struct FramedStream {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     line: String,
+    /// The one-way partitions, and this end's (local, peer) host names.
+    cuts: OneWayCuts,
+    ends: (String, String),
 }
 
 impl FramedStream {
-    pub fn new(stream: TcpStream) -> Self {
+    /// Frames `stream`; its writes wait while a one-way partition of `cuts` holds this
+    /// direction.
+    pub fn new(stream: TcpStream, cuts: &OneWayCuts) -> Self {
+        let ends = ends(&stream);
         let (read, writer) = stream.into_split();
         FramedStream {
             reader: BufReader::new(read),
             writer,
             line: String::new(),
+            cuts: cuts.clone(),
+            ends,
         }
     }
 
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
         let mut bytes = serde_json::to_vec(value)?;
         bytes.push(b'\n');
+        self.cuts.wait_open(&self.ends.0, &self.ends.1).await;
         self.writer.write_all(&bytes).await?;
         Ok(())
     }
@@ -160,14 +217,14 @@ where
 
 /// Answers one connection's requests in order, until the peer closes it or sends a frame
 /// that cannot be read.
-pub async fn answer_each<Q, A, H, F>(stream: TcpStream, mut handle: H)
+pub async fn answer_each<Q, A, H, F>(stream: TcpStream, cuts: OneWayCuts, mut handle: H)
 where
     Q: DeserializeOwned,
     A: Serialize,
     H: FnMut(Q) -> F,
     F: Future<Output = A>,
 {
-    let mut framed = FramedStream::new(stream);
+    let mut framed = FramedStream::new(stream, &cuts);
     while let Ok(Some(request)) = framed.recv::<Q>().await {
         let answer = handle(request).await;
         if framed.send(&answer).await.is_err() {

@@ -355,6 +355,7 @@ impl Shrinker<'_> {
     }
 
     fn run(&mut self, progress: &mut dyn FnMut(&str)) {
+        self.intensify(progress);
         loop {
             let before = self.best.clone();
             // Shorter runs first: every later candidate costs less.
@@ -364,6 +365,46 @@ impl Shrinker<'_> {
             self.lower_rates(progress);
             self.shorten_faults(progress);
             if self.best == before || self.exhausted() {
+                return;
+            }
+        }
+    }
+
+    /// While the scenario fails on fewer seeds than asked, more of what makes a race happen:
+    /// a longer run, more batches. Each step is kept only if it fails on more seeds than
+    /// before; shrinking then takes back whatever it can.
+    fn intensify(&mut self, progress: &mut dyn FnMut(&str)) {
+        type Grow = fn(&mut Scenario) -> Option<String>;
+        let steps: [Grow; 2] = [
+            |s| {
+                (s.duration_ms < 240_000).then(|| {
+                    s.duration_ms = (s.duration_ms * 2).min(240_000);
+                    format!("duration_ms {}", s.duration_ms)
+                })
+            },
+            |s| {
+                let w = &mut s.workload;
+                (w.batches_per_second < 50).then(|| {
+                    w.batches_per_second = (w.batches_per_second * 2).min(50);
+                    format!("batches_per_second {}", w.batches_per_second)
+                })
+            },
+        ];
+        while self.need < self.options.min_failing && !self.exhausted() {
+            let improved = steps.iter().any(|grow| {
+                let mut candidate = self.best.clone();
+                let Some(why) = grow(&mut candidate) else {
+                    return false;
+                };
+                let need = self.need;
+                self.need += 1;
+                let kept = self.attempt(candidate, &format!("intensified: {why}"), progress);
+                if !kept {
+                    self.need = need;
+                }
+                kept
+            });
+            if !improved {
                 return;
             }
         }

@@ -33,7 +33,7 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::R
         let Ok(stream) = crate::net::connect(&reader, SYNC_PORT).await else {
             continue;
         };
-        let mut framed = FramedStream::new(stream);
+        let mut framed = FramedStream::new(stream, &shared.cuts);
         loop {
             if let Some(ahead_by) = shared.take_future_token(&name) {
                 let token = since.clone().unwrap_or_default().ahead_by(ahead_by);

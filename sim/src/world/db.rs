@@ -272,7 +272,8 @@ pub async fn serve(shared: Rc<Shared>, server: Rc<RefCell<DbServer>>) -> turmoil
     let Err(error) = crate::net::accept_each(DB_PORT, |stream, _| {
         let shared = shared.clone();
         let server = server.clone();
-        crate::net::answer_each(stream, move |envelope: Envelope| {
+        let cuts = shared.cuts.clone();
+        crate::net::answer_each(stream, cuts, move |envelope: Envelope| {
             let response = server.borrow_mut().handle(&shared, envelope);
             std::future::ready(response)
         })
@@ -297,14 +298,16 @@ pub struct DbClient {
     owner: String,
     incarnation: u32,
     idle: RefCell<Vec<FramedStream>>,
+    cuts: crate::net::OneWayCuts,
 }
 
 impl DbClient {
-    pub fn new(owner: &str, incarnation: u32) -> Self {
+    pub fn new(owner: &str, incarnation: u32, cuts: &crate::net::OneWayCuts) -> Self {
         DbClient {
             owner: owner.to_owned(),
             incarnation,
             idle: RefCell::new(Vec::new()),
+            cuts: cuts.clone(),
         }
     }
 
@@ -318,6 +321,7 @@ impl DbClient {
                 crate::net::connect("db", DB_PORT)
                     .await
                     .map_err(FrameError::from)?,
+                &self.cuts,
             ),
         };
         let envelope = Envelope {

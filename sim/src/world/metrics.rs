@@ -23,7 +23,12 @@ use crate::net::{
 use crate::scenario::{METRICS_ENDPOINT_HOST, METRICS_STORE_HOST};
 
 /// Connects for a metrics exchange, giving up after `timeout_ms`.
-async fn connect(host: &str, port: u16, timeout_ms: u64) -> Option<FramedStream> {
+async fn connect(
+    host: &str,
+    port: u16,
+    timeout_ms: u64,
+    cuts: &crate::net::OneWayCuts,
+) -> Option<FramedStream> {
     tokio::time::timeout(
         Duration::from_millis(timeout_ms),
         turmoil::net::TcpStream::connect((host, port)),
@@ -31,7 +36,7 @@ async fn connect(host: &str, port: u16, timeout_ms: u64) -> Option<FramedStream>
     .await
     .ok()?
     .ok()
-    .map(FramedStream::new)
+    .map(|stream| FramedStream::new(stream, cuts))
 }
 
 /// `should_pipe_execute` / `pipe_execute` / `send_metrics`, every flush interval, for the
@@ -51,7 +56,13 @@ pub async fn flush_loop(process: Rc<Process>) {
             metrics.node.begin_flush(now())
         };
         if store.is_none() {
-            store = connect(METRICS_STORE_HOST, METRICS_STORE_PORT, interval_ms).await;
+            store = connect(
+                METRICS_STORE_HOST,
+                METRICS_STORE_PORT,
+                interval_ms,
+                &process.shared.cuts,
+            )
+            .await;
         }
         let Some(connection) = &mut store else {
             continue;
@@ -66,7 +77,13 @@ pub async fn flush_loop(process: Rc<Process>) {
         };
         process.metrics.borrow_mut().node.flush_answered(batch.seq);
         if endpoint.is_none() {
-            endpoint = connect(METRICS_ENDPOINT_HOST, METRICS_ENDPOINT_PORT, interval_ms).await;
+            endpoint = connect(
+                METRICS_ENDPOINT_HOST,
+                METRICS_ENDPOINT_PORT,
+                interval_ms,
+                &process.shared.cuts,
+            )
+            .await;
         }
         if let Some(connection) = &mut endpoint {
             // The endpoint acknowledges each dataset: a broadcast into a connection that
@@ -86,7 +103,8 @@ pub async fn flush_loop(process: Rc<Process>) {
 pub async fn serve_store(shared: Rc<Shared>) -> turmoil::Result {
     let Err(error) = accept_each(METRICS_STORE_PORT, |stream, _| {
         let shared = shared.clone();
-        answer_each(stream, move |batch: FlushBatch| {
+        let cuts = shared.cuts.clone();
+        answer_each(stream, cuts, move |batch: FlushBatch| {
             let applied = shared.metrics_store.borrow_mut().apply(&batch, now());
             if applied.fresh {
                 shared.note_applied(&batch);
@@ -128,7 +146,8 @@ pub async fn serve_endpoint(shared: Rc<Shared>) -> turmoil::Result {
     tokio::task::spawn_local(scraper(shared.clone()));
     let Err(error) = accept_each(METRICS_ENDPOINT_PORT, |stream, _| {
         let shared = shared.clone();
-        answer_each(stream, move |dataset: Dataset| {
+        let cuts = shared.cuts.clone();
+        answer_each(stream, cuts, move |dataset: Dataset| {
             shared.metrics_endpoint.borrow_mut().receive(dataset, now());
             std::future::ready(true)
         })

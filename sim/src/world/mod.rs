@@ -61,7 +61,7 @@ pub struct Shared {
     busy: RefCell<BTreeMap<String, (SimInstant, u64)>>,
     quiesced: RefCell<BTreeSet<String>>,
     /// One-way partitions in force: (from, to).
-    cut: RefCell<BTreeSet<(String, String)>>,
+    pub cuts: crate::net::OneWayCuts,
     /// Clients whose next /sync presents a token from the future, and how far ahead.
     future_tokens: RefCell<BTreeMap<String, i64>>,
     messages: Cell<u64>,
@@ -93,7 +93,7 @@ impl Shared {
             slow_until: RefCell::default(),
             busy: RefCell::default(),
             quiesced: RefCell::default(),
-            cut: RefCell::default(),
+            cuts: crate::net::OneWayCuts::default(),
             future_tokens: RefCell::default(),
             messages: Cell::new(0),
             metrics_store: RefCell::default(),
@@ -183,8 +183,7 @@ impl Shared {
 
     /// Whether a one-way partition stops `from`'s bytes reaching `to`.
     pub fn is_cut(&self, from: &str, to: &str) -> bool {
-        // Called before every replication write: compare in place rather than allocate.
-        self.cut.borrow().iter().any(|(f, t)| f == from && t == to)
+        self.cuts.is_cut(from, to)
     }
 
     pub fn is_quiesced(&self, host: &str) -> bool {
@@ -266,7 +265,8 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
         sim.host("db", move || db::serve(shared.clone(), database.clone()));
     }
     if scenario.transport == Transport::Redis {
-        sim.host("redis", redis::serve);
+        let cuts = shared.cuts.clone();
+        sim.host("redis", move || redis::serve(cuts.clone()));
     }
     {
         let shared_store = shared.clone();
@@ -466,12 +466,9 @@ impl Driver {
                 self.partitions.insert((a.clone(), b.clone()));
             }
             FaultKind::PartitionOneway { from, to } => {
-                // turmoil cannot hold one direction only; the replication links hold the
-                // bytes in their send buffers instead (see `link`).
-                self.shared
-                    .cut
-                    .borrow_mut()
-                    .insert((from.clone(), to.clone()));
+                // turmoil cannot hold one direction only; every writer of the world holds
+                // the bytes in its send buffer instead (`net::OneWayCuts`).
+                self.shared.cuts.cut(from, to);
             }
             FaultKind::Heal {} => {
                 self.repair(sim);
@@ -527,7 +524,7 @@ impl Driver {
         for (a, b) in std::mem::take(&mut self.partitions) {
             sim.release(a.as_str(), b.as_str());
         }
-        self.shared.cut.borrow_mut().clear();
+        self.shared.cuts.heal();
     }
 
     /// The end of the workload: every partition repaired, latency and loss back to the

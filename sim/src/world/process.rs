@@ -164,7 +164,7 @@ impl Process {
     pub async fn start(shared: Rc<Shared>, name: &str, is_writer: bool) -> Rc<Process> {
         let incarnation = shared.begin_incarnation(name);
         let writers = shared.writers();
-        let db = DbClient::new(name, incarnation);
+        let db = DbClient::new(name, incarnation, &shared.cuts);
         let (startup, latest_by_room) = loop {
             match db.startup(&writers).await {
                 Ok(answer) => break answer,

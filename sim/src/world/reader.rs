@@ -45,10 +45,14 @@ pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
 pub async fn serve_sync(process: Rc<Process>) {
     let Err(error) = crate::net::accept_each(SYNC_PORT, |stream, _| {
         let process = process.clone();
-        crate::net::answer_each(stream, move |query: SyncQuery| {
-            let process = process.clone();
-            async move { sync(&process, query).await }
-        })
+        crate::net::answer_each(
+            stream,
+            process.shared.cuts.clone(),
+            move |query: SyncQuery| {
+                let process = process.clone();
+                async move { sync(&process, query).await }
+            },
+        )
     })
     .await;
     panic!("the sync port is taken: {error}");

@@ -33,7 +33,7 @@ use crate::net::{now, sleep_until, REDIS_PORT};
 pub const SUBSCRIBER_BUFFER_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// The `redis` host: a pub/sub broker with one channel.
-pub async fn serve() -> turmoil::Result {
+pub async fn serve(cuts: crate::net::OneWayCuts) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", REDIS_PORT)).await?;
     let subscribers: Rc<RefCell<BTreeMap<u64, Subscriber>>> = Rc::default();
     let mut next_id = 0u64;
@@ -41,7 +41,12 @@ pub async fn serve() -> turmoil::Result {
         let (stream, _) = listener.accept().await?;
         let id = next_id;
         next_id += 1;
-        tokio::task::spawn_local(serve_connection(stream, id, subscribers.clone()));
+        tokio::task::spawn_local(serve_connection(
+            stream,
+            id,
+            subscribers.clone(),
+            cuts.clone(),
+        ));
     }
 }
 
@@ -54,7 +59,9 @@ async fn serve_connection(
     stream: TcpStream,
     id: u64,
     subscribers: Rc<RefCell<BTreeMap<u64, Subscriber>>>,
+    cuts: crate::net::OneWayCuts,
 ) {
+    let (local, peer) = crate::net::ends(&stream);
     let (read, mut write) = stream.into_split();
     let (sender, mut receiver) = mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Rc::new(Cell::new(0usize));
@@ -62,6 +69,8 @@ async fn serve_connection(
         let queued = queued.clone();
         tokio::task::spawn_local(async move {
             while let Some(bytes) = receiver.recv().await {
+                // A one-way cut from redis to the client: the bytes wait in redis's buffer.
+                cuts.wait_open(&local, &peer).await;
                 if write.write_all(&bytes).await.is_err() {
                     break;
                 }
@@ -115,6 +124,7 @@ impl BusPublisher {
                 }
                 if let Some(stream) = &mut connection {
                     let frame = format!("PUBLISH {line}\n");
+                    shared.cuts.wait_open(&host, "redis").await;
                     if let Err(error) = stream.write_all(frame.as_bytes()).await {
                         shared.record(Event::Disconnected {
                             host: host.clone(),
@@ -148,6 +158,7 @@ async fn subscriber(process: Rc<Process>) {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             let subscribed = async {
+                process.shared.cuts.wait_open(&process.name, "redis").await;
                 write.write_all(b"SUBSCRIBE\n").await.ok()?;
                 let reply = lines.next_line().await.ok()??;
                 (reply == "+SUBSCRIBED").then_some(())
@@ -165,7 +176,7 @@ async fn subscriber(process: Rc<Process>) {
                 subscribed_before = true;
                 delay_ms = RECONNECT_DELAY_INITIAL_MS;
                 on_subscribed(&process);
-                let reason = listen(&process, &mut lines, &mut write).await;
+                let reason = listen(&process, &mut lines, write).await;
                 process.shared.record(Event::Disconnected {
                     host: process.name.clone(),
                     peer: "redis".to_owned(),
@@ -208,7 +219,34 @@ fn on_subscribed(process: &Rc<Process>) {
 async fn listen(
     process: &Rc<Process>,
     lines: &mut tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
-    write: &mut turmoil::net::tcp::OwnedWriteHalf,
+    mut write: turmoil::net::tcp::OwnedWriteHalf,
+) -> String {
+    // PINGs go out through their own task, so that a one-way cut toward redis holds them in
+    // the send buffer while what redis sends is still read.
+    let (pings, mut to_send) = mpsc::unbounded_channel::<()>();
+    let (write_failed, mut write_error) = tokio::sync::oneshot::channel::<String>();
+    let writer = {
+        let (cuts, name) = (process.shared.cuts.clone(), process.name.clone());
+        tokio::task::spawn_local(async move {
+            while to_send.recv().await.is_some() {
+                cuts.wait_open(&name, "redis").await;
+                if let Err(error) = write.write_all(b"PING\n").await {
+                    let _ = write_failed.send(error.to_string());
+                    return;
+                }
+            }
+        })
+    };
+    let reason = listen_until_lost(process, lines, pings, &mut write_error).await;
+    writer.abort();
+    reason
+}
+
+async fn listen_until_lost(
+    process: &Rc<Process>,
+    lines: &mut tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
+    pings: mpsc::UnboundedSender<()>,
+    write_error: &mut tokio::sync::oneshot::Receiver<String>,
 ) -> String {
     let mut next_ping = now() + REDIS_PING_INTERVAL_MS;
     let mut awaiting_pong_since = None;
@@ -239,6 +277,9 @@ async fn listen(
                 }
             }
             () = sleep_until(slow.unwrap_or(now())), if slow.is_some() => {}
+            error = &mut *write_error => {
+                return format!("write error: {}", error.unwrap_or_default());
+            }
             () = sleep_until(deadline) => {
                 let now = now();
                 if awaiting_pong_since.is_some_and(|sent| now.ms_since(sent) >= REDIS_REPLY_TIMEOUT_MS) {
@@ -246,9 +287,7 @@ async fn listen(
                 }
                 if now >= next_ping {
                     next_ping = now + REDIS_PING_INTERVAL_MS;
-                    if let Err(error) = write.write_all(b"PING\n").await {
-                        return format!("write error: {error}");
-                    }
+                    let _ = pings.send(());
                     awaiting_pong_since.get_or_insert(now);
                 }
             }

@@ -67,7 +67,7 @@ pub async fn serve_client_sends(process: Rc<Process>) {
         let process = process.clone();
         async move {
             // One send per connection: the client connects for each.
-            let mut framed = FramedStream::new(stream);
+            let mut framed = FramedStream::new(stream, &process.shared.cuts);
             if let Ok(Some(request)) = framed.recv::<SendRequest>().await {
                 let answer = handle_send(&process, request).await;
                 let _ = framed.send(&answer).await;
@@ -84,7 +84,7 @@ pub async fn serve_forwarded(process: Rc<Process>) {
     let Err(error) = crate::net::accept_each(PERSIST_PORT, |stream, _| {
         let process = process.clone();
         async move {
-            let mut framed = FramedStream::new(stream);
+            let mut framed = FramedStream::new(stream, &process.shared.cuts);
             if let Ok(Some(request)) = framed.recv::<ForwardRequest>().await {
                 let result = enqueue(&process, request.payload).await;
                 let _ = framed.send(&ForwardAnswer { result }).await;
@@ -161,7 +161,7 @@ async fn handle_send(process: &Rc<Process>, request: SendRequest) -> SendAnswer 
                 }
                 _ => format!("send to {persister} failed: {e}"),
             })?;
-        let mut framed = FramedStream::new(stream);
+        let mut framed = FramedStream::new(stream, &process.shared.cuts);
         let answer: ForwardAnswer = framed
             .call(&ForwardRequest { payload }, FORWARD_TIMEOUT_MS)
             .await
@@ -262,7 +262,7 @@ pub async fn client_sends(
             let Ok(stream) = connect(&host, CLIENT_SEND_PORT).await else {
                 return;
             };
-            let mut framed = FramedStream::new(stream);
+            let mut framed = FramedStream::new(stream, &shared.cuts);
             let request = SendRequest {
                 event_id: event_id.clone(),
                 room,
