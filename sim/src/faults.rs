@@ -9,7 +9,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::scenario::{Fault, FaultKind, RandomFaultKind, Range, Scenario};
+use crate::scenario::{Fault, FaultKind, RandomFaultKind, Range, Scenario, Transport};
 
 /// Latency of a drawn latency spike, in milliseconds.
 pub const SPIKE_LATENCY_MS: Range = Range { min: 50, max: 500 };
@@ -30,6 +30,7 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
         let readers = scenario.reader_names();
         let processes: Vec<String> = writers.iter().chain(&readers).cloned().collect();
         let mut at = random.from_ms;
+        let mut down_until: std::collections::BTreeMap<String, u64> = Default::default();
         loop {
             at += rng.random_range(random.every_ms.min..=random.every_ms.max);
             if at >= until {
@@ -40,11 +41,21 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
             let kind = *random.kinds.choose(&mut rng).expect("kinds is not empty");
             match kind {
                 RandomFaultKind::Partition | RandomFaultKind::PartitionOneway => {
-                    let Some(writer) = writers.choose(&mut rng).cloned() else {
-                        continue;
+                    // Over Redis two processes share no replication link: replication goes
+                    // through the bus, so the cut is between a process and `redis` (a cut
+                    // between two processes would act on nothing but forwarded sends).
+                    // Over TCP it is between the writer and a process that follows it.
+                    let pair = match scenario.transport {
+                        Transport::Redis => processes
+                            .choose(&mut rng)
+                            .map(|process| (process.clone(), "redis".to_owned())),
+                        Transport::Tcp => writers.choose(&mut rng).cloned().and_then(|writer| {
+                            let others: Vec<&String> =
+                                processes.iter().filter(|p| **p != writer).collect();
+                            others.choose(&mut rng).map(|o| (writer, (*o).clone()))
+                        }),
                     };
-                    let others: Vec<&String> = processes.iter().filter(|p| **p != writer).collect();
-                    let Some(other) = others.choose(&mut rng).map(|o| (*o).clone()) else {
+                    let Some((writer, other)) = pair else {
                         continue;
                     };
                     let (from, to) = if rng.random_bool(0.5) {
@@ -67,6 +78,11 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                     let Some(host) = processes.choose(&mut rng).cloned() else {
                         continue;
                     };
+                    // A host still down from an earlier drawn crash cannot crash again.
+                    if down_until.get(&host).is_some_and(|until| *until > at) {
+                        continue;
+                    }
+                    down_until.insert(host.clone(), repair_at);
                     faults.push(Fault {
                         at_ms: at,
                         kind: FaultKind::Crash { host: host.clone() },
@@ -108,7 +124,24 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
         }
     }
     faults.sort_by_key(|f| f.at_ms);
+    drop_idle_heals(&mut faults);
     faults
+}
+
+/// Drops every heal (of a time-ordered list) that has no partition to repair: one right
+/// after another heal repaired everything. Generators pair each partition with a heal, and
+/// two overlapping partitions leave the second heal idle; a scenario file may not hold one
+/// (`scenario::reach`).
+pub fn drop_idle_heals(faults: &mut Vec<Fault>) {
+    let mut cut = false;
+    faults.retain(|fault| match fault.kind {
+        FaultKind::Partition { .. } | FaultKind::PartitionOneway { .. } => {
+            cut = true;
+            true
+        }
+        FaultKind::Heal {} => std::mem::replace(&mut cut, false),
+        _ => true,
+    });
 }
 
 /// One line describing a fault, for the history.

@@ -107,9 +107,10 @@ pub struct RandomFaults {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RandomFaultKind {
-    /// Both ways between a writer and another writer or a reader.
+    /// Both ways: over Redis between a writer or reader and the bus (`redis`), over TCP
+    /// between the writer and a process that follows it.
     Partition,
-    /// One way between a writer and another writer or a reader.
+    /// One way, between the same pairs as `Partition`, either direction.
     PartitionOneway,
     /// A writer or a reader crashes and restarts.
     CrashRestart,
@@ -673,7 +674,7 @@ impl Scenario {
                 }
             }
         }
-        Ok(())
+        self.check_faults_act()
     }
 }
 
@@ -747,6 +748,9 @@ fn locate(text: &str, field: &str) -> (usize, usize) {
         .find(|&i| text[..i].ends_with('\n') || text[..i].ends_with(' ') || i == 0);
     found.map_or((0, 0), |offset| line_column(text, offset))
 }
+
+mod reach;
+pub use reach::Role;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! missing oracle is a failure: CI can never silently skip the differential tests.
 
 mod choreo;
+mod fault_matrix;
 mod idgen_diff;
 mod idgen_ports;
 mod known_bugs;

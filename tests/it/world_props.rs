@@ -13,11 +13,13 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use streamsim_models::bugs::{Bug, Bugs};
+use streamsim_models::fixes::Fixes;
 use streamsim_sim::runner::run_seed_with;
 use streamsim_sim::scenario::{
     Fault, FaultKind, Metrics, Network, Range, ReplicationQueue, Scenario, Topology, Transport,
     Workload, METRICS_STORE_HOST,
 };
+use streamsim_sim::shrink;
 
 /// One fault of a generated schedule, by host index so that shrinking keeps it valid.
 #[derive(Clone, Debug)]
@@ -117,7 +119,16 @@ prop_compose! {
         ),
     ) -> Scenario {
         let duration_ms = duration_s * 1_000;
+        // Direct TCP carries one writer's streams: several writers run over Redis.
+        let transport = if redis || writers > 1 { Transport::Redis } else { Transport::Tcp };
         let mut faults = Vec::new();
+        // Only faults that can act (a scenario file could hold no other): over Redis a
+        // partition cuts the reader off the bus, a crashed writer is not crashed again
+        // before its restart, a writer is quiesced once.
+        let mut specs = specs;
+        specs.sort_by_key(|(at_ms, _)| *at_ms);
+        let mut down_until: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut quiesced = std::collections::BTreeSet::new();
         for (at_ms, spec) in specs {
             let at_ms = at_ms.min(duration_ms);
             let writer = |i: u32| format!("w{}", i % writers + 1);
@@ -125,22 +136,31 @@ prop_compose! {
             let heal = |after: u64| Fault { at_ms: (at_ms + after).min(duration_ms), kind: FaultKind::Heal {} };
             match spec {
                 FaultSpec::Partition { writer: w, reader: r, for_ms } => {
-                    faults.push(Fault { at_ms, kind: FaultKind::Partition { hosts: [writer(w), reader(r)] } });
+                    let peer = if transport == Transport::Redis { "redis".to_owned() } else { writer(w) };
+                    faults.push(Fault { at_ms, kind: FaultKind::Partition { hosts: [peer, reader(r)] } });
                     faults.push(heal(for_ms));
                 }
                 FaultSpec::OneWay { writer: w, reader: r, for_ms } => {
-                    faults.push(Fault { at_ms, kind: FaultKind::PartitionOneway { from: writer(w), to: reader(r) } });
+                    let peer = if transport == Transport::Redis { "redis".to_owned() } else { writer(w) };
+                    faults.push(Fault { at_ms, kind: FaultKind::PartitionOneway { from: peer, to: reader(r) } });
                     faults.push(heal(for_ms));
                 }
                 FaultSpec::CrashRestart { writer: w, down_ms } => {
+                    let restart_at = (at_ms + down_ms).min(duration_ms);
+                    if down_until.get(&writer(w)).is_some_and(|until| *until > at_ms) {
+                        continue;
+                    }
+                    down_until.insert(writer(w), restart_at);
                     faults.push(Fault { at_ms, kind: FaultKind::Crash { host: writer(w) } });
-                    faults.push(Fault { at_ms: (at_ms + down_ms).min(duration_ms), kind: FaultKind::Restart { host: writer(w) } });
+                    faults.push(Fault { at_ms: restart_at, kind: FaultKind::Restart { host: writer(w) } });
                 }
                 FaultSpec::ReaderRestart { reader: r } => {
                     faults.push(Fault { at_ms, kind: FaultKind::Restart { host: reader(r) } });
                 }
                 FaultSpec::Quiesce { writer: w } => {
-                    faults.push(Fault { at_ms, kind: FaultKind::Quiesce { host: writer(w) } });
+                    if quiesced.insert(writer(w)) {
+                        faults.push(Fault { at_ms, kind: FaultKind::Quiesce { host: writer(w) } });
+                    }
                 }
                 FaultSpec::Busy { reader: r, for_ms, per_command_ms } => {
                     faults.push(Fault { at_ms, kind: FaultKind::Busy { host: reader(r), for_ms, per_command_ms } });
@@ -159,11 +179,11 @@ prop_compose! {
             }
         }
         faults.sort_by_key(|f| f.at_ms);
+        streamsim_sim::faults::drop_idle_heals(&mut faults);
         Scenario {
             duration_ms,
             converge_within_ms: 30_000,
-            // Direct TCP carries one writer's streams: several writers run over Redis.
-            transport: if redis || writers > 1 { Transport::Redis } else { Transport::Tcp },
+            transport,
             topology: Topology {
                 writers,
                 readers,
@@ -218,18 +238,38 @@ proptest! {
         } else {
             None
         },
+        // A failing case is shrunk by `streamsim shrink`'s shrinker (fewer hosts, faults,
+        // a shorter run...), which knows the scenario's parts; proptest's own shrinking of
+        // the strategy's draws would only repeat it, slower.
+        max_shrink_iters: 0,
         ..Config::default()
     })]
 
     #[test]
     fn generated_worlds_keep_every_invariant(scenario in scenario(), seed in 0..1_000u64) {
         let bugs = bug_switches();
+        // The strategy draws only faults that can act: what a scenario file may hold.
+        let text = scenario.to_toml();
+        if let Err(error) = Scenario::parse(std::path::Path::new("case.toml"), &text) {
+            panic!("the strategy drew a scenario that is bad input: {error}\n{text}");
+        }
         let report = run_seed_with(&scenario, seed, bugs);
         let unexplained: Vec<_> = report.violations.iter().filter(|v| !v.is_known()).collect();
         if let Some(first) = unexplained.first() {
-            let text = scenario.to_toml();
+            let target = shrink::Target { invariant: first.invariant, finding: None };
+            let options = shrink::Options {
+                seeds: vec![seed],
+                min_failing: 1,
+                bugs,
+                fixes: Fixes::NONE,
+                jobs: 1,
+                max_candidates: 150,
+                origin_seed: seed,
+            };
+            let shrunk = shrink::shrink(&scenario, target, &options, &mut |line| eprintln!("{line}"))
+                .map_or(text.clone(), |shrunk| shrunk.scenario.to_toml());
             panic!(
-                "[{}] at {}: {}\n\nsave as failing.toml:\n# proptest case\n{text}\nreplay: streamsim run failing.toml --seed {seed}{}",
+                "[{}] at {}: {}\n\nsave as failing.toml (shrunk by streamsim shrink):\n# proptest case\n{shrunk}\nreplay: streamsim run failing.toml --seed {seed}{}",
                 first.invariant,
                 first.at,
                 first.message,
