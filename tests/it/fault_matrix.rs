@@ -124,17 +124,19 @@ fn faults() -> Vec<(String, u64, String)> {
                 "kind = \"future_token\"\nclient = \"{h}\"\nahead_by = 1_000_000"
             )),
         ));
+        // r1 restarts after each reconfigure, so it reads the new config.
+        let restart_r1 = "\n[[fault]]\nat_ms = 2_000\nkind = \"restart\"\nhost = \"r1\"\n";
         all.push((
-            format!("reconfigure [{h}]"),
+            format!("reconfigure [{h}] (r1 restarts)"),
             SHORT_MS,
-            fault(format!("kind = \"reconfigure\"\nwriters = [\"{h}\"]")),
+            fault(format!("kind = \"reconfigure\"\nwriters = [\"{h}\"]")) + restart_r1,
         ));
         all.push((
-            format!("reconfigure [{h}, {h}]"),
+            format!("reconfigure [{h}, {h}] (r1 restarts)"),
             SHORT_MS,
             fault(format!(
                 "kind = \"reconfigure\"\nwriters = [\"{h}\", \"{h}\"]"
-            )),
+            )) + restart_r1,
         ));
     }
     all.push(("heal".into(), SHORT_MS, fault("kind = \"heal\"".into())));

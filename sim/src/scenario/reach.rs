@@ -209,6 +209,24 @@ impl Scenario {
                     }
                 }
                 FaultKind::Reconfigure { writers } => {
+                    if writers.is_empty() {
+                        return refuse(
+                            "writers",
+                            "an empty writers config: name at least one writer".into(),
+                        );
+                    }
+                    let names = self.writer_names();
+                    if let Some(other) = writers.iter().find(|w| !names.contains(w)) {
+                        let role = self.role(other).map_or("no host", Role::describe);
+                        return refuse(
+                            "writers",
+                            format!("{other:?} is {role}, not a writer: the writers config names writers ({})", names.join(", ")),
+                        );
+                    }
+                    let mut seen = BTreeSet::new();
+                    if let Some(twice) = writers.iter().find(|w| !seen.insert(w.as_str())) {
+                        return refuse("writers", format!("{twice:?} is named twice"));
+                    }
                     if *writers == config {
                         return refuse(
                             "writers",
@@ -232,24 +250,6 @@ impl Scenario {
                             "writers",
                             format!("no process starts after this reconfigure at {at} ms, so none reads the new writers config (running processes keep theirs until restarted, as in Synapse): add a restart"),
                         );
-                    }
-                    if writers.is_empty() {
-                        return refuse(
-                            "writers",
-                            "an empty writers config: name at least one writer".into(),
-                        );
-                    }
-                    let names = self.writer_names();
-                    if let Some(other) = writers.iter().find(|w| !names.contains(w)) {
-                        let role = self.role(other).map_or("no host", Role::describe);
-                        return refuse(
-                            "writers",
-                            format!("{other:?} is {role}, not a writer: the writers config names writers ({})", names.join(", ")),
-                        );
-                    }
-                    let mut seen = BTreeSet::new();
-                    if let Some(twice) = writers.iter().find(|w| !seen.insert(w.as_str())) {
-                        return refuse("writers", format!("{twice:?} is named twice"));
                     }
                     config = writers.clone();
                 }

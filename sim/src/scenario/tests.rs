@@ -211,12 +211,17 @@ fn tcp_with_one_writer_loads() {
         scenario.hosts(),
         vec!["db", "metrics-store", "metrics", "w1", "r1", "c1"]
     );
-    // Reconfiguring to the one writer (or to none) adds no writer.
-    for writers in ["[\"w1\"]", "[]"] {
+    // Reconfiguring to the one writer changes nothing, to none leaves no writer: both are
+    // refused (every fault acts or is refused).
+    for (writers, why) in [
+        ("[\"w1\"]", "the writers config is already [w1]"),
+        ("[]", "an empty writers config"),
+    ] {
         let text = format!(
-            "{text}\n[[fault]]\nat_ms = 7000\nkind = \"reconfigure\"\nwriters = {writers}\n"
+            "{text}\n[[fault]]\nat_ms = 7000\nkind = \"reconfigure\"\nwriters = {writers}\n[[fault]]\nat_ms = 8000\nkind = \"restart\"\nhost = \"r1\"\n"
         );
-        Scenario::parse(Path::new("s.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let e = error(&text);
+        assert!(e.message.contains(why), "{writers}: {e}");
     }
 }
 
@@ -235,9 +240,14 @@ fn tcp_refuses_a_reconfigure_that_adds_a_writer() {
         "{e}"
     );
     assert!(e.message.contains("use transport = \"redis\""), "{e}");
-    // Over Redis the same reconfigure is only a config change.
+    // Over Redis a reader in the writers config is refused as what it is.
     let redis = text.replace("transport = \"tcp\"", "transport = \"redis\"");
-    Scenario::parse(Path::new("s.toml"), &redis).unwrap_or_else(|e| panic!("{e}"));
+    let e = error(&redis);
+    assert!(
+        e.message
+            .starts_with("\"r1\" is a reader, not a writer: the writers config names writers (w1)"),
+        "{e}"
+    );
 }
 
 #[test]
