@@ -942,13 +942,31 @@ fn diagnose_f1_shape(
         {
             return None;
         }
-        let (discarded, ..) = facts.discards.iter().find(|(at, r, w, t)| {
+        if let Some((discarded, ..)) = facts.discards.iter().find(|(at, r, w, t)| {
             *r == reader && *w == writer && *t == stream_id && at >= started
+        }) {
+            return Some((
+                "F1",
+                format!(
+                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet announced (committed at {committed}, RDATA at {announced}); {reader} discarded its RDATA at {discarded}"
+                ),
+            ));
+        }
+        // The claim reached the row's own writer too: its persisted_upto passed its own
+        // uncommitted row, its next position update raised its own position over it, and it
+        // announced POSITION over the row instead of sending its RDATA, which it then never
+        // sent (confirmed on real Synapse: tests/data/system/
+        // f1_writer_announces_position_over_its_held_row.jsonl).
+        if facts.rdata_sent.contains_key(&(writer, stream_id)) {
+            return None;
+        }
+        let (position_at, _, prev, new) = facts.positions.iter().find(|(at, w, prev, new)| {
+            *w == writer && started <= at && *at < committed && *prev < stream_id && stream_id <= *new
         })?;
         Some((
             "F1",
             format!(
-                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet announced (committed at {committed}, RDATA at {announced}); {reader} discarded its RDATA at {discarded}"
+                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet committed (at {committed}); {writer} then announced POSITION {prev} {new} at {position_at}, over its own uncommitted row, and never sent its RDATA"
             ),
         ))
     })

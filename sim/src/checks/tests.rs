@@ -292,6 +292,58 @@ fn an_early_cover_after_another_writers_restart_is_diagnosed_as_f1() {
     );
 }
 
+/// soak_random seed 21 (build 27d2523), made minimal: w2 restarts claiming 5 while w1@5 is
+/// allocated; w1 itself then announces POSITION 4 5 before 5 commits and never sends its
+/// RDATA, so a reader that covers 5 never announces it. Confirmed on real Synapse:
+/// tests/data/system/f1_writer_announces_position_over_its_held_row.jsonl.
+#[test]
+fn a_writers_own_position_over_its_uncommitted_row_after_a_restart_claim_is_f1() {
+    let miss = |position_new: i64| {
+        let mut h = History::new();
+        h.record(
+            at(1),
+            Event::Allocated {
+                host: "w1".into(),
+                ids: vec![5],
+            },
+        );
+        h.record(
+            at(2),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", 5)]),
+            },
+        );
+        h.record(
+            at(3),
+            Event::Announced {
+                host: "w1".into(),
+                line: format!("POSITION events w1 4 {position_new}"),
+            },
+        );
+        committed(&mut h, 4, "w1", 5);
+        handed(&mut h, 10, token(5, &[]));
+        let violations = check_all(&h, &context(100));
+        let owed: Vec<_> = violations
+            .into_iter()
+            .filter(|v| v.invariant == "notifier_announces_every_event")
+            .collect();
+        assert_eq!(owed.len(), 1, "{owed:?}");
+        (owed[0].finding, owed[0].message.clone())
+    };
+    let (finding, message) = miss(5);
+    assert_eq!(finding, Some("F1"), "{message}");
+    assert!(
+        message.contains("w1 then announced POSITION 4 5 at 0.003s, over its own uncommitted row"),
+        "{message}"
+    );
+    assert_eq!(
+        miss(4).0,
+        None,
+        "w1's POSITION stops below its row: no F1 shape, an unexplained failure"
+    );
+}
+
 #[test]
 fn a_restarted_readers_new_notifier_may_announce_again_but_one_notifier_only_once() {
     let mut h = History::new();
