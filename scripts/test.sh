@@ -3,7 +3,8 @@
 # tests against real Synapse 1.163.2 on PostgreSQL required (not skipped), the system oracle
 # re-run on every choreography (unpatched, and with the proposed fixes) and the F1 trial test,
 # then a short
-# fixed-seed sweep of every shipped scenario (STREAMSIM_CI_SWEEP_SEEDS, default 0..10), the
+# fixed-seed run of every shipped scenario and regression file (tests/scenarios.rs, seeds
+# STREAMSIM_CI_SWEEP_SEEDS, default 0..5), the
 # metrics exposition and timeline checks (the bug hunt runs inside `cargo test`).
 #
 #   bash scripts/test.sh
@@ -26,6 +27,8 @@ cargo fmt --all -- --check
 
 stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# tests/scenarios.rs is `test = false` (not in a plain `cargo test`), so --all-targets skips it.
+cargo clippy --test scenarios --quiet -- -D warnings
 
 stage "cargo test"
 cargo test --workspace --quiet
@@ -45,22 +48,15 @@ stage "system oracle: every choreography on real Synapse with the proposed fixes
 "$STREAMSIM_SYNAPSE_PYTHON" tools/synapse/system_oracle.py --fix all --check --jobs 2 "${choreographies[@]}"
 bash tools/synapse/trial/run.sh --fix f1
 
-# The scenario regression suite: a fixed-seed sweep of every shipped scenario on both
+# The scenario regression suite (tests/scenarios.rs): every shipped scenario on both
 # baselines, Synapse as it is (a finding's violation is known, not failed) and patched
-# (`--fix all`: any violation fails). Any failure prints the `streamsim run` command that
-# replays it.
+# (`--fix all`: any violation fails), and every `tests/data/bugs/SWITCH.toml` regression file
+# (its switch caught on 90% of the seeds), one test each. Any failure prints the `streamsim
+# run` command that replays it.
 SWEEP_SEEDS="${STREAMSIM_CI_SWEEP_SEEDS:-0..5}"
-stage "sweep every scenario, seeds $SWEEP_SEEDS, unpatched and --fix all"
+stage "scenario tests, seeds $SWEEP_SEEDS, unpatched and --fix all"
 cargo build --release --quiet
-status=0
-while IFS= read -r scenario; do
-  for fixes in "" "--fix all"; do
-    # shellcheck disable=SC2086 # $fixes is empty or two words
-    target/release/streamsim sweep "$scenario" --seeds "$SWEEP_SEEDS" --jobs 2 $fixes \
-      | sed "s|^|$scenario${fixes:+ $fixes}: |" || status=1
-  done
-done < <(find scenarios -name '*.toml' | sort)
-[ "$status" -eq 0 ] || { echo "a scenario sweep failed"; exit 1; }
+STREAMSIM_SEEDS="$SWEEP_SEEDS" cargo test --release --quiet --test scenarios
 
 # The metrics endpoint of every shipped scenario must pass promtool's checks and parse with
 # Python's prometheus_client (the library Synapse uses); a known-bug seed's timeline must be
