@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Re-make the known-bug regression files with `streamsim shrink`: for each switch, from its
+# current file (or a generated seed), a scenario that catches the switch by its catalogue
+# invariant on at least MIN (default 19, then 18) of seeds 0..20 with `--fix all`, and passes
+# without the switch on all of them, written to tests/data/bugs/SWITCH.toml.
+#
+#   bash scripts/remake-regressions.sh [SWITCH...]      # default: every switch
+#
+# Slow (every candidate runs 20 seeds twice): minutes per switch on 2 cores.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release --quiet
+bin=target/release/streamsim
+mapfile -t switches < <(if [ $# -gt 0 ]; then printf '%s\n' "$@"; else $bin bugs | awk '/^proposed fixes/ {exit} {print $1}'; fi)
+for name in "${switches[@]}"; do
+  line=$($bin bugs | awk -v n="$name" '$1 == n')
+  id=$(awk '{print $2}' <<<"$line")
+  invariant=$(awk '{print $5}' <<<"$line")
+  what=$(sed -E 's/^[^ ]+ +[^ ]+ +caught by +[^ ]+ +//' <<<"$line")
+  source_file=$(ls "tests/data/bugs/$name".seed-*.toml 2>/dev/null | head -1 || true)
+  if [ -n "$source_file" ]; then
+    seed=${source_file##*.seed-}; seed=${seed%.toml}; from=("$source_file")
+  else
+    source_file="tests/data/bugs/$name.toml"; seed=0; from=("$source_file")
+  fi
+  for min in 19 18; do
+    if $bin shrink "${from[@]}" --seed "$seed" --seeds 0..20 --min-failing "$min" \
+        --bug "$name" --fix all --invariant "$invariant" \
+        --title "Bug $id ($name): $what. Caught by $invariant." \
+        -o "tests/data/bugs/$name.toml.new"; then
+      mv "tests/data/bugs/$name.toml.new" "tests/data/bugs/$name.toml"
+      [ "$source_file" != "tests/data/bugs/$name.toml" ] && git rm -q --ignore-unmatch "$source_file"
+      echo "$name: caught on >= $min of seeds 0..20"
+      break
+    fi
+    echo "$name: not $min of 20; trying fewer" >&2
+  done
+done
