@@ -78,8 +78,17 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                     let Some(host) = processes.choose(&mut rng).cloned() else {
                         continue;
                     };
-                    // A host still down from an earlier drawn crash cannot crash again.
-                    if down_until.get(&host).is_some_and(|until| *until > at) {
+                    // A host down (crashed and not yet restarted, or late) cannot crash
+                    // again: the crash would change nothing.
+                    // Nor may its down time swallow another crash or restart of the host.
+                    let overlaps = faults.iter().any(|f| {
+                        (at..=repair_at).contains(&f.at_ms)
+                            && matches!(&f.kind, FaultKind::Crash { host: h } | FaultKind::Restart { host: h } if *h == host)
+                    });
+                    if down_until.get(&host).is_some_and(|until| *until > at)
+                        || is_down(scenario, &faults, &host, at)
+                        || overlaps
+                    {
                         continue;
                     }
                     down_until.insert(host.clone(), repair_at);
@@ -112,6 +121,12 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                     let Some(host) = readers.choose(&mut rng).cloned() else {
                         continue;
                     };
+                    // A reader that is down reads nothing, slowly or not.
+                    if down_until.get(&host).is_some_and(|until| *until > at)
+                        || is_down(scenario, &faults, &host, at)
+                    {
+                        continue;
+                    }
                     faults.push(Fault {
                         at_ms: at,
                         kind: FaultKind::SlowReader {
@@ -126,6 +141,21 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Fault> {
     faults.sort_by_key(|f| f.at_ms);
     drop_idle_heals(&mut faults);
     faults
+}
+
+/// Whether `host` is down at `at` under the scheduled faults (a late host until its first
+/// restart; a crash until the next restart).
+fn is_down(scenario: &Scenario, faults: &[Fault], host: &str, at: u64) -> bool {
+    let mut scheduled: Vec<&Fault> = faults.iter().filter(|f| f.at_ms <= at).collect();
+    scheduled.sort_by_key(|f| f.at_ms);
+    scheduled.iter().fold(
+        scenario.topology.late_hosts.iter().any(|h| h == host),
+        |down, fault| match &fault.kind {
+            FaultKind::Crash { host: h } if h == host => true,
+            FaultKind::Restart { host: h } if h == host => false,
+            _ => down,
+        },
+    )
 }
 
 /// Drops every heal (of a time-ordered list) that has no partition to repair: one right
@@ -285,6 +315,33 @@ host = "w1"
             );
         }
         assert_eq!(every_kind.iter().filter(|k| lasts_until_heal(k)).count(), 6);
+    }
+
+    /// Generated seed 1711 drew a slow reader for r1 while r1 was crashed: a fault that
+    /// cannot act. No drawn crash or slow reader may name a host that is down then.
+    #[test]
+    fn no_drawn_fault_names_a_host_that_is_down() {
+        for seed in 0..400 {
+            let scenario = crate::generate::generated(seed);
+            let faults = schedule(&scenario, seed);
+            for fault in &faults {
+                let host = match &fault.kind {
+                    FaultKind::Crash { host } | FaultKind::SlowReader { host, .. } => host,
+                    _ => continue,
+                };
+                let earlier: Vec<Fault> = faults
+                    .iter()
+                    .take_while(|f| !std::ptr::eq(*f, fault))
+                    .cloned()
+                    .collect();
+                assert!(
+                    !is_down(&scenario, &earlier, host, fault.at_ms),
+                    "seed {seed}: {} at {} ms names a host that is down (streamsim run --generated --seed {seed} --print-scenario)",
+                    describe(&fault.kind),
+                    fault.at_ms
+                );
+            }
+        }
     }
 
     #[test]
