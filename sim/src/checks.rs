@@ -1577,6 +1577,11 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 .map(|(c, r)| (r.as_str(), c.as_str())),
         );
     let start = MultiWriterToken::default();
+    let last_start: BTreeMap<&str, SimInstant> = facts
+        .starts
+        .iter()
+        .map(|(at, host, _)| (*host, *at))
+        .collect();
     let down_writers_announced: BTreeMap<&str, i64> = context
         .down_at_end
         .keys()
@@ -1597,6 +1602,12 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 down_writers_announced
                     .get(c.writer.as_str())
                     .is_none_or(|upto| c.stream_id <= *upto)
+            })
+            // A notifier never announces the rows its process read at start-up (as in
+            // `notifier_announces_every_event`): they are its clients' from the database,
+            // which the clients' own tokens are judged on.
+            .filter(|(_, c)| {
+                to != NOTIFIER || last_start.get(reader).is_none_or(|started| c.at > *started)
             })
             .map(|(event_id, _)| event_id.as_str())
             .collect();

@@ -250,6 +250,7 @@ impl Process {
 
     /// A replication command arrived on `link`.
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
+        tracing::trace!(host = %self.name, link, ?command, "inbound command");
         let inbound = Inbound::from_command(command);
         // `on_RDATA` / `on_POSITION` ignore the process's own echoes (the Redis bus sends
         // every line to its sender too) before anything is queued.
