@@ -938,19 +938,25 @@ fn diagnose_f1_shape(
         .max(committed);
     facts.starts.iter().find_map(|(started, host, token)| {
         let claim = token.pos_for(host);
-        if *host == writer || !(allocated <= *started && *started < announced) || claim < stream_id
-        {
+        if *host == writer || *started < allocated || claim < stream_id {
             return None;
         }
+        // The claim came before the reader had the row: it discarded the row's RDATA when it
+        // arrived. The RDATA may have been sent before the claim and reached the reader only
+        // later (held by a partition of the writer from the bus: confirmed on real Synapse,
+        // tests/data/system/f1_restart_claims_a_row_whose_rdata_is_held.jsonl).
         if let Some((discarded, ..)) = facts.discards.iter().find(|(at, r, w, t)| {
             *r == reader && *w == writer && *t == stream_id && at >= started
         }) {
             return Some((
                 "F1",
                 format!(
-                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet announced (committed at {committed}, RDATA at {announced}); {reader} discarded its RDATA at {discarded}"
+                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, RDATA sent at {announced}); {reader} discarded its RDATA at {discarded}"
                 ),
             ));
+        }
+        if *started >= announced {
+            return None;
         }
         // The claim reached the row's own writer too: its persisted_upto passed its own
         // uncommitted row, its next position update raised its own position over it, and it
