@@ -529,13 +529,7 @@ impl Shrinker<'_> {
                     format!("batches_per_second {}", w.batches_per_second)
                 })
             },
-            |s| {
-                let b = &mut s.workload.batch_size;
-                (b.max > b.min).then(|| {
-                    b.max = b.min + (b.max - b.min) / 2;
-                    format!("batch_size max {}", b.max)
-                })
-            },
+            |s| halve_spread(&mut s.workload.batch_size, "batch_size"),
             |s| {
                 let b = &mut s.workload.batch_size;
                 (b.min > 1).then(|| {
@@ -557,13 +551,7 @@ impl Shrinker<'_> {
                     "cancel_rate 0".to_owned()
                 })
             },
-            |s| {
-                let d = &mut s.workload.persist_delay_ms;
-                (d.max > d.min).then(|| {
-                    d.max = d.min + (d.max - d.min) / 2;
-                    format!("persist_delay_ms max {}", d.max)
-                })
-            },
+            |s| halve_spread(&mut s.workload.persist_delay_ms, "persist_delay_ms"),
             |s| {
                 let w = &mut s.workload;
                 w.sync_timeline_limit
@@ -577,13 +565,7 @@ impl Shrinker<'_> {
                     "message_loss 0".to_owned()
                 })
             },
-            |s| {
-                let l = &mut s.network.latency_ms;
-                (l.max > l.min).then(|| {
-                    l.max = l.min + (l.max - l.min) / 2;
-                    format!("latency_ms max {}", l.max)
-                })
-            },
+            |s| halve_spread(&mut s.network.latency_ms, "latency_ms"),
         ];
         for lower in steps {
             loop {
@@ -653,6 +635,14 @@ fn names_any(kind: &FaultKind, hosts: &[String]) -> bool {
         FaultKind::Heal {} | FaultKind::MessageLoss { .. } => vec![],
     };
     named.iter().any(|h| hosts.contains(h))
+}
+
+/// Halves how far a range's maximum lies above its minimum; `None` when they meet.
+fn halve_spread(range: &mut crate::scenario::Range, name: &str) -> Option<String> {
+    (range.max > range.min).then(|| {
+        range.max = range.min + (range.max - range.min) / 2;
+        format!("{name} max {}", range.max)
+    })
 }
 
 /// Times in a shrunk file are whole 100 ms, so it reads as written by hand.

@@ -138,12 +138,12 @@ impl Scenario {
             let refuse = |key: &str, why: String| Err((field(key), why));
             match &fault.kind {
                 FaultKind::Partition { hosts: [a, b] } => {
-                    self.check_cut(&links, "hosts", a, b)
+                    self.check_cut(&links, a, b)
                         .map_err(|w| (field("hosts"), w))?;
                     cut_since.get_or_insert(at);
                 }
                 FaultKind::PartitionOneway { from, to } => {
-                    self.check_cut(&links, "to", from, to)
+                    self.check_cut(&links, from, to)
                         .map_err(|w| (field("to"), w))?;
                     cut_since.get_or_insert(at);
                 }
@@ -281,7 +281,6 @@ impl Scenario {
     fn check_cut(
         &self,
         links: &BTreeSet<(String, String)>,
-        _key: &str,
         a: &str,
         b: &str,
     ) -> Result<(), String> {
