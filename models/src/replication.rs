@@ -221,6 +221,10 @@ pub enum FollowerAction {
         instance: String,
         prev: i64,
         token: i64,
+        /// This was the first POSITION processed on the connection: it connected the stream
+        /// (`_process_position` adds it to `_streams_by_connection[conn]`), so RDATA is
+        /// applied from now on instead of discarded as "stream not connected".
+        connected_stream: bool,
     },
     /// An inbound command was discarded, and why (for the history). `prev` is a dropped
     /// POSITION's (`None` for RDATA).
@@ -259,6 +263,9 @@ pub struct StreamFollower {
     me: String,
     /// The stream is "connected": a POSITION has been processed since the last loss.
     connected: bool,
+    /// A POSITION has been processed on this connection: `connected` is cleared by every
+    /// POSITION while it catches up, this only by the loss of the connection.
+    connected_on_this_connection: bool,
     /// RDATA rows with `batch` tokens waiting for their numeric one (keyed by stream only).
     pending_batch: Vec<Row>,
     /// One FIFO per stream: commands wait while a catch-up runs.
@@ -278,6 +285,7 @@ impl StreamFollower {
         StreamFollower {
             me: me.to_owned(),
             connected: false,
+            connected_on_this_connection: false,
             pending_batch: Vec::new(),
             queue: VecDeque::new(),
             catching_up: None,
@@ -396,6 +404,7 @@ impl StreamFollower {
         // rule kept every bit of "connected" across the loss, whatever its granularity.
         if !self.bugs.on(Bug::LostEventsOnReconnect) {
             self.connected = false;
+            self.connected_on_this_connection = false;
             // Fix F4: the lost connection's connected writers are forgotten.
             self.connected_writers.clear();
         }
@@ -567,6 +576,7 @@ impl StreamFollower {
             generator.advance(instance, new);
         }
         self.connected = true;
+        let connected_stream = !std::mem::replace(&mut self.connected_on_this_connection, true);
         if self.fixes.on(Fix::F4) {
             self.connected_writers.insert(instance.to_owned());
         }
@@ -574,6 +584,7 @@ impl StreamFollower {
             instance: instance.to_owned(),
             prev,
             token: new,
+            connected_stream,
         }]
     }
 }

@@ -329,6 +329,9 @@ pub struct Facts<'a> {
     rdata_applied: Vec<(SimInstant, &'a str, &'a str, i64)>,
     /// Every catch-up a POSITION started: (time, reader, writer, from, upto).
     gaps_filled: Vec<(SimInstant, &'a str, &'a str, i64, i64)>,
+    /// Every POSITION that connected a reader's stream on a new connection: (time processed,
+    /// reader, writer, prev, new).
+    connections: Vec<(SimInstant, &'a str, &'a str, i64, i64)>,
 }
 
 impl<'a> From<&'a History> for Facts<'a> {
@@ -349,6 +352,7 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut deliveries: BTreeMap<(&str, &str), Vec<SimInstant>> = BTreeMap::new();
         let mut rdata_applied = Vec::new();
         let mut gaps_filled = Vec::new();
+        let mut connections = Vec::new();
         for record in history.records() {
             match &record.event {
                 Event::Announced { host, line } => {
@@ -415,6 +419,12 @@ impl<'a> From<&'a History> for Facts<'a> {
                     from,
                     upto,
                 } => gaps_filled.push((record.at, reader.as_str(), writer.as_str(), *from, *upto)),
+                Event::StreamConnected {
+                    reader,
+                    writer,
+                    prev,
+                    new,
+                } => connections.push((record.at, reader.as_str(), writer.as_str(), *prev, *new)),
                 Event::Allocated { host, ids } => {
                     for id in ids {
                         allocated_at.entry(*id).or_insert(record.at);
@@ -466,6 +476,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             deliveries,
             rdata_applied,
             gaps_filled,
+            connections,
         }
     }
 }
@@ -1028,13 +1039,24 @@ fn diagnose_f4_shape(
             }) {
                 return None;
             }
-            let (connected_at, other, prev, new) = facts.positions.iter().find(|(at, other, _, _)| {
-                *other != writer && *at >= subscribed_at && *at <= applied_at
+            // The first POSITION the reader processed on this connection connected the
+            // stream, and it was another writer's. (It may have been sent long before, held
+            // on its way by a partition: what counts is when the reader processed it.)
+            let (connected_at, _, other, prev, new) = facts.connections.iter().find(|(at, r, ..)| {
+                *r == reader && *at >= subscribed_at && *at <= applied_at
             })?;
+            if *other == writer {
+                return None;
+            }
+            let sent = facts
+                .positions
+                .iter()
+                .find(|(at, w, p, n)| w == other && p == prev && n == new && at <= connected_at)
+                .map_or(String::new(), |(at, ..)| format!(", sent at {at}"));
             Some((
                 "F4",
                 format!(
-                    "F4: {reader} sent REPLICATE at {subscribed_at} and {missed}; {other}'s POSITION {prev} {new} (sent at {connected_at}) connected the stream, and {reader} applied {writer}'s RDATA {later} at {applied_at} before {writer}'s own POSITION, so {stream_id} was never fetched"
+                    "F4: {reader} sent REPLICATE at {subscribed_at} and {missed}; {other}'s POSITION {prev} {new} (processed at {connected_at}{sent}) connected the stream, and {reader} applied {writer}'s RDATA {later} at {applied_at} before {writer}'s own POSITION, so {stream_id} was never fetched"
                 ),
             ))
         })

@@ -113,6 +113,16 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "is_false")]
         not_connected: bool,
     },
+    /// The first `POSITION` a reader processed on a (new) connection connected the events
+    /// stream (`_process_position` adds it to `_streams_by_connection[conn]`): RDATA is
+    /// applied from here on. `writer`'s `POSITION prev new` did it; it may have been sent long
+    /// before (held by a partition).
+    StreamConnected {
+        reader: String,
+        writer: String,
+        prev: i64,
+        new: i64,
+    },
     /// A replication connection was (re)established after a loss.
     Reconnected { host: String, peer: String },
     /// A replication connection ended, seen from `host`: why (`ping timeout`, `failed to

@@ -152,6 +152,21 @@ pub fn build(
                     }));
                 }
             }
+            Event::StreamConnected {
+                reader,
+                writer,
+                prev,
+                new,
+            } => {
+                if let Some(pid) = pids.get(reader.as_str()) {
+                    events.push(json!({
+                        "ph": "i", "s": "p", "cat": "connection",
+                        "name": format!("stream connected by {writer}'s POSITION"),
+                        "pid": pid, "tid": 0, "ts": ts(record.at),
+                        "args": {"writer": writer, "prev": prev, "new": new}
+                    }));
+                }
+            }
             Event::TokenHandedOut { reader, to, token } if to == NOTIFIER => {
                 if let Some(pid) = pids.get(reader.as_str()) {
                     events.push(json!({

@@ -92,7 +92,8 @@ fn reader_fills_a_gap_announced_by_position_prev() {
         vec![FollowerAction::Advanced {
             instance: "w1".into(),
             prev: 1,
-            token: 1
+            token: 1,
+            connected_stream: true,
         }]
     );
     let a = persist(&mut db, &mut w1, "$a");
@@ -145,7 +146,8 @@ fn reader_fills_a_gap_announced_by_position_prev() {
             FollowerAction::Advanced {
                 instance: "w1".into(),
                 prev: b,
-                token: b
+                token: b,
+                connected_stream: false,
             },
             FollowerAction::Discarded {
                 instance: "w1".into(),
@@ -393,4 +395,41 @@ fn fix_f4_a_writers_rdata_waits_for_its_own_position_after_a_reconnect() {
         // and w2's POSITION fetches X and Y.
         assert_eq!(x_announced, !fixes.is_none(), "{fixes:?}: {actions:?}");
     }
+}
+
+#[test]
+fn only_the_first_position_on_a_connection_connects_the_stream() {
+    let mut db = Database::new();
+    db.nextval().unwrap();
+    let _w1 = start(&mut db, "w1");
+    let _w2 = start(&mut db, "w2");
+    let mut reader = start(&mut db, "r1");
+    let mut follower = StreamFollower::new("r1");
+    let connected = |actions: Vec<FollowerAction>| -> Vec<bool> {
+        actions
+            .into_iter()
+            .filter_map(|action| match action {
+                FollowerAction::Advanced {
+                    connected_stream, ..
+                } => Some(connected_stream),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        connected(follower.handle_position(&mut reader, "w1", 1, 1)),
+        vec![true]
+    );
+    assert_eq!(
+        connected(follower.handle_position(&mut reader, "w2", 1, 2)),
+        vec![false]
+    );
+    // After a loss the next POSITION, whoever's, connects the stream again.
+    follower.handle_connection_lost();
+    assert!(!follower.is_connected());
+    assert_eq!(
+        connected(follower.handle_position(&mut reader, "w2", 2, 2)),
+        vec![true]
+    );
+    assert!(follower.is_connected());
 }

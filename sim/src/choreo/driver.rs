@@ -1005,6 +1005,7 @@ impl Driver {
                     instance,
                     prev,
                     token,
+                    ..
                 } => {
                     let line = format!("POSITION {instance} {prev} {token}");
                     match self.catch_up_marks.remove(name) {

@@ -250,7 +250,7 @@ impl Process {
 
     /// A replication command arrived on `link`.
     pub fn on_command(self: &Rc<Self>, link: &str, command: &Command) {
-        tracing::trace!(host = %self.name, link, ?command, "inbound command");
+        tracing::trace!(at = %crate::net::now(), host = %self.name, link, ?command, "inbound command");
         let inbound = Inbound::from_command(command);
         // `on_RDATA` / `on_POSITION` ignore the process's own echoes (the Redis bus sends
         // every line to its sender too) before anything is queued.
@@ -434,15 +434,28 @@ impl Process {
                     });
                 }
                 FollowerAction::Advanced {
-                    instance, token, ..
-                } => self.wake_waiters(&instance, token),
+                    instance,
+                    prev,
+                    token,
+                    connected_stream,
+                } => {
+                    if connected_stream {
+                        self.shared.record(Event::StreamConnected {
+                            reader: self.name.clone(),
+                            writer: instance.clone(),
+                            prev,
+                            new: token,
+                        });
+                    }
+                    self.wake_waiters(&instance, token);
+                }
                 FollowerAction::Discarded {
                     instance,
                     prev,
                     token,
                     reason,
                 } => {
-                    tracing::trace!(host = %self.name, %instance, ?token, reason, "discarded");
+                    tracing::trace!(at = %crate::net::now(), host = %self.name, %instance, ?token, reason, "discarded");
                     let not_connected = match reason {
                         "already seen" => false,
                         "stream not connected" => true,
