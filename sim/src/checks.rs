@@ -482,6 +482,38 @@ impl<'a> From<&'a History> for Facts<'a> {
 }
 
 impl Facts<'_> {
+    /// The position `host`, started at `started` with its generator at `token`, claimed for
+    /// itself: its own entry, or what it announced in its first `POSITION` after the start
+    /// (`_max_position_of_local_instance` starts at `_max_seen_allocated_stream_id`, the
+    /// largest position read from `stream_positions`, so it may be another writer's:
+    /// generated seed 167, w1 restarting while w3's row sat at the top of the table).
+    fn claim_of(&self, host: &str, started: SimInstant, token: &MultiWriterToken) -> i64 {
+        let next_start = self
+            .starts
+            .iter()
+            .find(|(at, h, _)| *h == host && *at > started)
+            .map(|(at, ..)| *at);
+        let in_incarnation =
+            |at: &SimInstant| *at >= started && next_start.is_none_or(|next| *at < next);
+        // The start's announcement, `POSITION host X X` (`send_positions_to_connection` on
+        // subscribing), before the incarnation sent any row of its own.
+        let first_rdata = self
+            .rdata_sent
+            .range((host, i64::MIN)..=(host, i64::MAX))
+            .map(|(_, at)| *at)
+            .filter(in_incarnation)
+            .min();
+        let announced = self
+            .positions
+            .iter()
+            .find(|(at, w, ..)| *w == host && in_incarnation(at))
+            .filter(|(at, _, prev, new)| {
+                prev == new && first_rdata.is_none_or(|first| *at <= first)
+            })
+            .map(|(.., new)| *new);
+        token.pos_for(host).max(announced.unwrap_or(i64::MIN))
+    }
+
     /// When `writer`'s row `stream_id` committed.
     fn commit_of(&self, writer: &str, stream_id: i64) -> Option<SimInstant> {
         let commits = self.by_writer.get(writer)?;
@@ -839,7 +871,7 @@ fn diagnose_f1(
             *host != writer
                 && allocated <= *at
                 && *at <= covered_at
-                && token.pos_for(host) >= stream_id
+                && facts.claim_of(host, *at, token) >= stream_id
         })
         .then_some("F1")
 }
@@ -873,7 +905,7 @@ fn diagnose_client_miss(
     covered_at: SimInstant,
 ) -> Option<(&'static str, String)> {
     diagnose_f3_shape(facts, writer, stream_id)
-        .or_else(|| diagnose_f1_shape(facts, reader, writer, stream_id))
+        .or_else(|| diagnose_f1_shape(facts, reader, writer, stream_id, covered_at))
         .or_else(|| diagnose_f2_shape(facts, reader, writer, stream_id, covered_at))
         .or_else(|| diagnose_f4_shape(facts, context, reader, writer, stream_id, covered_at))
 }
@@ -936,6 +968,7 @@ fn diagnose_f1_shape(
     reader: &str,
     writer: &str,
     stream_id: i64,
+    covered_at: SimInstant,
 ) -> Option<(&'static str, String)> {
     let allocated = *facts.allocated_at.get(&stream_id)?;
     let committed = facts.commit_of(writer, stream_id)?;
@@ -948,7 +981,7 @@ fn diagnose_f1_shape(
         .unwrap_or(committed)
         .max(committed);
     facts.starts.iter().find_map(|(started, host, token)| {
-        let claim = token.pos_for(host);
+        let claim = facts.claim_of(host, *started, token);
         if *host == writer || *started < allocated || claim < stream_id {
             return None;
         }
@@ -963,6 +996,19 @@ fn diagnose_f1_shape(
                 "F1",
                 format!(
                     "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, RDATA sent at {announced}); {reader} discarded its RDATA at {discarded}"
+                ),
+            ));
+        }
+        // The claim let the reader cover the row before it had processed it, and the reader
+        // went down before the RDATA reached it (it would have discarded it, as above):
+        // generated seed 218, r1 slow to read the bus, then crashed.
+        if let Some(down) = reader_went_down_without_the_row(
+            facts, reader, writer, stream_id, *started, covered_at,
+        ) {
+            return Some((
+                "F1",
+                format!(
+                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, RDATA sent at {announced}); {reader}'s token covered the row at {covered_at} and {reader} restarted at {down} without ever processing it"
                 ),
             ));
         }
@@ -987,6 +1033,38 @@ fn diagnose_f1_shape(
             ),
         ))
     })
+}
+
+/// After a claim at `claimed_at`, `reader`'s token covered `writer`'s row at `covered_at`
+/// (the claim first), the reader had not processed the row by then, and the reader's next
+/// start came after it with no delivery or discard of the row in between: when it restarted.
+fn reader_went_down_without_the_row(
+    facts: &Facts,
+    reader: &str,
+    writer: &str,
+    stream_id: i64,
+    claimed_at: SimInstant,
+    covered_at: SimInstant,
+) -> Option<SimInstant> {
+    if claimed_at > covered_at {
+        return None;
+    }
+    let event_id = facts.event_of(writer, stream_id)?;
+    let restarted = facts
+        .starts
+        .iter()
+        .find(|(at, host, _)| *host == reader && *at > covered_at)?
+        .0;
+    let processed = facts
+        .deliveries
+        .get(&(reader, event_id))
+        .is_some_and(|times| times.iter().any(|at| *at < restarted));
+    let discarded = facts
+        .discards
+        .iter()
+        .chain(&facts.unconnected_discards)
+        .any(|(at, r, w, t)| *r == reader && *w == writer && *t == stream_id && *at < restarted);
+    (!processed && !discarded).then_some(restarted)
 }
 
 fn diagnose_f4_shape(

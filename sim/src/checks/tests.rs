@@ -956,3 +956,85 @@ fn a_client_stranded_on_a_token_no_reader_covers_any_more_fails_sync_answers_onc
     timed_out_page(&mut h, 21_000, 31_500, token(5, &[]));
     assert_eq!(sync_answers_at(&h), vec![31_500]);
 }
+
+#[test]
+fn f1_covers_a_row_the_reader_never_processed_because_it_went_down_first() {
+    // w1's row 5 commits; w2 restarts claiming 5; r1's page at 10 covers 5 before r1 has the
+    // row's RDATA (slow to read the bus); r1 then restarts at 20 without ever processing it
+    // (generated seed 218).
+    let history = |r1_restarts: bool, processed_first: bool| {
+        let mut h = History::new();
+        committed(&mut h, 1, "w1", 5);
+        announced(&mut h, 2, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+        h.record(
+            at(3),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", 5)]),
+            },
+        );
+        page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
+        if processed_first {
+            delivered(&mut h, 15, "w1", 5);
+        }
+        if r1_restarts {
+            h.record(
+                at(20),
+                Event::Started {
+                    host: "r1".into(),
+                    token: token(5, &[]),
+                },
+            );
+        }
+        page(&mut h, 30, token(5, &[]), token(5, &[]), &[]);
+        h
+    };
+    assert_eq!(
+        client_misses(&history(true, false), &context(100)),
+        vec![Some("F1")]
+    );
+    // Near misses: r1 never went down (nothing says why it never had the row); r1 processed
+    // the row before it restarted (the cover, not the claim, is then to blame).
+    assert_eq!(
+        client_misses(&history(false, false), &context(100)),
+        vec![None]
+    );
+    assert_eq!(
+        client_misses(&history(true, true), &context(100)),
+        vec![None]
+    );
+}
+
+#[test]
+fn a_restarted_writers_claim_is_what_it_announces_on_subscribing() {
+    // w2 restarts with no row of its own above the minimum: its generator's token has no entry
+    // for it, but it takes the largest position read from `stream_positions` (w1's, 5) as its
+    // own and announces `POSITION w2 5 5` (generated seed 167). r1 then discards w1's held
+    // RDATA 5.
+    let history = |announcement: &str| {
+        let mut h = History::new();
+        committed(&mut h, 1, "w1", 5);
+        h.record(
+            at(3),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w1", 5)]),
+            },
+        );
+        announced(&mut h, 4, "w2", announcement);
+        announced(&mut h, 5, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+        discarded(&mut h, 6, "w1", 5);
+        page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
+        h
+    };
+    assert_eq!(
+        client_misses(&history("POSITION events w2 5 5"), &context(100)),
+        vec![Some("F1")]
+    );
+    // Near miss: w2's first POSITION after the start is not its start announcement (prev <
+    // new: it covers rows of its own) and its token claims nothing: not F1.
+    assert_eq!(
+        client_misses(&history("POSITION events w2 3 5"), &context(100)),
+        vec![None]
+    );
+}
