@@ -1099,11 +1099,25 @@ fn diagnose_f4_shape(
                 Some((at, ..)) => {
                     format!("discarded RDATA {stream_id} at {at} (stream not connected)")
                 }
-                None => {
-                    let sent = *facts.rdata_sent.get(&(writer, stream_id))?;
-                    (sent <= subscribed_at).then_some(())?;
-                    format!("was off the bus when {writer} sent RDATA {stream_id} at {sent}")
-                }
+                None => match facts.rdata_sent.get(&(writer, stream_id)) {
+                    Some(sent) => {
+                        (*sent <= subscribed_at).then_some(())?;
+                        format!("was off the bus when {writer} sent RDATA {stream_id} at {sent}")
+                    }
+                    // No RDATA ever went out for the row (the writer committed it before it
+                    // was on the bus itself): its only announcement was a POSITION over it,
+                    // sent before this subscription (generated seed 473).
+                    None => {
+                        let committed = facts.commit_of(writer, stream_id)?;
+                        let (sent, _, prev, new) = facts.positions.iter().find(|(at, w, _, new)| {
+                            *w == writer && *at >= committed && *new >= stream_id
+                        })?;
+                        (*sent <= subscribed_at).then_some(())?;
+                        format!(
+                            "was not on the bus when {writer} announced POSITION {prev} {new} at {sent}, over its row {stream_id}, whose RDATA it never sent"
+                        )
+                    }
+                },
             };
             // The writer's later row, applied from RDATA after the subscription, with no
             // catch-up of that writer over the row in between (its POSITION answer had not
@@ -1129,7 +1143,7 @@ fn diagnose_f4_shape(
             let sent = facts
                 .positions
                 .iter()
-                .find(|(at, w, p, n)| w == other && p == prev && n == new && at <= connected_at)
+                .rfind(|(at, w, p, n)| w == other && p == prev && n == new && at <= connected_at)
                 .map_or(String::new(), |(at, ..)| format!(", sent at {at}"));
             Some((
                 "F4",

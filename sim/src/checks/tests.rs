@@ -1038,3 +1038,40 @@ fn a_restarted_writers_claim_is_what_it_announces_on_subscribing() {
         vec![None]
     );
 }
+
+#[test]
+fn f4_also_covers_a_row_whose_only_announcement_was_a_position_before_the_subscription() {
+    // w1 commits 5 before it is on the bus itself, so no RDATA goes out for it; on subscribing
+    // it announces POSITION 5 5. r1 subscribes only after that (generated seed 473), w2's
+    // POSITION connects its stream, and w1's RDATA 6 is applied: 5 is never fetched.
+    let history = |position_before_the_subscription: bool| {
+        let mut h = History::new();
+        committed(&mut h, 10, "w1", 5);
+        if position_before_the_subscription {
+            announced(&mut h, 11, "w1", "POSITION events w1 5 5");
+        }
+        announced(&mut h, 12, "r1", "REPLICATE ");
+        if !position_before_the_subscription {
+            announced(&mut h, 13, "w1", "POSITION events w1 5 5");
+        }
+        h.record(
+            at(14),
+            Event::StreamConnected {
+                reader: "r1".into(),
+                writer: "w2".into(),
+                prev: 4,
+                new: 4,
+            },
+        );
+        committed(&mut h, 16, "w1", 6);
+        announced(&mut h, 16, "w1", r#"RDATA events w1 6 ["$e6","!r0"]"#);
+        delivered(&mut h, 17, "w1", 6);
+        page(&mut h, 20, token(4, &[]), token(6, &[]), &[("w1", 6)]);
+        h
+    };
+    let mut redis = context(100);
+    redis.transport = crate::scenario::Transport::Redis;
+    assert_eq!(client_misses(&history(true), &redis), vec![Some("F4")]);
+    // Near miss: the POSITION went out after r1 subscribed, so r1 was owed its catch-up.
+    assert_eq!(client_misses(&history(false), &redis), vec![None]);
+}
