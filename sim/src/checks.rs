@@ -323,6 +323,10 @@ pub struct Facts<'a> {
     replicates: Vec<(SimInstant, &'a str)>,
     /// Every writer's sequence fetch: (writer, requested at, answered at).
     fetches: Vec<(&'a str, SimInstant, SimInstant)>,
+    /// Sequence fetches never answered, their writer gone down first: (writer, when their
+    /// `nextval` ran, when the writer next started or the history's end). Requested before
+    /// the `nextval`, they were in flight at least over that span.
+    unanswered_fetches: Vec<(&'a str, SimInstant, SimInstant)>,
     /// When each reader handed each event to its notifier.
     deliveries: BTreeMap<(&'a str, &'a str), Vec<SimInstant>>,
     /// Every row a reader applied from RDATA (not a catch-up): (time, reader, writer, id).
@@ -349,6 +353,8 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut unconnected_discards = Vec::new();
         let mut replicates = Vec::new();
         let mut fetches = Vec::new();
+        let mut fetched: BTreeSet<(&str, i64)> = BTreeSet::new();
+        let mut allocations: Vec<(SimInstant, &str, &[i64])> = Vec::new();
         let mut deliveries: BTreeMap<(&str, &str), Vec<SimInstant>> = BTreeMap::new();
         let mut rdata_applied = Vec::new();
         let mut gaps_filled = Vec::new();
@@ -391,8 +397,13 @@ impl<'a> From<&'a History> for Facts<'a> {
                 }
 
                 Event::SequenceFetched {
-                    host, requested_at, ..
-                } => fetches.push((host.as_str(), *requested_at, record.at)),
+                    host,
+                    requested_at,
+                    ids,
+                } => {
+                    fetches.push((host.as_str(), *requested_at, record.at));
+                    fetched.extend(ids.iter().map(|id| (host.as_str(), *id)));
+                }
                 Event::Delivered {
                     reader,
                     writer,
@@ -426,6 +437,7 @@ impl<'a> From<&'a History> for Facts<'a> {
                     new,
                 } => connections.push((record.at, reader.as_str(), writer.as_str(), *prev, *new)),
                 Event::Allocated { host, ids } => {
+                    allocations.push((record.at, host.as_str(), ids.as_slice()));
                     for id in ids {
                         allocated_at.entry(*id).or_insert(record.at);
                         allocated_by.entry(*id).or_insert(host.as_str());
@@ -458,6 +470,28 @@ impl<'a> From<&'a History> for Facts<'a> {
         for commits in by_writer.values_mut() {
             commits.sort_unstable_by_key(|(id, _, _)| *id);
         }
+        // A fetch whose ids never came back to its writer (none fetched, committed or
+        // aborted): the writer went down with it in flight.
+        let history_end = history.records().last().map_or(SimInstant::ZERO, |r| r.at);
+        let unanswered_fetches = allocations
+            .iter()
+            .filter(|(_, host, ids)| {
+                ids.iter().all(|id| {
+                    !fetched.contains(&(*host, *id))
+                        && !aborted.contains(&((*host).to_owned(), *id))
+                        && by_writer
+                            .get(host)
+                            .is_none_or(|rows| rows.binary_search_by_key(id, |(i, ..)| *i).is_err())
+                })
+            })
+            .map(|(nextval, host, _)| {
+                let down = starts
+                    .iter()
+                    .find(|(at, h, _)| h == host && at > nextval)
+                    .map_or(history_end, |(at, ..)| *at);
+                (*host, *nextval, down)
+            })
+            .collect();
         Facts {
             history,
             commits,
@@ -473,6 +507,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             unconnected_discards,
             replicates,
             fetches,
+            unanswered_fetches,
             deliveries,
             rdata_applied,
             gaps_filled,
@@ -938,6 +973,14 @@ fn diagnose_f3_shape(
             Some((_, requested, answered)) => format!(
                 "{writer}'s sequence fetch was in flight from {requested} to {answered}, across the POSITION"
             ),
+            None if facts.unanswered_fetches.iter().any(|(fetcher, nextval, down)| {
+                *fetcher == writer && nextval <= at && at < down
+            }) => {
+                let (_, nextval, down) = facts.unanswered_fetches.iter().find(|(fetcher, nextval, down)| {
+                    *fetcher == writer && nextval <= at && at < down
+                })?;
+                format!("{writer}'s sequence fetch was in flight across the POSITION (its nextval ran at {nextval}; {writer} went down at {down} before the answer)")
+            }
             None => {
                 let lower = facts
                     .allocated_by

@@ -1075,3 +1075,38 @@ fn f4_also_covers_a_row_whose_only_announcement_was_a_position_before_the_subscr
     // Near miss: the POSITION went out after r1 subscribed, so r1 was owed its catch-up.
     assert_eq!(client_misses(&history(false), &redis), vec![None]);
 }
+
+#[test]
+fn f3_also_holds_when_the_fetch_in_flight_never_came_back_because_its_writer_went_down() {
+    // w1 commits 5; a fetch of its own is in flight (its nextval ran at `nextval_at`) when it
+    // announces POSITION 4 5 instead of RDATA 5; it goes down before the fetch answers
+    // (generated seed 512, TCP, w1 crashed 2 ms after the POSITION).
+    let history = |nextval_at: u64| {
+        let mut h = History::new();
+        committed(&mut h, 10, "w1", 5);
+        let nextval = Event::Allocated {
+            host: "w1".into(),
+            ids: vec![6],
+        };
+        if nextval_at <= 12 {
+            h.record(at(nextval_at), nextval.clone());
+        }
+        announced(&mut h, 12, "w1", "POSITION events w1 4 5");
+        if nextval_at > 12 {
+            h.record(at(nextval_at), nextval);
+        }
+        page(&mut h, 15, token(4, &[]), token(5, &[]), &[]);
+        h.record(
+            at(20),
+            Event::Started {
+                host: "w1".into(),
+                token: token(5, &[]),
+            },
+        );
+        h
+    };
+    assert_eq!(client_misses(&history(11), &context(100)), vec![Some("F3")]);
+    // Near miss: the nextval ran only after the POSITION: nothing shows a fetch in flight
+    // when it went out.
+    assert_eq!(client_misses(&history(13), &context(100)), vec![None]);
+}
