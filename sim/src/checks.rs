@@ -1023,6 +1023,10 @@ fn diagnose_f1_shape(
         .copied()
         .unwrap_or(committed)
         .max(committed);
+    let rdata = facts.rdata_sent.get(&(writer, stream_id)).map_or_else(
+        || "its RDATA never sent".to_owned(),
+        |at| format!("RDATA sent at {at}"),
+    );
     facts.starts.iter().find_map(|(started, host, token)| {
         let claim = facts.claim_of(host, *started, token);
         if *host == writer || *started < allocated || claim < stream_id {
@@ -1038,9 +1042,31 @@ fn diagnose_f1_shape(
             return Some((
                 "F1",
                 format!(
-                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, RDATA sent at {announced}); {reader} discarded its RDATA at {discarded}"
+                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, {rdata}); {reader} discarded its RDATA at {discarded}"
                 ),
             ));
+        }
+        // The row's RDATA never reached the reader (its writer went down before sending it:
+        // generated seed 809), and the reader's next catch-up of the writer after the claim
+        // began at or above the row: `current_token_for_writer` is never below
+        // `persisted_upto`, which the claim had moved over it.
+        if let Some((caught_up_at, .., from, upto)) = facts.gaps_filled.iter().find(|(at, r, w, ..)| {
+            *r == reader && *w == writer && at >= started
+        }) {
+            let processed_before = facts.event_of(writer, stream_id).is_some_and(|event_id| {
+                facts
+                    .deliveries
+                    .get(&(reader, event_id))
+                    .is_some_and(|times| times.iter().any(|at| at <= caught_up_at))
+            });
+            if *from >= stream_id && !processed_before {
+                return Some((
+                    "F1",
+                    format!(
+                        "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, {rdata}); {reader}'s next catch-up of {writer}, at {caught_up_at}, read ({from}, {upto}], above the row"
+                    ),
+                ));
+            }
         }
         // The claim let the reader cover the row before it had processed it, and the reader
         // went down before the RDATA reached it (it would have discarded it, as above):
@@ -1051,7 +1077,7 @@ fn diagnose_f1_shape(
             return Some((
                 "F1",
                 format!(
-                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, RDATA sent at {announced}); {reader}'s token covered the row at {covered_at} and {reader} restarted at {down} without ever processing it"
+                    "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, {rdata}); {reader}'s token covered the row at {covered_at} and {reader} restarted at {down} without ever processing it"
                 ),
             ));
         }

@@ -1110,3 +1110,35 @@ fn f3_also_holds_when_the_fetch_in_flight_never_came_back_because_its_writer_wen
     // when it went out.
     assert_eq!(client_misses(&history(13), &context(100)), vec![None]);
 }
+
+#[test]
+fn f1_covers_a_row_whose_rdata_never_reached_the_reader_when_its_catch_up_began_above_it() {
+    // w1 commits 5 and goes down before sending its RDATA; w2 restarts claiming 5; r1's token
+    // covers 5 and its next catch-up of w1 reads from 5 up (generated seed 809).
+    let history = |from: i64| {
+        let mut h = History::new();
+        committed(&mut h, 1, "w1", 5);
+        h.record(
+            at(3),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", 5)]),
+            },
+        );
+        page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
+        h.record(
+            at(20),
+            Event::GapFilled {
+                reader: "r1".into(),
+                writer: "w1".into(),
+                from,
+                upto: 9,
+            },
+        );
+        page(&mut h, 30, token(5, &[]), token(9, &[]), &[]);
+        h
+    };
+    assert_eq!(client_misses(&history(5), &context(100)), vec![Some("F1")]);
+    // Near miss: the catch-up began below the row (and would have read it): not this shape.
+    assert_eq!(client_misses(&history(4), &context(100)), vec![None]);
+}
