@@ -1243,13 +1243,41 @@ fn diagnose_f2_shape(
                 .iter()
                 .position(|(at, w, _, _)| *w == writer && *at >= subscribed_at)
                 .unwrap_or(facts.positions.len());
-            let (passed, other, prev, new) =
-                facts.positions[..own_answer].iter().find(|(at, other, _, new)| {
-                    *other != writer
-                        && *at >= subscribed_at
-                        && *at <= covered_at
-                        && *new >= stream_id
+            let passing = |(at, other, _, new): &&(SimInstant, &str, i64, i64)| {
+                *other != writer && *at >= subscribed_at && *at <= covered_at && *new >= stream_id
+            };
+            // Or the answers crossed on the way: the writer's own answer went out first but
+            // the reader processed the other one first, so its catch-up of the writer began
+            // at or above the row (generated seed 824: w2's POSITION 723 723 sent 5 ms before
+            // w1's 719 721, both processed in the same millisecond, w1's first).
+            let catch_up_above = || {
+                let (caught_up_at, ..) = facts.gaps_filled.iter().find(|(at, r, w, from, _)| {
+                    *r == reader && *w == writer && *at >= subscribed_at && *from >= stream_id
                 })?;
+                facts
+                    .positions
+                    .iter()
+                    .find(|p| passing(p) && p.0 <= *caught_up_at)
+                    .map(|p| (p, *caught_up_at))
+            };
+            let ((passed, other, prev, new), order) =
+                match facts.positions[..own_answer].iter().find(passing) {
+                    Some(position) => (position, format!("came before {writer}'s own answer")),
+                    None => {
+                        let (position, caught_up_at) = catch_up_above()?;
+                        let from = facts
+                            .gaps_filled
+                            .iter()
+                            .find(|(at, r, w, ..)| *at == caught_up_at && *r == reader && *w == writer)
+                            .map_or(stream_id, |g| g.3);
+                        (
+                            position,
+                            format!(
+                                "was processed before {writer}'s own answer ({reader}'s catch-up of {writer} at {caught_up_at} read from {from})"
+                            ),
+                        )
+                    }
+                };
             // The reader did not have the row: its RDATA went out before this subscription,
             // or the reader discarded it afterwards (not connected yet, or already seen once
             // the other writer's POSITION had passed it), and never processed it since.
@@ -1278,7 +1306,7 @@ fn diagnose_f2_shape(
             Some((
                 "F2",
                 format!(
-                    "F2: {reader} sent REPLICATE at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) came before {writer}'s own answer and passed {writer}@{stream_id}, which {reader} {missed} and never fetched"
+                    "F2: {reader} sent REPLICATE at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) {order} and passed {writer}@{stream_id}, which {reader} {missed} and never fetched"
                 ),
             ))
         })

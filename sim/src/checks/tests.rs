@@ -1142,3 +1142,32 @@ fn f1_covers_a_row_whose_rdata_never_reached_the_reader_when_its_catch_up_began_
     // Near miss: the catch-up began below the row (and would have read it): not this shape.
     assert_eq!(client_misses(&history(4), &context(100)), vec![None]);
 }
+
+#[test]
+fn f2_also_when_the_answers_cross_and_the_writers_catch_up_begins_above_its_row() {
+    // r1 re-subscribes after w1 sent RDATA 5. w1's own answer goes out first, w2's POSITION
+    // over 5 after it, but r1 processes w2's first: its catch-up of w1 then reads from 5
+    // (generated seed 824).
+    let history = |caught_up_from: i64| {
+        let mut h = History::new();
+        committed(&mut h, 10, "w1", 5);
+        announced(&mut h, 11, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
+        announced(&mut h, 12, "r1", "REPLICATE ");
+        announced(&mut h, 13, "w1", "POSITION events w1 6 6");
+        announced(&mut h, 14, "w2", "POSITION events w2 4 5");
+        h.record(
+            at(15),
+            Event::GapFilled {
+                reader: "r1".into(),
+                writer: "w1".into(),
+                from: caught_up_from,
+                upto: 6,
+            },
+        );
+        page(&mut h, 20, token(4, &[]), token(6, &[]), &[]);
+        h
+    };
+    assert_eq!(client_misses(&history(5), &context(100)), vec![Some("F2")]);
+    // Near miss: the catch-up began below the row: the crossing did not pass it.
+    assert_eq!(client_misses(&history(4), &context(100)), vec![None]);
+}
