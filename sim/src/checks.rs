@@ -1046,24 +1046,35 @@ fn diagnose_f1_shape(
                 ),
             ));
         }
-        // The row's RDATA never reached the reader (its writer went down before sending it:
-        // generated seed 809), and the reader's next catch-up of the writer after the claim
-        // began at or above the row: `current_token_for_writer` is never below
-        // `persisted_upto`, which the claim had moved over it.
-        if let Some((caught_up_at, .., from, upto)) = facts.gaps_filled.iter().find(|(at, r, w, ..)| {
-            *r == reader && *w == writer && at >= started
-        }) {
-            let processed_before = facts.event_of(writer, stream_id).is_some_and(|event_id| {
-                facts
-                    .deliveries
-                    .get(&(reader, event_id))
-                    .is_some_and(|times| times.iter().any(|at| at <= caught_up_at))
-            });
-            if *from >= stream_id && !processed_before {
+        // The row's RDATA was never sent (its writer went down between the commit and the
+        // send: generated seeds 809 and 883), so only a catch-up of that writer from below
+        // the row could bring it, and every catch-up the reader made after the claim began at
+        // or above it (or there was none: the writer's later POSITION was already reached):
+        // `current_token_for_writer` is never below the `persisted_upto` the claim moved.
+        let writer_went_down = facts
+            .starts
+            .iter()
+            .any(|(at, h, _)| *h == writer && *at > committed);
+        if writer_went_down
+            && !facts.rdata_sent.contains_key(&(writer, stream_id))
+            && *started <= covered_at
+        {
+            let catch_ups: Vec<_> = facts
+                .gaps_filled
+                .iter()
+                .filter(|(at, r, w, ..)| *r == reader && *w == writer && at >= started)
+                .collect();
+            if catch_ups.iter().all(|(.., from, _)| *from >= stream_id) {
+                let how = match catch_ups.first() {
+                    Some((at, .., from, upto)) => format!(
+                        "{reader}'s next catch-up of {writer}, at {at}, read ({from}, {upto}], above the row"
+                    ),
+                    None => format!("{reader} never caught up {writer} from below the row after it"),
+                };
                 return Some((
                     "F1",
                     format!(
-                        "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, {rdata}); {reader}'s next catch-up of {writer}, at {caught_up_at}, read ({from}, {upto}], above the row"
+                        "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet processed by {reader} (committed at {committed}, {rdata}); {how}"
                     ),
                 ));
             }

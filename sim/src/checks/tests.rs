@@ -1112,10 +1112,10 @@ fn f3_also_holds_when_the_fetch_in_flight_never_came_back_because_its_writer_wen
 }
 
 #[test]
-fn f1_covers_a_row_whose_rdata_never_reached_the_reader_when_its_catch_up_began_above_it() {
+fn f1_covers_a_row_whose_writer_went_down_before_its_rdata_when_no_catch_up_reads_below_it() {
     // w1 commits 5 and goes down before sending its RDATA; w2 restarts claiming 5; r1's token
-    // covers 5 and its next catch-up of w1 reads from 5 up (generated seed 809).
-    let history = |from: i64| {
+    // covers 5 and its next catch-up of w1, if any, reads from 5 up (generated seeds 809, 883).
+    let history = |from: Option<i64>, w1_restarts: bool| {
         let mut h = History::new();
         committed(&mut h, 1, "w1", 5);
         h.record(
@@ -1126,21 +1126,47 @@ fn f1_covers_a_row_whose_rdata_never_reached_the_reader_when_its_catch_up_began_
             },
         );
         page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
-        h.record(
-            at(20),
-            Event::GapFilled {
-                reader: "r1".into(),
-                writer: "w1".into(),
-                from,
-                upto: 9,
-            },
-        );
+        if w1_restarts {
+            h.record(
+                at(15),
+                Event::Started {
+                    host: "w1".into(),
+                    token: token(5, &[]),
+                },
+            );
+        }
+        if let Some(from) = from {
+            h.record(
+                at(20),
+                Event::GapFilled {
+                    reader: "r1".into(),
+                    writer: "w1".into(),
+                    from,
+                    upto: 9,
+                },
+            );
+        }
         page(&mut h, 30, token(5, &[]), token(9, &[]), &[]);
         h
     };
-    assert_eq!(client_misses(&history(5), &context(100)), vec![Some("F1")]);
-    // Near miss: the catch-up began below the row (and would have read it): not this shape.
-    assert_eq!(client_misses(&history(4), &context(100)), vec![None]);
+    assert_eq!(
+        client_misses(&history(Some(5), true), &context(100)),
+        vec![Some("F1")]
+    );
+    assert_eq!(
+        client_misses(&history(None, true), &context(100)),
+        vec![Some("F1")]
+    );
+    // Near misses: the catch-up began below the row (and would have read it); w1 never went
+    // down, so nothing shows why its RDATA was never sent.
+    assert_eq!(
+        client_misses(&history(Some(4), true), &context(100)),
+        vec![None]
+    );
+    assert_eq!(
+        client_misses(&history(Some(5), false), &context(100)),
+        vec![None]
+    );
 }
 
 #[test]
