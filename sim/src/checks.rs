@@ -1103,13 +1103,28 @@ fn diagnose_f1_shape(
         if facts.rdata_sent.contains_key(&(writer, stream_id)) {
             return None;
         }
-        let (position_at, _, prev, new) = facts.positions.iter().find(|(at, w, prev, new)| {
+        let over_its_row = match facts.positions.iter().find(|(at, w, prev, new)| {
             *w == writer && started <= at && *at < committed && *prev < stream_id && stream_id <= *new
-        })?;
+        }) {
+            Some((position_at, _, prev, new)) => {
+                format!("announced POSITION {prev} {new} at {position_at}")
+            }
+            // Or its announcer's range passed the row as RDATA of its later rows, which had
+            // committed (generated seed 1186: RDATA 3034 and 3036-3039 while 3035 was still
+            // in its persist transaction).
+            None => {
+                let (later, sent) = facts
+                    .rdata_sent
+                    .range((writer, stream_id + 1)..=(writer, i64::MAX))
+                    .map(|((_, id), at)| (*id, *at))
+                    .find(|(_, at)| started <= at && *at < committed)?;
+                format!("sent RDATA {later} at {sent}")
+            }
+        };
         Some((
             "F1",
             format!(
-                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet committed (at {committed}); {writer} then announced POSITION {prev} {new} at {position_at}, over its own uncommitted row, and never sent its RDATA"
+                "F1: {host} started at {started} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet committed (at {committed}); {writer} then {over_its_row}, over its own uncommitted row, and never sent its RDATA"
             ),
         ))
     })

@@ -1197,3 +1197,60 @@ fn f2_also_when_the_answers_cross_and_the_writers_catch_up_begins_above_its_row(
     // Near miss: the catch-up began below the row: the crossing did not pass it.
     assert_eq!(client_misses(&history(4), &context(100)), vec![None]);
 }
+
+#[test]
+fn a_writers_rdata_of_a_later_row_over_its_uncommitted_row_after_a_restart_claim_is_f1() {
+    // w1 holds 5 in its persist transaction; w2 restarts claiming 5; w1's announcer sends its
+    // committed 6 and passes 5, which then commits and is never sent (generated seed 1186).
+    let owed = |rdata_6_at: u64| {
+        let mut h = History::new();
+        h.record(
+            at(1),
+            Event::Allocated {
+                host: "w1".into(),
+                ids: vec![5],
+            },
+        );
+        h.record(
+            at(2),
+            Event::Started {
+                host: "w2".into(),
+                token: token(3, &[("w2", 5)]),
+            },
+        );
+        committed(&mut h, 3, "w1", 6);
+        if rdata_6_at < 4 {
+            announced(
+                &mut h,
+                rdata_6_at,
+                "w1",
+                r#"RDATA events w1 6 ["$e6","!r0"]"#,
+            );
+        }
+        h.record(
+            at(4),
+            Event::Committed {
+                host: "w1".into(),
+                rows: vec![(5, "$e5".into())],
+            },
+        );
+        if rdata_6_at >= 4 {
+            announced(
+                &mut h,
+                rdata_6_at,
+                "w1",
+                r#"RDATA events w1 6 ["$e6","!r0"]"#,
+            );
+        }
+        delivered(&mut h, 9, "w1", 6);
+        handed(&mut h, 10, token(6, &[]));
+        check_all(&h, &context(100))
+            .into_iter()
+            .filter(|v| v.invariant == "notifier_announces_every_event")
+            .map(|v| v.finding)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(owed(3), vec![Some("F1")]);
+    // Near miss: RDATA 6 went out after 5 committed: the range did not pass an uncommitted row.
+    assert_eq!(owed(5), vec![None]);
+}
