@@ -434,7 +434,8 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     if let Some(findings) = report.known_findings() {
         writeln!(
             out,
-            "known: every violation is diagnosed as Synapse bug {} (tools/synapse/FINDINGS.md); a sweep counts this seed as known, not failed",
+            "known: every violation is diagnosed as Synapse bug{} {} (tools/synapse/FINDINGS.md); a sweep counts this seed as known, not failed",
+            if findings.len() == 1 { "" } else { "s" },
             findings.join(", ")
         )?;
         // The proposed fixes of these findings (tools/synapse/FIXES.md), on top of any already
@@ -540,7 +541,12 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     let results: Vec<SeedResult> = runner::sweep(scenarios, &seeds, bugs, fixes, jobs, &|result| {
         bar.inc(1);
         if !result.passed {
-            bar.set_message(format!("seed {} failed", result.seed));
+            let verdict = if result.known.is_some() {
+                "known"
+            } else {
+                "failed"
+            };
+            bar.set_message(format!("seed {} {verdict}", result.seed));
         }
     });
     bar.finish_and_clear();

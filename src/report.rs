@@ -129,15 +129,17 @@ pub fn print_timeline_pointers(
         "timeline: {} (open it in https://ui.perfetto.dev or chrome://tracing)",
         path.display()
     )?;
-    for violation in violations.iter().take(20) {
+    // One line per place on the timeline (instant, time, tracks), with how many violations
+    // sit there: a finding's many losses at one instant are one line, not twenty.
+    let mut places: Vec<(String, usize)> = Vec::new();
+    for violation in violations {
         let tracks: Vec<&str> = violation
             .hosts
             .iter()
             .filter(|host| hosts.contains(host))
             .map(String::as_str)
             .collect();
-        writeln!(
-            out,
+        let place = format!(
             "  {:?} at ts={} us ({}) on track {}",
             streamsim_sim::timeline::violation_instant_name(violation),
             violation.at.as_ms() * 1_000,
@@ -147,7 +149,20 @@ pub fn print_timeline_pointers(
             } else {
                 tracks.join(", ")
             }
-        )?;
+        );
+        match places.iter_mut().find(|(p, _)| *p == place) {
+            Some((_, count)) => *count += 1,
+            None => places.push((place, 1)),
+        }
+    }
+    for (place, count) in places.iter().take(20) {
+        match count {
+            1 => writeln!(out, "{place}")?,
+            _ => writeln!(out, "{place} ({count} violations)")?,
+        }
+    }
+    if places.len() > 20 {
+        writeln!(out, "  ... and {} more places", places.len() - 20)?;
     }
     Ok(())
 }
@@ -347,8 +362,9 @@ pub fn print_sweep_timing(results: &[SeedResult], wall: Duration, jobs: usize) {
     let sim_ms: u64 = results.iter().map(|r| r.sim_ms).sum();
     let wall_s = wall.as_secs_f64();
     eprintln!(
-        "swept {} seeds on {jobs} threads in {wall_s:.2} s wall ({:.1} seeds/s; {:.0} s simulated, {:.0}x)",
+        "swept {} seeds on {jobs} thread{} in {wall_s:.2} s wall ({:.1} seeds/s; {:.0} s simulated, {:.0}x)",
         results.len(),
+        if jobs == 1 { "" } else { "s" },
         results.len() as f64 / wall_s.max(1e-9),
         sim_ms as f64 / 1000.0,
         sim_ms as f64 / 1000.0 / wall_s.max(1e-9)

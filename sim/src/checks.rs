@@ -683,7 +683,10 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
             &[token],
             format!("event {event_id} ({writer}@{stream_id}) {detail}"),
         );
-        found.finding = diagnose_f1(facts, writer, stream_id, at);
+        if let Some((finding, evidence)) = diagnose_f1(facts, writer, stream_id, at) {
+            found.finding = Some(finding);
+            found.message = format!("{}: {evidence}", found.message);
+        }
         violations.push(found);
     };
     for record in facts.history.records() {
@@ -888,7 +891,7 @@ fn diagnose_f1(
     writer: &str,
     stream_id: i64,
     covered_at: SimInstant,
-) -> Option<&'static str> {
+) -> Option<(&'static str, String)> {
     let allocated = *facts.allocated_at.get(&stream_id)?;
     let committed = facts
         .by_writer
@@ -899,16 +902,17 @@ fn diagnose_f1(
     if committed <= covered_at {
         return None;
     }
-    facts
-        .starts
-        .iter()
-        .any(|(at, host, token)| {
-            *host != writer
-                && allocated <= *at
-                && *at <= covered_at
-                && facts.claim_of(host, *at, token) >= stream_id
+    facts.starts.iter().find_map(|(at, host, token)| {
+        let claim = facts.claim_of(host, *at, token);
+        (*host != writer && allocated <= *at && *at <= covered_at && claim >= stream_id).then(|| {
+            (
+                "F1",
+                format!(
+                    "F1: {host} started at {at} claiming position {claim} while {writer}@{stream_id} was allocated (at {allocated}) and not yet committed (at {committed})"
+                ),
+            )
         })
-        .then_some("F1")
+    })
 }
 
 /// Why a client of `reader` never got `writer`'s committed event `stream_id` although a token
@@ -968,10 +972,10 @@ fn diagnose_f3_shape(
                     || (requested <= at && at <= answered))
         }) {
             Some((_, requested, answered)) if *requested <= committed && committed <= *answered => {
-                format!("{writer}'s sequence fetch was in flight from {requested} to {answered}, across the commit")
+                format!("{writer}'s sequence fetch was in flight from {requested} to {answered} (its sequence_fetched record), across the commit")
             }
             Some((_, requested, answered)) => format!(
-                "{writer}'s sequence fetch was in flight from {requested} to {answered}, across the POSITION"
+                "{writer}'s sequence fetch was in flight from {requested} to {answered} (its sequence_fetched record), across the POSITION"
             ),
             None if facts.unanswered_fetches.iter().any(|(fetcher, nextval, down)| {
                 *fetcher == writer && nextval <= at && at < down
@@ -1332,7 +1336,7 @@ fn diagnose_f2_shape(
             Some((
                 "F2",
                 format!(
-                    "F2: {reader} sent REPLICATE at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) {order} and passed {writer}@{stream_id}, which {reader} {missed} and never fetched"
+                    "F2: {reader} sent REPLICATE at {subscribed_at}; {other}'s POSITION {prev} {new} (sent at {passed}) {order} and passed {writer}@{stream_id}; {reader} {missed} and never fetched it"
                 ),
             ))
         })

@@ -133,8 +133,22 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
 /// A finding's shape with that finding's fix on is not the known bug but a failure (the fix
 /// did not remove it, or the model's diagnosis is wrong): the violation loses its finding and
 /// says so in its message.
+///
+/// F1's shape is also F5's (the history does not record `stream_positions`): with F1's rule
+/// on and F5's off, only F5 can have made it, so it is reported as F5.
 fn demote_fixed_findings(violations: &mut [Violation], fixes: Fixes) {
     for violation in violations {
+        if violation.finding == Some("F1")
+            && fixes.position_is_not_persisted()
+            && !fixes.on(streamsim_models::fixes::Fix::F5)
+        {
+            violation.finding = Some("F5");
+            violation.message = format!(
+                "{} (F1's shape while F1's fix is on: a process started while a running writer had no stream_positions row, F5)",
+                violation.message
+            );
+            continue;
+        }
         if let Some(finding) = violation.finding.filter(|f| fixes.remove_finding(f)) {
             violation.finding = None;
             violation.message = format!(
@@ -257,11 +271,12 @@ mod tests {
         let mut violations = vec![diagnosed("F1"), diagnosed("F3"), diagnosed("F4")];
         demote_fixed_findings(&mut violations, Fixes::NONE.with(Fix::F2).with(Fix::F4));
         let findings: Vec<Option<&str>> = violations.iter().map(|v| v.finding).collect();
-        // F1's shape is also F5's: F2's rule alone leaves it known.
-        assert_eq!(findings, vec![Some("F1"), Some("F3"), None]);
+        // F1's shape is also F5's: with F2's rule (F1's) on, only F5 can have made it.
+        assert_eq!(findings, vec![Some("F5"), Some("F3"), None]);
+        let mut violations = vec![diagnosed("F1"), diagnosed("F3"), diagnosed("F4")];
         demote_fixed_findings(&mut violations, Fixes::NONE.with(Fix::F2).with(Fix::F5));
         let findings: Vec<Option<&str>> = violations.iter().map(|v| v.finding).collect();
-        assert_eq!(findings, vec![None, Some("F3"), None]);
+        assert_eq!(findings, vec![None, Some("F3"), Some("F4")]);
         assert_eq!(
             violations[0].message,
             "missed (the shape of F1, whose proposed fix is on)"
