@@ -71,6 +71,12 @@ pub struct CheckContext {
     /// The writers config when the run ended: a configured writer that is down holds every
     /// minimum back, as it does in Synapse, so `minimum_converges` is not judged then.
     pub writers_at_end: Vec<String>,
+    /// When each host last started (its current incarnation). A reader that started after a
+    /// configured writer went down for good knows that writer's position only from its
+    /// `stream_positions` row, which lags what the writer announced (an idle writer's POSITION
+    /// moves no row), so its clients' tokens from before may stay ahead of it until the
+    /// writer returns: /sync through it waits and answers empty (`wait_for_stream_token`).
+    pub last_started: BTreeMap<String, SimInstant>,
 }
 
 impl CheckContext {
@@ -84,6 +90,16 @@ impl CheckContext {
         self.writers_at_end
             .iter()
             .find_map(|w| Some((w.as_str(), *self.down_at_end.get(w)?)))
+    }
+
+    /// Whether `reader` started after a configured writer went down for good: then /sync
+    /// through it is not judged for convergence (see `last_started`).
+    fn started_without_a_down_writer(&self, reader: &str) -> bool {
+        self.configured_writer_down().is_some_and(|(_, since)| {
+            self.last_started
+                .get(reader)
+                .is_some_and(|started| *started >= since)
+        })
     }
 }
 
@@ -113,6 +129,16 @@ pub fn convergence_exemptions(context: &CheckContext) -> Vec<String> {
             notes.push(format!(
                 "{host} is down at the end (since {since}, never restarted) and still configured: it holds every minimum back, in Synapse too, so minimum_converges is not judged, nor are its rows it never announced; what it did before is judged"
             ));
+            for reader in context
+                .readers
+                .iter()
+                .filter(|r| context.started_without_a_down_writer(r) && !context.is_down(r))
+            {
+                let started = context.last_started[reader];
+                notes.push(format!(
+                    "{reader} started at {started}, after {host} went down: it knows {host}'s position only from stream_positions, so its clients' /sync may wait on tokens from before until {host} returns, in Synapse too; sync_answers and its clients' liveness are not judged through it"
+                ));
+            }
             continue;
         } else {
             continue;
@@ -1610,6 +1636,14 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                     .map_or(*requested_at, |(_, at)| *at);
                 let due_ms =
                     got_since.as_ms().max(settled_ms) + context.converge_within_ms + RECHECK_MS;
+                if context.started_without_a_down_writer(reader)
+                    && context
+                        .last_started
+                        .get(reader.as_str())
+                        .is_some_and(|s| s <= requested_at)
+                {
+                    continue;
+                }
                 let after_convergence = cutoff.is_some_and(|cutoff| *requested_at >= cutoff);
                 if after_convergence || (!lasting_active && record.at.as_ms() >= due_ms) {
                     violations.push(violation(
@@ -1837,6 +1871,9 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     let mut violations = Vec::new();
     for (reader, to) in recipients {
         if context.is_down(reader) || context.is_down(to) {
+            continue;
+        }
+        if to != NOTIFIER && context.started_without_a_down_writer(reader) {
             continue;
         }
         let token = last_token.get(&(reader, to)).copied().unwrap_or(&start);

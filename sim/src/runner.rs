@@ -86,6 +86,15 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         network_loss: scenario.network.message_loss > 0.0,
         down_at_end: outcome.down_at_end.clone(),
         writers_at_end: outcome.writers_at_end.clone(),
+        last_started: outcome
+            .history
+            .records()
+            .iter()
+            .filter_map(|record| match &record.event {
+                Event::Started { host, .. } => Some((host.clone(), record.at)),
+                _ => None,
+            })
+            .collect(),
     };
     let not_judged = crate::checks::convergence_exemptions(&context);
     let mut violations = Vec::new();

@@ -24,6 +24,7 @@ fn context(ended_at: u64) -> CheckContext {
         network_loss: false,
         down_at_end: BTreeMap::new(),
         writers_at_end: vec!["w1".into()],
+        last_started: BTreeMap::new(),
     }
 }
 
@@ -1253,4 +1254,53 @@ fn a_writers_rdata_of_a_later_row_over_its_uncommitted_row_after_a_restart_claim
     assert_eq!(owed(3), vec![Some("F1")]);
     // Near miss: RDATA 6 went out after 5 committed: the range did not pass an uncommitted row.
     assert_eq!(owed(5), vec![None]);
+}
+
+/// The shrunk patched seed 1711: w2 (configured) crashes for good; r1 restarts after it and
+/// knows w2's position only from its stored row, below c1's token from r1's first
+/// incarnation: c1's /sync through r1 waits and answers empty. Its clients' convergence is not
+/// judged through such a reader (a note says so); a reader that started before is.
+#[test]
+fn a_reader_started_after_a_configured_writer_went_down_is_not_judged_for_its_clients_convergence()
+{
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    h.record(
+        at(20),
+        Event::SyncPage {
+            client: "c1".into(),
+            reader: "r1".into(),
+            requested_at: at(15),
+            since: Some(token(1, &[])),
+            next_batch: token(1, &[]),
+            events: Vec::new(),
+            limited: false,
+            timed_out: true,
+        },
+    );
+    h.record(at(100), Event::Healed);
+    let judged = |r1_started_ms: u64| {
+        let mut context = context(40_000);
+        context.clients = vec![("c1".into(), "r1".into())];
+        context.writers_at_end = vec!["w1".into(), "w2".into()];
+        context.down_at_end.insert("w2".into(), at(5));
+        context.last_started.insert("r1".into(), at(r1_started_ms));
+        let invariants: Vec<&str> = check_all(&h, &context)
+            .iter()
+            .filter(|v| v.hosts.contains(&"c1".to_owned()))
+            .map(|v| v.invariant)
+            .collect();
+        (invariants, convergence_exemptions(&context))
+    };
+    let (invariants, notes) = judged(8);
+    assert_eq!(invariants, Vec::<&str>::new());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("r1 started at 0.008s, after w2 went down")),
+        "{notes:?}"
+    );
+    // r1 started before w2 went down: it had w2's position from w2 itself; c1 is judged.
+    let (invariants, notes) = judged(1);
+    assert_eq!(invariants, vec!["liveness"], "{notes:?}");
 }
