@@ -5,12 +5,17 @@
 # without the switch on all of them, written to tests/data/bugs/SWITCH.toml.
 #
 #   bash scripts/remake-regressions.sh [SWITCH...]      # default: every switch
+#   STREAMSIM_BIN=/path/to/streamsim bash scripts/...   # use that binary, do not build
 #
 # Slow (every candidate runs 20 seeds twice): minutes per switch on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release --quiet
-bin=target/release/streamsim
+if [ -n "${STREAMSIM_BIN:-}" ]; then
+  bin=$STREAMSIM_BIN
+else
+  cargo build --release --quiet
+  bin=target/release/streamsim
+fi
 mapfile -t switches < <(if [ $# -gt 0 ]; then printf '%s\n' "$@"; else $bin bugs | awk '/^proposed fixes/ {exit} {print $1}'; fi)
 for name in "${switches[@]}"; do
   line=$($bin bugs | awk -v n="$name" '$1 == n')
