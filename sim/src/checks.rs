@@ -1003,29 +1003,30 @@ fn diagnose_f3_shape(
             Some((_, requested, answered)) => format!(
                 "{writer}'s sequence fetch was in flight from {requested} to {answered} (its sequence_fetched record), across the POSITION"
             ),
-            None if facts.unanswered_fetches.iter().any(|(fetcher, nextval, down)| {
-                *fetcher == writer && nextval <= at && at < down
-            }) => {
-                let (_, nextval, down) = facts.unanswered_fetches.iter().find(|(fetcher, nextval, down)| {
-                    *fetcher == writer && nextval <= at && at < down
-                })?;
-                format!("{writer}'s sequence fetch was in flight across the POSITION (its nextval ran at {nextval}; {writer} went down at {down} before the answer)")
-            }
-            None => {
-                let lower = facts
-                    .allocated_by
-                    .range(..stream_id)
-                    .rev()
-                    .find(|(id, by)| {
-                        **by == writer
-                            && facts.allocated_at.get(id).is_some_and(|a| *a <= committed)
-                            && facts
-                                .commit_of(writer, **id)
-                                .is_none_or(|c| c > committed)
-                    })?
-                    .0;
-                format!("{writer}'s own lower id {lower} was still uncommitted then")
-            }
+            None => match facts
+                .unanswered_fetches
+                .iter()
+                .find(|(fetcher, nextval, down)| *fetcher == writer && nextval <= at && at < down)
+            {
+                Some((_, nextval, down)) => format!(
+                    "{writer}'s sequence fetch was in flight across the POSITION (its nextval ran at {nextval}; {writer} went down at {down} before the answer)"
+                ),
+                None => {
+                    let lower = facts
+                        .allocated_by
+                        .range(..stream_id)
+                        .rev()
+                        .find(|(id, by)| {
+                            **by == writer
+                                && facts.allocated_at.get(id).is_some_and(|a| *a <= committed)
+                                && facts
+                                    .commit_of(writer, **id)
+                                    .is_none_or(|c| c > committed)
+                        })?
+                        .0;
+                    format!("{writer}'s own lower id {lower} was still uncommitted then")
+                }
+            },
         };
         Some((
             "F3",
@@ -1307,25 +1308,21 @@ fn diagnose_f2_shape(
             // at or above the row (generated seed 824: w2's POSITION 723 723 sent 5 ms before
             // w1's 719 721, both processed in the same millisecond, w1's first).
             let catch_up_above = || {
-                let (caught_up_at, ..) = facts.gaps_filled.iter().find(|(at, r, w, from, _)| {
-                    *r == reader && *w == writer && *at >= subscribed_at && *from >= stream_id
-                })?;
+                let (caught_up_at, _, _, from, _) =
+                    facts.gaps_filled.iter().find(|(at, r, w, from, _)| {
+                        *r == reader && *w == writer && *at >= subscribed_at && *from >= stream_id
+                    })?;
                 facts
                     .positions
                     .iter()
                     .find(|p| passing(p) && p.0 <= *caught_up_at)
-                    .map(|p| (p, *caught_up_at))
+                    .map(|p| (p, *caught_up_at, *from))
             };
             let ((passed, other, prev, new), order) =
                 match facts.positions[..own_answer].iter().find(passing) {
                     Some(position) => (position, format!("came before {writer}'s own answer")),
                     None => {
-                        let (position, caught_up_at) = catch_up_above()?;
-                        let from = facts
-                            .gaps_filled
-                            .iter()
-                            .find(|(at, r, w, ..)| *at == caught_up_at && *r == reader && *w == writer)
-                            .map_or(stream_id, |g| g.3);
+                        let (position, caught_up_at, from) = catch_up_above()?;
                         (
                             position,
                             format!(

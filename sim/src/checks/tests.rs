@@ -29,13 +29,7 @@ fn context(ended_at: u64) -> CheckContext {
 }
 
 fn committed(h: &mut History, at: u64, writer: &str, id: i64) {
-    h.record(
-        SimInstant::from_ms(at),
-        Event::Allocated {
-            host: writer.into(),
-            ids: vec![id],
-        },
-    );
+    allocated(h, at, writer, &[id]);
     h.record(
         SimInstant::from_ms(at),
         Event::Committed {
@@ -203,13 +197,7 @@ fn a_notifier_is_not_owed_for_liveness_the_rows_its_process_read_at_start_up() {
         let mut h = History::new();
         committed(&mut h, 10, "w1", 2);
         committed(&mut h, 11, "w1", 3);
-        h.record(
-            at(20),
-            Event::Started {
-                host: "r1".into(),
-                token: token(1, &[]),
-            },
-        );
+        started(&mut h, 20, "r1", token(1, &[]));
         if later_row {
             committed(&mut h, 30, "w1", 4);
         }
@@ -288,20 +276,8 @@ fn history_is_json_lines() {
 fn an_early_cover_after_another_writers_restart_is_diagnosed_as_f1() {
     let early_cover = |restart_claims: i64| {
         let mut h = History::new();
-        h.record(
-            SimInstant::from_ms(1),
-            Event::Allocated {
-                host: "w1".into(),
-                ids: vec![5],
-            },
-        );
-        h.record(
-            SimInstant::from_ms(2),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", restart_claims)]),
-            },
-        );
+        allocated(&mut h, 1, "w1", &[5]);
+        started(&mut h, 2, "w2", token(3, &[("w2", restart_claims)]));
         handed(&mut h, 3, token(5, &[]));
         committed(&mut h, 4, "w1", 5);
         let violations = check_all(&h, &context(100));
@@ -332,20 +308,8 @@ fn an_early_cover_after_another_writers_restart_is_diagnosed_as_f1() {
 fn a_writers_own_position_over_its_uncommitted_row_after_a_restart_claim_is_f1() {
     let miss = |position_new: i64| {
         let mut h = History::new();
-        h.record(
-            at(1),
-            Event::Allocated {
-                host: "w1".into(),
-                ids: vec![5],
-            },
-        );
-        h.record(
-            at(2),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", 5)]),
-            },
-        );
+        allocated(&mut h, 1, "w1", &[5]);
+        started(&mut h, 2, "w2", token(3, &[("w2", 5)]));
         h.record(
             at(3),
             Event::Announced {
@@ -381,13 +345,7 @@ fn a_restarted_readers_new_notifier_may_announce_again_but_one_notifier_only_onc
     let mut h = History::new();
     committed(&mut h, 10, "w1", 2);
     delivered(&mut h, 20, "w1", 2);
-    h.record(
-        SimInstant::from_ms(30),
-        Event::Started {
-            host: "r1".into(),
-            token: token(1, &[]),
-        },
-    );
+    started(&mut h, 30, "r1", token(1, &[]));
     delivered(&mut h, 40, "w1", 2);
     assert!(!no_duplicate(&Facts::from(&h), &context(50))
         .iter()
@@ -421,6 +379,26 @@ fn page(
                 .collect(),
             limited: false,
             timed_out: false,
+        },
+    );
+}
+
+fn allocated(h: &mut History, ms: u64, writer: &str, ids: &[i64]) {
+    h.record(
+        at(ms),
+        Event::Allocated {
+            host: writer.into(),
+            ids: ids.to_vec(),
+        },
+    );
+}
+
+fn started(h: &mut History, ms: u64, host: &str, token: MultiWriterToken) {
+    h.record(
+        at(ms),
+        Event::Started {
+            host: host.into(),
+            token,
         },
     );
 }
@@ -544,13 +522,7 @@ fn a_client_miss_after_the_writers_own_position_over_its_row_finished_before_a_l
     // local position; here `upto` passed 4 by another writer's claim, seed 144).
     let history = |lower_committed_first: bool| {
         let mut h = History::new();
-        h.record(
-            at(1),
-            Event::Allocated {
-                host: "w1".into(),
-                ids: vec![4],
-            },
-        );
+        allocated(&mut h, 1, "w1", &[4]);
         if lower_committed_first {
             h.record(
                 at(2),
@@ -586,20 +558,8 @@ fn a_client_miss_after_the_writers_own_position_over_its_row_finished_before_a_l
 fn a_client_miss_after_another_writers_restart_claimed_the_id_and_the_rdata_was_discarded_is_f1() {
     let history = |claim: i64, discard: bool| {
         let mut h = History::new();
-        h.record(
-            at(1),
-            Event::Allocated {
-                host: "w1".into(),
-                ids: vec![5],
-            },
-        );
-        h.record(
-            at(2),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", claim)]),
-            },
-        );
+        allocated(&mut h, 1, "w1", &[5]);
+        started(&mut h, 2, "w2", token(3, &[("w2", claim)]));
         committed(&mut h, 4, "w1", 5);
         if discard {
             discarded(&mut h, 5, "w1", 5);
@@ -783,13 +743,7 @@ fn f1_also_covers_a_row_committed_before_the_restart_but_not_yet_announced() {
         let mut h = History::new();
         // w1's row 5 commits at 2 but its RDATA waits (its stream position held back).
         committed(&mut h, 2, "w1", 5);
-        h.record(
-            at(3),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", 5)]),
-            },
-        );
+        started(&mut h, 3, "w2", token(3, &[("w2", 5)]));
         announced(&mut h, rdata_at, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
         discarded(&mut h, rdata_at + 1, "w1", 5);
         page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
@@ -806,13 +760,7 @@ fn f1_also_covers_a_row_committed_before_the_restart_but_not_yet_announced() {
         if !discarded_after_the_claim {
             discarded(&mut h, 2, "w1", 5);
         }
-        h.record(
-            at(3),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", 5)]),
-            },
-        );
+        started(&mut h, 3, "w2", token(3, &[("w2", 5)]));
         if discarded_after_the_claim {
             discarded(&mut h, 4, "w1", 5);
         }
@@ -828,15 +776,7 @@ fn f1_also_covers_a_row_committed_before_the_restart_but_not_yet_announced() {
 fn a_restarted_notifier_is_not_owed_the_rows_committed_before_it_started() {
     let history = |started_at: u64| {
         let mut h = History::new();
-        let start = |h: &mut History| {
-            h.record(
-                at(started_at),
-                Event::Started {
-                    host: "r1".into(),
-                    token: token(1, &[]),
-                },
-            )
-        };
+        let start = |h: &mut History| started(h, started_at, "r1", token(1, &[]));
         if started_at < 5 {
             start(&mut h);
         }
@@ -967,25 +907,13 @@ fn f1_covers_a_row_the_reader_never_processed_because_it_went_down_first() {
         let mut h = History::new();
         committed(&mut h, 1, "w1", 5);
         announced(&mut h, 2, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
-        h.record(
-            at(3),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", 5)]),
-            },
-        );
+        started(&mut h, 3, "w2", token(3, &[("w2", 5)]));
         page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
         if processed_first {
             delivered(&mut h, 15, "w1", 5);
         }
         if r1_restarts {
-            h.record(
-                at(20),
-                Event::Started {
-                    host: "r1".into(),
-                    token: token(5, &[]),
-                },
-            );
+            started(&mut h, 20, "r1", token(5, &[]));
         }
         page(&mut h, 30, token(5, &[]), token(5, &[]), &[]);
         h
@@ -1015,13 +943,7 @@ fn a_restarted_writers_claim_is_what_it_announces_on_subscribing() {
     let history = |announcement: &str| {
         let mut h = History::new();
         committed(&mut h, 1, "w1", 5);
-        h.record(
-            at(3),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w1", 5)]),
-            },
-        );
+        started(&mut h, 3, "w2", token(3, &[("w1", 5)]));
         announced(&mut h, 4, "w2", announcement);
         announced(&mut h, 5, "w1", r#"RDATA events w1 5 ["$e5","!r0"]"#);
         discarded(&mut h, 6, "w1", 5);
@@ -1097,13 +1019,7 @@ fn f3_also_holds_when_the_fetch_in_flight_never_came_back_because_its_writer_wen
             h.record(at(nextval_at), nextval);
         }
         page(&mut h, 15, token(4, &[]), token(5, &[]), &[]);
-        h.record(
-            at(20),
-            Event::Started {
-                host: "w1".into(),
-                token: token(5, &[]),
-            },
-        );
+        started(&mut h, 20, "w1", token(5, &[]));
         h
     };
     assert_eq!(client_misses(&history(11), &context(100)), vec![Some("F3")]);
@@ -1119,22 +1035,10 @@ fn f1_covers_a_row_whose_writer_went_down_before_its_rdata_when_no_catch_up_read
     let history = |from: Option<i64>, w1_restarts: bool| {
         let mut h = History::new();
         committed(&mut h, 1, "w1", 5);
-        h.record(
-            at(3),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", 5)]),
-            },
-        );
+        started(&mut h, 3, "w2", token(3, &[("w2", 5)]));
         page(&mut h, 10, token(3, &[]), token(5, &[]), &[]);
         if w1_restarts {
-            h.record(
-                at(15),
-                Event::Started {
-                    host: "w1".into(),
-                    token: token(5, &[]),
-                },
-            );
+            started(&mut h, 15, "w1", token(5, &[]));
         }
         if let Some(from) = from {
             h.record(
@@ -1205,20 +1109,8 @@ fn a_writers_rdata_of_a_later_row_over_its_uncommitted_row_after_a_restart_claim
     // committed 6 and passes 5, which then commits and is never sent (generated seed 1186).
     let owed = |rdata_6_at: u64| {
         let mut h = History::new();
-        h.record(
-            at(1),
-            Event::Allocated {
-                host: "w1".into(),
-                ids: vec![5],
-            },
-        );
-        h.record(
-            at(2),
-            Event::Started {
-                host: "w2".into(),
-                token: token(3, &[("w2", 5)]),
-            },
-        );
+        allocated(&mut h, 1, "w1", &[5]);
+        started(&mut h, 2, "w2", token(3, &[("w2", 5)]));
         committed(&mut h, 3, "w1", 6);
         if rdata_6_at < 4 {
             announced(
