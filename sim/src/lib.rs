@@ -21,6 +21,7 @@
 pub mod aggregation;
 pub mod bench;
 pub mod checks;
+pub mod engine;
 pub mod choreo;
 pub mod faults;
 pub mod generate;
