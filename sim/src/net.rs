@@ -1,5 +1,5 @@
 //! The plumbing every host shares: simulated time as [`SimInstant`], the well-known ports, and
-//! JSON-lines request/response framing over turmoil TCP.
+//! JSON-lines request/response framing over the engine's TCP ([`crate::engine::tcp`]).
 //!
 //! Nothing here models Synapse; it is how the simulated processes talk to the simulated
 //! database, the sync clients to their reader, and the Redis bus to its clients.
@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use streamsim_models::time::SimInstant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use turmoil::net::{TcpListener, TcpStream};
+use crate::engine::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use crate::engine::tcp::{TcpListener, TcpStream};
 
 /// The database host's port (PostgreSQL's).
 pub const DB_PORT: u16 = 5432;
@@ -37,8 +37,8 @@ pub const METRICS_STORE_PORT: u16 = 6380;
 pub const METRICS_ENDPOINT_PORT: u16 = 9094;
 
 /// How long a TCP connect may take before it fails, in milliseconds: Twisted's `connectTCP`
-/// default time-out of 30 s. turmoil never fails a connect whose SYN-ACK is lost (a one-way
-/// partition), where a real kernel would give up.
+/// default time-out of 30 s. The engine's connect waits as long as a partition holds its SYN
+/// or SYN-ACK, as a kernel's would until it gives up.
 pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
 
 /// Connects to `host:port`, failing after [`CONNECT_TIMEOUT_MS`].
@@ -59,7 +59,7 @@ pub async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
         ))
     });
     connected.map_err(|error| match error.kind() {
-        // turmoil's own message is only the address (`192.168.0.4:9093`).
+        // Say which host, and why: nothing listens on a host of the world that is up.
         std::io::ErrorKind::ConnectionRefused => {
             std::io::Error::new(error.kind(), format!("connection refused ({host} is down)"))
         }
@@ -70,16 +70,12 @@ pub async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
 
 /// The simulated time of the running host.
 pub fn now() -> SimInstant {
-    let elapsed = turmoil::sim_elapsed().expect("called inside the simulation");
-    SimInstant::from_ms(u64::try_from(elapsed.as_millis()).expect("simulated time fits u64"))
+    crate::engine::now()
 }
 
 /// Sleeps until `deadline` in simulated time (returns at once if it has passed).
 pub async fn sleep_until(deadline: SimInstant) {
-    let now = now();
-    if deadline > now {
-        tokio::time::sleep(Duration::from_millis(deadline.ms_since(now))).await;
-    }
+    crate::engine::sleep_until(deadline).await;
 }
 
 /// Why a framed exchange failed. The world only needs to know that the peer is unusable now.
@@ -134,7 +130,7 @@ impl OneWayCuts {
 pub fn ends(stream: &TcpStream) -> (String, String) {
     let name = |addr: std::io::Result<SocketAddr>| {
         addr.ok()
-            .and_then(|a| turmoil::reverse_lookup(a.ip()))
+            .and_then(|a| crate::engine::reverse_lookup(a.ip()))
             .unwrap_or_default()
     };
     (name(stream.local_addr()), name(stream.peer_addr()))
@@ -211,7 +207,7 @@ where
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        tokio::task::spawn_local(serve(stream, peer));
+        crate::engine::spawn_local(serve(stream, peer));
     }
 }
 

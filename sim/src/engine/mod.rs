@@ -237,6 +237,8 @@ pub struct Engine {
     seed: u64,
     /// The hosts running when the last run ended.
     running_at_end: BTreeSet<String>,
+    /// When the last run ended.
+    ended_at: SimInstant,
 }
 
 /// The drive loop's handle on the world: faults and queries, in simulated time.
@@ -277,6 +279,7 @@ impl Engine {
             runtime,
             seed,
             running_at_end: BTreeSet::new(),
+            ended_at: SimInstant::ZERO,
         }
     }
 
@@ -320,7 +323,7 @@ impl Engine {
             state: state.clone(),
         };
         let drive = drive(control.clone());
-        self.runtime.block_on(local.run_until(async {
+        self.ended_at = self.runtime.block_on(local.run_until(async {
             state.start.set(Some(tokio::time::Instant::now()));
             tokio::task::spawn_local(network::pump(state.clone()));
             let names: Vec<String> = state
@@ -339,6 +342,7 @@ impl Engine {
                 () = state.failed.notified() => {}
                 () = drive => {}
             }
+            state.now()
         }));
         // Dropping the local set drops every task: their sockets must not act any more.
         self.running_at_end.clear();
@@ -352,6 +356,11 @@ impl Engine {
         CURRENT.with(|current| *current.borrow_mut() = None);
         let failure = state.failure.borrow().clone();
         failure
+    }
+
+    /// When the last run ended: the drive loop's return, or the first host failure.
+    pub fn ended_at(&self) -> SimInstant {
+        self.ended_at
     }
 
     /// Whether `name` was running when the run ended.

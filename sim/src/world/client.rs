@@ -19,9 +19,9 @@ pub const SYNC_CLIENT_INTERVAL_MS: u64 = 250;
 /// than the 10.5 s a /sync may wait for a token from the future.
 pub const SYNC_CLIENT_TIMEOUT_MS: u64 = 15_000;
 
-pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> turmoil::Result {
+pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> crate::engine::HostResult {
     let answered = Rc::new(Notify::new());
-    tokio::task::spawn_local(super::send::client_sends(
+    crate::engine::spawn_local(super::send::client_sends(
         shared.clone(),
         name.clone(),
         reader.clone(),

@@ -268,7 +268,7 @@ impl DbServer {
 }
 
 /// The `db` host: accepts connections forever and answers each request at once, in order.
-pub async fn serve(shared: Rc<Shared>, server: Rc<RefCell<DbServer>>) -> turmoil::Result {
+pub async fn serve(shared: Rc<Shared>, server: Rc<RefCell<DbServer>>) -> crate::engine::HostResult {
     let Err(error) = crate::net::accept_each(DB_PORT, |stream, _| {
         let shared = shared.clone();
         let server = server.clone();

@@ -22,7 +22,7 @@ use crate::net::REPLICATION_PORT;
 pub fn follow_writers(process: &Rc<Process>) {
     let writers = process.shared.writers();
     for writer in writers.into_iter().filter(|w| *w != process.name) {
-        tokio::task::spawn_local(follow(process.clone(), writer));
+        crate::engine::spawn_local(follow(process.clone(), writer));
     }
 }
 

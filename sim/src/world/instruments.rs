@@ -219,7 +219,7 @@ impl Process {
                     Some((id, _)) => id,
                     None => {
                         let id = self.bg_start(names::PROCESS_REPLICATION_DATA);
-                        tokio::task::spawn_local(retire_consumer(
+                        crate::engine::spawn_local(retire_consumer(
                             self.clone(),
                             link.to_owned(),
                             id,

@@ -18,7 +18,7 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::wire::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
-use turmoil::net::TcpStream;
+use crate::engine::tcp::TcpStream;
 
 use crate::net::{now, sleep_until};
 
@@ -83,7 +83,7 @@ pub async fn drive(
         let drained = drained.clone();
         let writer_done = writer_done.clone();
         let handler = handler.clone();
-        tokio::task::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             while let Some(op) = write_rx.recv().await {
                 // A one-way partition as TCP lives it: nothing is lost, the bytes wait in the
                 // send buffer (which fills, pausing the producer) until the path heals.

@@ -31,7 +31,7 @@ async fn connect(
 ) -> Option<FramedStream> {
     tokio::time::timeout(
         Duration::from_millis(timeout_ms),
-        turmoil::net::TcpStream::connect((host, port)),
+        crate::engine::tcp::TcpStream::connect((host, port)),
     )
     .await
     .ok()?
@@ -100,7 +100,7 @@ pub async fn flush_loop(process: Rc<Process>) {
 }
 
 /// The shared store: applies each batch once and answers with the node's dataset.
-pub async fn serve_store(shared: Rc<Shared>) -> turmoil::Result {
+pub async fn serve_store(shared: Rc<Shared>) -> crate::engine::HostResult {
     let Err(error) = accept_each(METRICS_STORE_PORT, |stream, _| {
         let shared = shared.clone();
         let cuts = shared.cuts.clone();
@@ -142,8 +142,8 @@ pub struct ScrapedNode {
 }
 
 /// The endpoint: keeps each node's newest dataset, and scrapes itself every flush interval.
-pub async fn serve_endpoint(shared: Rc<Shared>) -> turmoil::Result {
-    tokio::task::spawn_local(scraper(shared.clone()));
+pub async fn serve_endpoint(shared: Rc<Shared>) -> crate::engine::HostResult {
+    crate::engine::spawn_local(scraper(shared.clone()));
     let Err(error) = accept_each(METRICS_ENDPOINT_PORT, |stream, _| {
         let shared = shared.clone();
         let cuts = shared.cuts.clone();

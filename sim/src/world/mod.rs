@@ -23,7 +23,6 @@ mod writer;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -35,6 +34,7 @@ use streamsim_models::metrics::node::increments;
 use streamsim_models::metrics::{FlushBatch, MetricsEndpoint, MetricsStore, SeriesKey};
 
 use crate::aggregation::{self, IncarnationOutcome, MetricsOutcome};
+use crate::engine::{Control, Engine};
 use crate::faults;
 use crate::history::{Event, History};
 use crate::scenario::{
@@ -247,107 +247,92 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
     let shared = Rc::new(Shared::new(scenario.clone(), seed, bugs, fixes));
     let total_ms = scenario.duration_ms + scenario.converge_within_ms;
     let latency = scenario.network.latency_ms;
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .tick_duration(Duration::from_millis(scenario.network.tick_ms))
-        .simulation_duration(Duration::from_millis(total_ms + 60_000))
-        .min_message_latency(Duration::from_millis(latency.min))
-        .max_message_latency(Duration::from_millis(latency.max))
-        .enable_random_order()
-        // turmoil panics when a listener's backlog or a stream's segment queue overflows its
-        // capacity (64). Sends held by a partition arrive together at the heal, so give the
-        // queues room; a capacity that is never reached changes nothing in a run.
-        .tcp_capacity(4_096)
-        .build();
+    let mut engine = Engine::new(seed, (latency.min, latency.max));
     let database = Rc::new(RefCell::new(db::DbServer::new(&shared)));
     {
         let shared = shared.clone();
-        sim.host("db", move || db::serve(shared.clone(), database.clone()));
+        engine.host("db", move || db::serve(shared.clone(), database.clone()));
     }
     if scenario.transport == Transport::Redis {
         let cuts = shared.cuts.clone();
-        sim.host("redis", move || redis::serve(cuts.clone()));
+        engine.host("redis", move || redis::serve(cuts.clone()));
     }
     {
         let shared_store = shared.clone();
-        sim.host(METRICS_STORE_HOST, move || {
+        engine.host(METRICS_STORE_HOST, move || {
             metrics::serve_store(shared_store.clone())
         });
         let shared_endpoint = shared.clone();
-        sim.host(METRICS_ENDPOINT_HOST, move || {
+        engine.host(METRICS_ENDPOINT_HOST, move || {
             metrics::serve_endpoint(shared_endpoint.clone())
         });
     }
     for name in scenario.writer_names() {
         let shared = shared.clone();
         let host = name.clone();
-        sim.host(host.as_str(), move || {
+        engine.host(host.as_str(), move || {
             writer::run(shared.clone(), name.clone())
         });
     }
     for name in scenario.reader_names() {
         let shared = shared.clone();
         let host = name.clone();
-        sim.host(host.as_str(), move || {
+        engine.host(host.as_str(), move || {
             reader::run(shared.clone(), name.clone())
         });
     }
     for (name, reader) in scenario.clients() {
         let shared = shared.clone();
         let host = name.clone();
-        sim.host(host.as_str(), move || {
+        engine.host(host.as_str(), move || {
             client::run(shared.clone(), name.clone(), reader.clone())
         });
     }
-    let mut driver = Driver {
+    let late = &scenario.topology.late_hosts;
+    let down_since: BTreeMap<String, SimInstant> = late
+        .iter()
+        .map(|host| (host.clone(), SimInstant::ZERO))
+        .collect();
+    let schedule = faults::schedule(scenario, seed);
+    let driver = Rc::new(RefCell::new(Driver {
         shared: shared.clone(),
         partitions: BTreeSet::new(),
-        loss_rate: 0.0,
-        flaps: BTreeMap::new(),
-        flap_rng: shared.rng_for("network-flaps", 0),
-        down_since: BTreeMap::new(),
+        down_since,
+    }));
+    let drive = {
+        let driver = driver.clone();
+        let duration = SimInstant::from_ms(scenario.duration_ms);
+        move |control: Control| async move {
+            driver.borrow().set_loss(&control, scenario.network.message_loss);
+            let mut healed = false;
+            for fault in schedule.iter().filter(|f| f.at_ms <= total_ms) {
+                let at = SimInstant::from_ms(fault.at_ms);
+                // Faults of the workload's last millisecond still act before the heal.
+                if !healed && at > duration {
+                    control.sleep_until(duration).await;
+                    driver.borrow_mut().heal_all(&control);
+                    healed = true;
+                }
+                control.sleep_until(at).await;
+                driver.borrow_mut().apply(&control, &fault.kind);
+            }
+            if !healed {
+                control.sleep_until(duration).await;
+                driver.borrow_mut().heal_all(&control);
+            }
+            control.sleep_until(SimInstant::from_ms(total_ms)).await;
+        }
     };
-    for host in &scenario.topology.late_hosts {
-        sim.crash(host.as_str());
-        driver
-            .down_since
-            .insert(host.clone(), SimInstant::from_ms(0));
-    }
-    driver.loss_rate = scenario.network.message_loss;
-
-    let schedule = faults::schedule(scenario, seed);
-    let mut next_fault = 0;
-    let mut healed = false;
-    let mut host_failure = None;
-    loop {
-        let elapsed = elapsed_ms(&sim);
-        while next_fault < schedule.len() && schedule[next_fault].at_ms <= elapsed {
-            driver.apply(&mut sim, &schedule[next_fault].kind);
-            next_fault += 1;
-        }
-        if !healed && elapsed >= scenario.duration_ms {
-            driver.heal_all(&mut sim);
-            healed = true;
-        }
-        if elapsed >= total_ms {
-            break;
-        }
-        driver.flap(&mut sim);
-        if let Err(error) = sim.step() {
-            host_failure = Some(error.to_string());
-            break;
-        }
-    }
-    let ended_at = SimInstant::from_ms(elapsed_ms(&sim));
+    let host_failure = engine.run(late, drive);
+    let ended_at = engine.ended_at();
     let running: BTreeSet<String> = scenario
         .hosts()
         .into_iter()
-        .filter(|host| sim.is_host_running(host.as_str()))
+        .filter(|host| engine.was_running(host))
         .collect();
-    drop(sim);
+    drop(engine);
     let metrics = metrics_outcome(&shared, &running);
-    let down_at_end = driver
-        .down_since
+    let down_at_end = std::mem::take(&mut driver.borrow_mut().down_since)
         .into_iter()
         .filter(|(host, _)| !running.contains(host))
         .collect();
@@ -420,75 +405,56 @@ fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcom
     }
 }
 
-fn elapsed_ms(sim: &turmoil::Sim) -> u64 {
-    u64::try_from(sim.elapsed().as_millis()).expect("simulated time fits u64")
-}
-
-/// How long a flapping link holds its segments: Linux's minimum retransmission time-out
-/// (`TCP_RTO_MIN`, 200 ms), after which TCP sends again what the link dropped.
-const FLAP_HOLD_MS: u64 = 200;
-
-/// Applies faults to the `Sim` and remembers what must be repaired.
+/// Applies faults through the engine and remembers what must be repaired.
 struct Driver {
     shared: Rc<Shared>,
     partitions: BTreeSet<(String, String)>,
-    /// The probability that a link flaps on a given step (`message_loss`; replication and
-    /// client links, never the database's).
-    loss_rate: f64,
-    /// Links flapping now, and when they deliver what they hold.
-    flaps: BTreeMap<(String, String), SimInstant>,
-    /// The flaps' own random stream, so the rest of a seed's draws stay where they were.
-    flap_rng: ChaCha8Rng,
     /// Hosts crashed (or late) and not restarted since, with when they went down.
     down_since: BTreeMap<String, SimInstant>,
 }
 
 impl Driver {
-    fn now(sim: &turmoil::Sim) -> SimInstant {
-        SimInstant::from_ms(elapsed_ms(sim))
-    }
-
-    fn apply(&mut self, sim: &mut turmoil::Sim, kind: &FaultKind) {
-        let now = Self::now(sim);
+    fn apply(&mut self, control: &Control, kind: &FaultKind) {
+        let now = control.now();
         self.shared.record_at(
             now,
             Event::Fault {
                 description: faults::describe(kind),
             },
         );
+        // Scenario checks refuse a fault naming a host the world lacks.
+        let known = "the scenario names only hosts of the world";
         match kind {
             FaultKind::Partition { hosts: [a, b] } => {
-                // TCP loses nothing while a connection lives: segments wait (turmoil's hold)
-                // and arrive after the heal, unless a ping time-out closed the connection
-                // first. turmoil's `partition` would drop them, and without retransmission
-                // a stream would then stay wedged forever, which real TCP never does.
-                sim.hold(a.as_str(), b.as_str());
+                // TCP loses nothing while a connection lives: segments wait and arrive after
+                // the heal, unless a ping time-out closed the connection first.
+                control.hold(a, b).expect(known);
                 self.partitions.insert((a.clone(), b.clone()));
             }
             FaultKind::PartitionOneway { from, to } => {
-                // turmoil cannot hold one direction only; every writer of the world holds
-                // the bytes in its send buffer instead (`net::OneWayCuts`).
+                // Every writer of the world holds the bytes in its send buffer
+                // (`net::OneWayCuts`), where the processes' own checks can see the cut.
                 self.shared.cuts.cut(from, to);
             }
             FaultKind::Heal {} => {
-                self.repair(sim);
+                self.repair(control);
                 self.shared.record_at(now, Event::Healed);
             }
             FaultKind::Crash { host } => {
-                if sim.is_host_running(host.as_str()) {
-                    sim.crash(host.as_str());
+                if control.is_running(host) {
+                    control.crash(host).expect(known);
                     self.down_since.insert(host.clone(), now);
                 }
             }
             FaultKind::Restart { host } => {
                 // A restart of a running host is a crash and a start.
-                sim.bounce(host.as_str());
+                control.start(host).expect(known);
                 self.down_since.remove(host);
             }
             FaultKind::Latency { latency_ms, host } => {
-                self.set_latency(sim, *latency_ms, host.as_deref())
+                self.set_latency(control, *latency_ms, host.as_deref())
             }
-            FaultKind::MessageLoss { rate } => self.loss_rate = *rate,
+            FaultKind::MessageLoss { rate } => self.set_loss(control, *rate),
             FaultKind::SlowReader { host, for_ms } => {
                 self.shared
                     .slow_until
@@ -520,9 +486,11 @@ impl Driver {
         }
     }
 
-    fn repair(&mut self, sim: &mut turmoil::Sim) {
+    fn repair(&mut self, control: &Control) {
         for (a, b) in std::mem::take(&mut self.partitions) {
-            sim.release(a.as_str(), b.as_str());
+            control
+                .release(&a, &b)
+                .expect("partitions name hosts of the world");
         }
         self.shared.cuts.heal();
     }
@@ -530,81 +498,36 @@ impl Driver {
     /// The end of the workload: every partition repaired, latency and loss back to the
     /// scenario's network, slow readers reading again. Crashed hosts stay down unless the
     /// scenario restarts them (a writer removed from the config is meant to stay gone).
-    fn heal_all(&mut self, sim: &mut turmoil::Sim) {
-        let now = Self::now(sim);
-        self.repair(sim);
-        self.set_latency(sim, self.shared.scenario.network.latency_ms, None);
-        self.loss_rate = 0.0;
+    fn heal_all(&mut self, control: &Control) {
+        let now = control.now();
+        self.repair(control);
+        self.set_latency(control, self.shared.scenario.network.latency_ms, None);
+        self.set_loss(control, 0.0);
         self.shared.slow_until.borrow_mut().clear();
         self.shared.busy.borrow_mut().clear();
         self.shared.record_at(now, Event::Healed);
     }
 
-    fn set_latency(&self, sim: &mut turmoil::Sim, latency: Range, only: Option<&str>) {
+    fn set_latency(&self, control: &Control, latency: Range, only: Option<&str>) {
         let hosts = self.shared.scenario.hosts();
         for (index, a) in hosts.iter().enumerate() {
             for b in &hosts[index + 1..] {
                 if only.is_some_and(|host| host != a && host != b) {
                     continue;
                 }
-                sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(latency.min));
-                sim.set_link_max_message_latency(
-                    a.as_str(),
-                    b.as_str(),
-                    Duration::from_millis(latency.max),
-                );
+                control
+                    .set_link_latency(a, b, (latency.min, latency.max))
+                    .expect("the scenario's hosts are the world's");
             }
         }
     }
 
-    /// Whether a partition fault holds the link (either way round).
-    fn partitioned(&self, (a, b): &(String, String)) -> bool {
-        self.partitions.contains(&(a.clone(), b.clone()))
-            || self.partitions.contains(&(b.clone(), a.clone()))
-    }
-
-    /// One step of message loss. Every link is a TCP connection, and TCP loses nothing while
-    /// a connection lives: a segment the network drops is sent again after the
-    /// retransmission time-out. So a lossy link flaps: with probability `loss_rate` per step
-    /// it holds what is in flight and what is sent (turmoil's `hold`) for [`FLAP_HOLD_MS`],
-    /// then delivers it. turmoil's own `fail_rate` drops the segments instead, which leaves a
-    /// stream with a hole that nothing ever fills: a connection that never delivers again,
-    /// and that Synapse's ping time-out cannot close if no PING got through first.
-    fn flap(&mut self, sim: &mut turmoil::Sim) {
-        let now = Self::now(sim);
-        let due: Vec<(String, String)> = self
-            .flaps
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(link, _)| link.clone())
-            .collect();
-        for link in due {
-            self.flaps.remove(&link);
-            // A partition fault on the same link keeps holding until its heal.
-            if !self.partitioned(&link) {
-                sim.release(link.0.as_str(), link.1.as_str());
-            }
-        }
-        if self.loss_rate <= 0.0 {
-            return;
-        }
-        let hosts = self.shared.scenario.hosts();
-        for (index, a) in hosts.iter().enumerate() {
-            for b in &hosts[index + 1..] {
-                if a == "db" || b == "db" {
-                    continue;
-                }
-                // One draw per link and step whatever happens, so the stream stays aligned.
-                if !rand::Rng::random_bool(&mut self.flap_rng, self.loss_rate) {
-                    continue;
-                }
-                let link = (a.clone(), b.clone());
-                if self.flaps.contains_key(&link) || self.partitioned(&link) {
-                    continue;
-                }
-                sim.hold(a.as_str(), b.as_str());
-                self.flaps.insert(link, now + FLAP_HOLD_MS);
-            }
-        }
+    /// Message loss (`message_loss`) on the replication and client links, never the
+    /// database's: every link is a TCP connection, and TCP loses nothing while a connection
+    /// lives, so a lost segment holds its link until TCP retransmits it (the engine's loss).
+    fn set_loss(&self, control: &Control, rate: f64) {
+        control
+            .set_loss(rate, &["db"])
+            .expect("the world has a db host");
     }
 }

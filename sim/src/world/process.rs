@@ -244,7 +244,7 @@ impl Process {
             cpu_free_at: std::cell::Cell::new(streamsim_models::time::SimInstant::ZERO),
             metrics,
         });
-        tokio::task::spawn_local(super::metrics::flush_loop(process.clone()));
+        crate::engine::spawn_local(super::metrics::flush_loop(process.clone()));
         process
     }
 
@@ -283,7 +283,7 @@ impl Process {
             match queued {
                 Some(first) => {
                     if first {
-                        tokio::task::spawn_local(self.clone().drain_backlog(link.to_owned()));
+                        crate::engine::spawn_local(self.clone().drain_backlog(link.to_owned()));
                     }
                     self.replication_settled(link);
                 }
@@ -429,7 +429,7 @@ impl Process {
                 } => {
                     let process = self.clone();
                     let link = link.to_owned();
-                    tokio::task::spawn_local(async move {
+                    crate::engine::spawn_local(async move {
                         process.fetch_missing(&link, &instance, from, upto).await;
                     });
                 }
@@ -616,7 +616,7 @@ impl Process {
                 AnnouncerAction::FetchOwnUpdates { from, upto } => {
                     let process = self.clone();
                     self.notifier_fetches(1);
-                    tokio::task::spawn_local(async move {
+                    crate::engine::spawn_local(async move {
                         process.clone().fetch_own_updates(from, upto).await;
                         process.notifier_fetches(-1);
                     });

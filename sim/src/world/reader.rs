@@ -30,13 +30,13 @@ pub struct SyncAnswer {
     pub timed_out: bool,
 }
 
-pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
+pub async fn run(shared: Rc<Shared>, name: String) -> crate::engine::HostResult {
     let process = Process::start(shared.clone(), &name, false).await;
     match shared.scenario.transport {
         Transport::Tcp => follow::follow_writers(&process),
         Transport::Redis => super::redis::subscribe(&process),
     }
-    tokio::task::spawn_local(super::send::serve_client_sends(process.clone()));
+    crate::engine::spawn_local(super::send::serve_client_sends(process.clone()));
     serve_sync(process).await;
     Ok(())
 }

@@ -22,7 +22,7 @@ use streamsim_models::wire::pytext::PyStr;
 use streamsim_models::wire::Command;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use turmoil::net::{TcpListener, TcpStream};
+use crate::engine::tcp::{TcpListener, TcpStream};
 
 use super::process::{command_line, Process};
 use crate::history::Event;
@@ -33,7 +33,7 @@ use crate::net::{now, sleep_until, REDIS_PORT};
 pub const SUBSCRIBER_BUFFER_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// The `redis` host: a pub/sub broker with one channel.
-pub async fn serve(cuts: crate::net::OneWayCuts) -> turmoil::Result {
+pub async fn serve(cuts: crate::net::OneWayCuts) -> crate::engine::HostResult {
     let listener = TcpListener::bind(("0.0.0.0", REDIS_PORT)).await?;
     let subscribers: Rc<RefCell<BTreeMap<u64, Subscriber>>> = Rc::default();
     let mut next_id = 0u64;
@@ -41,7 +41,7 @@ pub async fn serve(cuts: crate::net::OneWayCuts) -> turmoil::Result {
         let (stream, _) = listener.accept().await?;
         let id = next_id;
         next_id += 1;
-        tokio::task::spawn_local(serve_connection(
+        crate::engine::spawn_local(serve_connection(
             stream,
             id,
             subscribers.clone(),
@@ -67,7 +67,7 @@ async fn serve_connection(
     let queued = Rc::new(Cell::new(0usize));
     {
         let queued = queued.clone();
-        tokio::task::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             while let Some(bytes) = receiver.recv().await {
                 // A one-way cut from redis to the client: the bytes wait in redis's buffer.
                 cuts.wait_open(&local, &peer).await;
@@ -116,7 +116,7 @@ impl BusPublisher {
         let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
         let shared = process.shared.clone();
         let host = process.name.clone();
-        tokio::task::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             let mut connection: Option<TcpStream> = None;
             while let Some(line) = receiver.recv().await {
                 if connection.is_none() {
@@ -147,7 +147,7 @@ impl BusPublisher {
 /// Starts the process's subscriber: subscribe, then `REPLICATE` and positions, then dispatch
 /// every message; reconnect with back-off when the subscription is lost.
 pub fn subscribe(process: &Rc<Process>) {
-    tokio::task::spawn_local(subscriber(process.clone()));
+    crate::engine::spawn_local(subscriber(process.clone()));
 }
 
 async fn subscriber(process: Rc<Process>) {
@@ -218,8 +218,8 @@ fn on_subscribed(process: &Rc<Process>) {
 /// error).
 async fn listen(
     process: &Rc<Process>,
-    lines: &mut tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
-    mut write: turmoil::net::tcp::OwnedWriteHalf,
+    lines: &mut tokio::io::Lines<BufReader<crate::engine::tcp::OwnedReadHalf>>,
+    mut write: crate::engine::tcp::OwnedWriteHalf,
 ) -> String {
     // PINGs go out through their own task, so that a one-way cut toward redis holds them in
     // the send buffer while what redis sends is still read.
@@ -227,7 +227,7 @@ async fn listen(
     let (write_failed, mut write_error) = tokio::sync::oneshot::channel::<String>();
     let writer = {
         let (cuts, name) = (process.shared.cuts.clone(), process.name.clone());
-        tokio::task::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             while to_send.recv().await.is_some() {
                 cuts.wait_open(&name, "redis").await;
                 if let Err(error) = write.write_all(b"PING\n").await {
@@ -244,7 +244,7 @@ async fn listen(
 
 async fn listen_until_lost(
     process: &Rc<Process>,
-    lines: &mut tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
+    lines: &mut tokio::io::Lines<BufReader<crate::engine::tcp::OwnedReadHalf>>,
     pings: mpsc::UnboundedSender<()>,
     write_error: &mut tokio::sync::oneshot::Receiver<String>,
 ) -> String {

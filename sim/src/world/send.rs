@@ -80,7 +80,7 @@ pub async fn serve_client_sends(process: Rc<Process>) {
 
 /// Serves forwarded sends on a writer, and persists them in batches.
 pub async fn serve_forwarded(process: Rc<Process>) {
-    tokio::task::spawn_local(persist_queued(process.clone()));
+    crate::engine::spawn_local(persist_queued(process.clone()));
     let Err(error) = crate::net::accept_each(PERSIST_PORT, |stream, _| {
         let process = process.clone();
         async move {
@@ -258,7 +258,7 @@ pub async fn client_sends(
             host.clone(),
             answered.clone(),
         );
-        tokio::task::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             let Ok(stream) = connect(&host, CLIENT_SEND_PORT).await else {
                 return;
             };

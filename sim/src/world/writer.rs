@@ -28,19 +28,19 @@ use streamsim_models::roomsync::row_payload;
 
 /// The writer host's software: start, serve replication, follow the other writers, run the
 /// workload until the scenario's workload phase ends.
-pub async fn run(shared: Rc<Shared>, name: String) -> turmoil::Result {
+pub async fn run(shared: Rc<Shared>, name: String) -> crate::engine::HostResult {
     let process = Process::start(shared.clone(), &name, true).await;
     match shared.scenario.transport {
         Transport::Tcp => {
-            tokio::task::spawn_local(serve_replication(process.clone()));
+            crate::engine::spawn_local(serve_replication(process.clone()));
             follow::follow_writers(&process);
         }
         Transport::Redis => super::redis::subscribe(&process),
     }
-    tokio::task::spawn_local(idle_pokes(process.clone()));
-    tokio::task::spawn_local(send::serve_forwarded(process.clone()));
-    tokio::task::spawn_local(send::serve_client_sends(process.clone()));
-    tokio::task::spawn_local(reader::serve_sync(process.clone()));
+    crate::engine::spawn_local(idle_pokes(process.clone()));
+    crate::engine::spawn_local(send::serve_forwarded(process.clone()));
+    crate::engine::spawn_local(send::serve_client_sends(process.clone()));
+    crate::engine::spawn_local(reader::serve_sync(process.clone()));
     workload(process).await;
     std::future::pending::<()>().await;
     Ok(())
@@ -83,7 +83,7 @@ async fn workload(process: Rc<Process>) {
             })
             .collect();
         let process = process.clone();
-        tokio::task::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             let _ = persist(process, events, delay).await;
         });
     }
@@ -260,7 +260,7 @@ async fn persist_batch(
 /// The replication server: one protocol connection per client.
 async fn serve_replication(process: Rc<Process>) {
     let Err(error) = crate::net::accept_each(REPLICATION_PORT, |stream, peer| {
-        let peer = turmoil::reverse_lookup(peer.ip()).unwrap_or_default();
+        let peer = crate::engine::reverse_lookup(peer.ip()).unwrap_or_default();
         let (sender, receiver) = mpsc::unbounded_channel();
         let id = process.add_link(sender);
         let process = process.clone();
