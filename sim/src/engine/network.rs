@@ -14,6 +14,7 @@ use std::task::Waker;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
 
 use super::{HostId, Incarnation, State};
 
@@ -125,6 +126,16 @@ pub(crate) struct Network {
     delivered: u64,
 }
 
+/// One segment's latency in `min..=max` ms, drawn as turmoil 0.7 draws it (so a scenario's
+/// `latency_ms` keeps its meaning across engines): `min + floor((max - min) * x)` with `x`
+/// exponential of rate 5 (mean a fifth of the range), capped at `max`.
+fn draw_latency(rng: &mut ChaCha8Rng, (min, max): (u64, u64)) -> u64 {
+    let x: f64 = Exp::new(5.0).expect("a positive rate").sample(rng);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let extra = ((max - min) as f64 * x) as u64;
+    (min + extra).min(max)
+}
+
 fn pair(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
@@ -209,12 +220,12 @@ impl Network {
         let latency = if from == to {
             0
         } else {
-            let (min, max) = self
+            let range = self
                 .latency
                 .get(&pair(from, to))
                 .copied()
                 .unwrap_or(self.default_latency);
-            self.latency_rng.random_range(min..=max)
+            draw_latency(&mut self.latency_rng, range)
         };
         let end = &mut self.conns.get_mut(&conn).expect("looked up above").ends[from_side];
         let due = (now + latency).max(end.last_due);
