@@ -52,7 +52,7 @@ enum Command {
     /// invariant; print it as a scenario file opening with its replay command (progress on
     /// standard error).
     Shrink(ShrinkArgs),
-    /// Speed of the standard (or given) scenario against the models alone and turmoil's raw
+    /// Speed of the standard (or given) scenario against the models alone and the engine's raw
     /// TCP echo, and how wall time grows with writers and readers.
     Bench {
         /// A scenario file (default: the built-in standard scenario).
@@ -712,7 +712,7 @@ fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "  models alone (no network): {:.0} events/s; turmoil TCP echo: {:.0} messages/s",
+        "  models alone (no network): {:.0} events/s; raw TCP echo (the engine alone): {:.0} messages/s",
         figures.model_only_events_per_wall_s, figures.turmoil_echo_msgs_per_wall_s
     )?;
     writeln!(out, "scaling (seed 0, wall time):")?;

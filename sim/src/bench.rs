@@ -1,14 +1,15 @@
 //! The two ceiling figures of `streamsim bench` (DESIGN.md): how fast this machine can go at
 //! best, measured in the same process as the run they are compared with.
 //!
-//! - [`turmoil_echo`]: the simulator's raw rate. A plain turmoil 0.7.2 TCP echo of small
-//!   newline-terminated lines (the size of a replication RDATA line) between two hosts, built
-//!   with the settings the world uses (seeded RNG, tick, 1–5 ms message latency). No model runs,
-//!   so no simulated world can deliver messages faster than this.
+//! - [`raw_echo`]: the simulator's raw rate. A plain TCP echo of small newline-terminated
+//!   lines (the size of a replication RDATA line) between two hosts of the engine the world
+//!   runs on ([`crate::engine`], the event-driven successor of turmoil 0.7.2; the name stays
+//!   for DESIGN's `turmoil_echo_msgs_per_wall_s` field), with 1–5 ms message latency. No model
+//!   runs, so no simulated world can deliver messages faster than this.
 //! - [`model_only`]: the limit of the models. The same workload as the world's (writers
 //!   persisting batches out of order over one database, readers following the stream and
 //!   notifying) driven through the models alone: every action is answered at once, every
-//!   command handed over directly, with no network, no codec and no turmoil.
+//!   command handed over directly, with no network, no codec and no engine.
 //!
 //! Both are deterministic for a seed except their wall-clock figures; the clock is read only
 //! to report, never to decide anything.
@@ -16,7 +17,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,19 +32,19 @@ use streamsim_models::replication::{
 use streamsim_models::token::MultiWriterToken;
 use streamsim_models::wire::pyjson::PyValue;
 use streamsim_models::wire::Command;
+use streamsim_models::time::SimInstant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// Lines the echo client keeps in flight (sent and not yet echoed back): turmoil's default
-/// `tcp_capacity`, the segments one direction of a connection may have unread.
+use crate::engine::tcp::{TcpListener, TcpStream};
+use crate::engine::{Engine, HostResult};
+
+/// Lines the echo client keeps in flight (sent and not yet echoed back), as turmoil 0.7's
+/// echo kept (its default `tcp_capacity`), so the figures compare.
 ///
 /// One line per round trip would measure latency × round trips, not the simulator: with
-/// 1–5 ms latency and a 1 ms tick a lone line spends most ticks in flight while both hosts idle.
-/// A window amortises each tick's fixed cost (ticking the network and both runtimes) over many
-/// messages, and the rate rises with it up to the flow-control limit: on the development
-/// machine 0.17 M msgs/s with 1 line in flight, 1.0 M with 32, 1.17 M with 64. Beyond 64 a
-/// write waits for credits while the client is not reading its echoes, and the rate halves
-/// (0.57 M with 128). So 64 is the highest rate turmoil sustains without any trick: each line
-/// and each echo is still its own write and its own segment.
+/// 1–5 ms latency a lone line spends its time in flight while both hosts idle. A window of
+/// lines amortises each wake-up over many messages; each line and each echo is still its own
+/// write and its own segment.
 pub const ECHO_WINDOW_LINES: u64 = 64;
 
 /// Host names and port of the echo.
@@ -51,21 +52,18 @@ const ECHO_SERVER: &str = "echo-server";
 const ECHO_CLIENT: &str = "echo-client";
 const ECHO_PORT: u16 = 9000;
 
-/// Simulated time the echo may take before turmoil calls it stuck: a generous bound of 20 ms
-/// per line (a round trip at the maximum 5 ms latency plus ticks, even with no pipelining) on
-/// top of 10 s for connecting. Only a broken echo gets near it.
-fn echo_time_limit(lines: u64) -> Duration {
-    Duration::from_secs(10)
-        + Duration::from_millis(20).saturating_mul(lines.min(u32::MAX.into()) as u32)
+/// Simulated time the echo may take before it is called stuck: a generous bound of 20 ms per
+/// line (a round trip at the maximum 5 ms latency, even with no pipelining) on top of 10 s
+/// for connecting. Only a broken echo gets near it.
+fn echo_time_limit_ms(lines: u64) -> u64 {
+    10_000 + 20 * lines
 }
 
-/// What [`turmoil_echo`] runs.
+/// What [`raw_echo`] runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EchoConfig {
-    /// turmoil's `rng_seed`.
+    /// The engine's seed (latency draws, task order).
     pub seed: u64,
-    /// turmoil's `tick_duration`, in milliseconds.
-    pub tick_ms: u64,
     /// Lines the client sends. Each is echoed back, so twice as many messages are delivered.
     pub messages: u64,
 }
@@ -75,18 +73,17 @@ impl Default for EchoConfig {
     fn default() -> Self {
         EchoConfig {
             seed: 0,
-            tick_ms: 1,
             messages: 150_000,
         }
     }
 }
 
-/// What [`turmoil_echo`] measured.
+/// What [`raw_echo`] measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EchoFigures {
     /// Lines delivered one way, as counted by their receivers: each round trip is 2.
     pub messages: u64,
-    /// Wall-clock seconds from building the simulation to the client's last echo.
+    /// Wall-clock seconds from building the world to the client's last echo.
     pub wall_s: f64,
     /// Simulated seconds the echo took.
     pub sim_s: f64,
@@ -100,13 +97,13 @@ fn echo_line(n: u64, out: &mut Vec<u8>) {
     writeln!(out, "RDATA events w1 {n} [\"$e{n}:bench.example\"]").expect("writes to a Vec");
 }
 
-/// Measures turmoil's raw message rate: a client sends `config.messages` lines to an echo
-/// server over one simulated TCP connection, keeping [`ECHO_WINDOW_LINES`] in flight, and
-/// checks every echo. Each line and each echo is its own write (its own TCP segment), as each
-/// replication command is.
+/// Measures the network layer's raw message rate: a client sends `config.messages` lines to
+/// an echo server over one simulated TCP connection, keeping [`ECHO_WINDOW_LINES`] in
+/// flight, and checks every echo. Each line and each echo is its own write (its own
+/// segment), as each replication command is.
 ///
-/// Panics if the echo fails (a broken assumption about turmoil, not an input error).
-pub fn turmoil_echo(config: &EchoConfig) -> EchoFigures {
+/// Panics if the echo fails (a broken assumption about the engine, not an input error).
+pub fn raw_echo(config: &EchoConfig) -> EchoFigures {
     echo_with_window(config, ECHO_WINDOW_LINES)
 }
 
@@ -115,32 +112,43 @@ fn echo_with_window(config: &EchoConfig, window: u64) -> EchoFigures {
     let lines = config.messages;
     let echoed = Rc::new(Cell::new(0u64));
     let received = Rc::new(Cell::new(0u64));
+    let done = Rc::new(tokio::sync::Notify::new());
     let started = Instant::now();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(config.seed)
-        .tick_duration(Duration::from_millis(config.tick_ms))
-        .simulation_duration(echo_time_limit(lines))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .build();
+    let mut engine = Engine::new(config.seed, (1, 5));
     let server_count = echoed.clone();
-    sim.host(ECHO_SERVER, move || echo_server(server_count.clone()));
-    sim.client(ECHO_CLIENT, echo_client(lines, window, received.clone()));
-    while !sim.step().expect("the echo runs to completion") {}
+    engine.host(ECHO_SERVER, move || echo_server(server_count.clone()));
+    let (client_count, client_done) = (received.clone(), done.clone());
+    engine.host(ECHO_CLIENT, move || {
+        let (received, done) = (client_count.clone(), client_done.clone());
+        async move {
+            echo_client(lines, window, received).await?;
+            done.notify_one();
+            std::future::pending().await
+        }
+    });
+    let limit = SimInstant::from_ms(echo_time_limit_ms(lines));
+    let failure = engine.run(&[], |control| async move {
+        tokio::select! {
+            biased;
+            () = done.notified() => {}
+            () = control.sleep_until(limit) => {}
+        }
+    });
+    assert_eq!(failure, None, "the echo runs to completion");
     let wall_s = started.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
     let messages = echoed.get() + received.get();
     assert_eq!(messages, 2 * lines, "every line went there and back");
     EchoFigures {
         messages,
         wall_s,
-        sim_s: sim.elapsed().as_secs_f64(),
+        sim_s: engine.ended_at().as_ms() as f64 / 1000.0,
         msgs_per_wall_s: messages as f64 / wall_s,
     }
 }
 
 /// Echoes every line of every connection, one write per line, counting lines received.
-async fn echo_server(echoed: Rc<Cell<u64>>) -> turmoil::Result {
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", ECHO_PORT)).await?;
+async fn echo_server(echoed: Rc<Cell<u64>>) -> HostResult {
+    let listener = TcpListener::bind(("0.0.0.0", ECHO_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let (read, mut write) = stream.into_split();
@@ -158,8 +166,8 @@ async fn echo_server(echoed: Rc<Cell<u64>>) -> turmoil::Result {
 }
 
 /// Sends `lines` lines with up to `window` unanswered, and checks each echo in order.
-async fn echo_client(lines: u64, window: u64, received: Rc<Cell<u64>>) -> turmoil::Result {
-    let stream = turmoil::net::TcpStream::connect((ECHO_SERVER, ECHO_PORT)).await?;
+async fn echo_client(lines: u64, window: u64, received: Rc<Cell<u64>>) -> HostResult {
+    let stream = TcpStream::connect((ECHO_SERVER, ECHO_PORT)).await?;
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let (mut sent, mut got) = (0u64, 0u64);
@@ -592,7 +600,7 @@ mod tests {
             messages: 300,
             ..EchoConfig::default()
         };
-        let figures = turmoil_echo(&config);
+        let figures = raw_echo(&config);
         assert_eq!(figures.messages, 600);
         assert!(figures.sim_s > 0.0);
         assert!(figures.wall_s > 0.0 && figures.msgs_per_wall_s > 0.0);
@@ -602,10 +610,9 @@ mod tests {
     fn echo_takes_the_same_simulated_time_for_a_seed() {
         let config = EchoConfig {
             seed: 7,
-            tick_ms: 1,
             messages: 200,
         };
-        assert_eq!(turmoil_echo(&config).sim_s, turmoil_echo(&config).sim_s);
+        assert_eq!(raw_echo(&config).sim_s, raw_echo(&config).sim_s);
     }
 
     #[test]
@@ -716,7 +723,7 @@ pub fn measure(scenario: &crate::scenario::Scenario) -> BenchFigures {
         events: report.events.max(1),
         batch_size_max: scenario.workload.batch_size.max.max(1),
     });
-    let echo = turmoil_echo(&EchoConfig::default());
+    let echo = raw_echo(&EchoConfig::default());
     BenchFigures {
         events: report.events,
         wall_s,

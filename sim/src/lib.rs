@@ -2,9 +2,10 @@
 //! happened in it.
 //!
 //! Code map:
-//! - [`bench`]: the two ceiling figures of `streamsim bench` (turmoil echo, models alone).
+//! - [`bench`]: the two ceiling figures of `streamsim bench` (raw TCP echo, models alone).
 //! - [`scenario`]: scenario files (TOML) and their validation.
-//! - [`world`]: the turmoil world of a run: hosts, transports, the fault driver.
+//! - [`engine`]: the event-driven engine: hosts on one paused runtime, TCP over simulated links.
+//! - [`world`]: the world of a run on the engine: hosts, transports, the fault driver.
 //! - [`faults`]: the fault schedule, scheduled and drawn from the seed.
 //! - [`generate`]: whole scenarios generated from a seed (bug hunts, property tests).
 //! - [`net`]: simulated time, ports and request/response framing shared by the hosts.

@@ -1,3 +1,6 @@
+//! The engine's own tests: time, FIFO links, holds, loss, crashes and restarts, as a pair
+//! of hosts (an echo and a client) see them.
+
 use std::cell::RefCell;
 use std::rc::Rc;
 

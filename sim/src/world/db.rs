@@ -1,5 +1,5 @@
 //! The `db` host: the database model ([`Database`]) behind a small JSON-lines
-//! request/response protocol over turmoil TCP, and the client every process uses to reach it.
+//! request/response protocol over simulated TCP, and the client every process uses to reach it.
 //!
 //! The database is the one thing a crash never loses. It is also the authority on what
 //! happened to the stream: it records every allocation and every commit in the history at the
@@ -27,7 +27,8 @@ use crate::net::{FrameError, FramedStream, DB_PORT};
 
 /// How long a process waits for the database before it treats the call as failed, in
 /// milliseconds. Synapse has no such bound on a query; the simulation needs one because a
-/// partitioned turmoil TCP stream hangs forever, where a real one would be reset.
+/// partitioned TCP stream waits as long as the partition lasts (a real one retransmits for
+/// about a quarter of an hour before the kernel resets it).
 pub const DB_CALL_TIMEOUT_MS: u64 = 10_000;
 
 /// What a process asks of the database.

@@ -1,4 +1,4 @@
-//! Drives one [`Connection`] (the sans-IO protocol state machine) over a turmoil TCP stream:
+//! Drives one [`Connection`] (the sans-IO protocol state machine) over a simulated TCP stream:
 //! bytes in, timers, outbound commands, and the transport's buffer.
 //!
 //! The transport copies what Twisted does for Synapse: writes go into a buffer drained by a

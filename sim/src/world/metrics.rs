@@ -41,8 +41,8 @@ async fn connect(
 
 /// `should_pipe_execute` / `pipe_execute` / `send_metrics`, every flush interval, for the
 /// life of the process. A flush (or broadcast) that goes unanswered within the interval
-/// drops its connection (an answer arriving later must not be taken for the next one's, and
-/// a turmoil stream that lost a segment never recovers) and is sent again next time.
+/// drops its connection (an answer arriving later must not be taken for the next one's) and
+/// is sent again next time.
 pub async fn flush_loop(process: Rc<Process>) {
     let interval_ms = process.shared.scenario.metrics.flush_interval_ms;
     let mut store: Option<FramedStream> = None;
@@ -87,7 +87,7 @@ pub async fn flush_loop(process: Rc<Process>) {
         }
         if let Some(connection) = &mut endpoint {
             // The endpoint acknowledges each dataset: a broadcast into a connection that
-            // lost a segment (turmoil does not retransmit) must not go unnoticed forever.
+            // a partition or a crash holds must not go unnoticed forever.
             if connection
                 .call::<_, bool>(&dataset, interval_ms)
                 .await

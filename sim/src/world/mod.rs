@@ -1,8 +1,9 @@
-//! The turmoil world: from a scenario and a seed, a `Sim` with a `db` host, an optional `redis`
-//! host, writer hosts, reader hosts and sync-client hosts, driven step by step with the fault
-//! schedule applied between steps, and every observable act recorded in one [`History`].
+//! The world: from a scenario and a seed, an [`Engine`] with a `db` host, an optional `redis`
+//! host, the metrics hosts, writer hosts, reader hosts and sync-client hosts, a drive loop that
+//! applies the fault schedule at its times, and every observable act recorded in one
+//! [`History`].
 //!
-//! Hosts are async tasks on turmoil's single thread, so what they share with the driver lives
+//! Hosts are async tasks on the engine's single thread, so what they share with the driver lives
 //! in [`Shared`] behind `Rc`/`RefCell`: the history, the writers config a (re)starting process
 //! reads, and the observer's bookkeeping (which ids each writer has in flight, for the
 //! `Restarted` record). None of it is host memory: a crash loses only what hosts keep in
