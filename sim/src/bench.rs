@@ -29,10 +29,10 @@ use streamsim_models::persister::{Action, BatchId, Persister};
 use streamsim_models::replication::{
     AnnouncerAction, FollowerAction, Row, StreamAnnouncer, StreamFollower,
 };
+use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
 use streamsim_models::wire::pyjson::PyValue;
 use streamsim_models::wire::Command;
-use streamsim_models::time::SimInstant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::engine::tcp::{TcpListener, TcpStream};

@@ -22,8 +22,8 @@
 pub mod aggregation;
 pub mod bench;
 pub mod checks;
-pub mod engine;
 pub mod choreo;
+pub mod engine;
 pub mod faults;
 pub mod generate;
 pub mod history;

@@ -12,12 +12,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::engine::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use crate::engine::tcp::{TcpListener, TcpStream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use streamsim_models::time::SimInstant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use crate::engine::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use crate::engine::tcp::{TcpListener, TcpStream};
 
 /// The database host's port (PostgreSQL's).
 pub const DB_PORT: u16 = 5432;

@@ -170,7 +170,10 @@ impl State {
     }
 
     pub(crate) fn host_index(&self, name: &str) -> Option<usize> {
-        self.hosts.borrow().iter().position(|host| host.name == name)
+        self.hosts
+            .borrow()
+            .iter()
+            .position(|host| host.name == name)
     }
 
     /// Whether `host`'s incarnation is the one running now.

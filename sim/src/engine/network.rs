@@ -131,7 +131,11 @@ pub(crate) struct Network {
 /// exponential of rate 5 (mean a fifth of the range), capped at `max`.
 fn draw_latency(rng: &mut ChaCha8Rng, (min, max): (u64, u64)) -> u64 {
     let x: f64 = Exp::new(5.0).expect("a positive rate").sample(rng);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let extra = ((max - min) as f64 * x) as u64;
     (min + extra).min(max)
 }
@@ -216,7 +220,10 @@ impl Network {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };
-        let (from, to) = (c.ends[from_side].host.index, c.ends[1 - from_side].host.index);
+        let (from, to) = (
+            c.ends[from_side].host.index,
+            c.ends[1 - from_side].host.index,
+        );
         let latency = if from == to {
             0
         } else {

@@ -162,9 +162,9 @@ impl TcpStream {
         let state = state();
         let me = current_host();
         let (host, port) = addr;
-        let target = state.host_index(host).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no host {host}"))
-        })?;
+        let target = state
+            .host_index(host)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no host {host}")))?;
         let conn = {
             let mut network = state.network.borrow_mut();
             let local_port = network.ephemeral_port();
@@ -186,7 +186,11 @@ impl TcpStream {
         network::send(&state, conn, 0, Payload::Syn);
         poll_fn(|cx| {
             let mut network = state.network.borrow_mut();
-            let end = &mut network.conns.get_mut(&conn).expect("held by the stream").ends[0];
+            let end = &mut network
+                .conns
+                .get_mut(&conn)
+                .expect("held by the stream")
+                .ends[0];
             if end.connected {
                 Poll::Ready(Ok(()))
             } else if end.reset {
@@ -293,7 +297,12 @@ impl AsyncWrite for OwnedWriteHalf {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        network::send(&self.state, self.conn, self.side, Payload::Data(buf.to_vec()));
+        network::send(
+            &self.state,
+            self.conn,
+            self.side,
+            Payload::Data(buf.to_vec()),
+        );
         Poll::Ready(Ok(buf.len()))
     }
 

@@ -30,7 +30,11 @@ fn echo(log: Log) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = HostResu
                     let mut lines = BufReader::new(read).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         note(&log, format!("echo got {line}"));
-                        if write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                        if write
+                            .write_all(format!("{line}\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -122,7 +126,10 @@ fn a_connection_direction_is_first_in_first_out_under_random_latency_and_one_see
         )
     };
     let first = run(7);
-    assert!(first.iter().any(|l| l.ends_with("all back in order")), "{first:?}");
+    assert!(
+        first.iter().any(|l| l.ends_with("all back in order")),
+        "{first:?}"
+    );
     let got: Vec<&str> = first
         .iter()
         .filter_map(|l| l.split_once(" echo got ").map(|(_, n)| n))
@@ -264,7 +271,10 @@ fn a_connect_to_a_host_that_is_down_or_not_listening_is_refused_after_a_round_tr
             tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
             let refused = TcpStream::connect(("e", 7)).await.err().map(|e| e.kind());
             note(&log, format!("e down: {refused:?}"));
-            let unknown = TcpStream::connect(("nowhere", 7)).await.err().map(|e| e.kind());
+            let unknown = TcpStream::connect(("nowhere", 7))
+                .await
+                .err()
+                .map(|e| e.kind());
             note(&log, format!("nowhere: {unknown:?}"));
             Ok(())
         },
@@ -308,7 +318,11 @@ fn a_lost_segment_holds_its_link_until_the_retransmission() {
     // 400; the line lost at 400, through at 600; its echo lost at 600, through at 800.
     assert_eq!(
         entries[..3],
-        ["400 connected", "600 echo got x", "800 client got Some(\"x\")"]
+        [
+            "400 connected",
+            "600 echo got x",
+            "800 client got Some(\"x\")"
+        ]
     );
 }
 
@@ -343,7 +357,13 @@ fn a_crash_stops_every_task_of_the_host_and_a_restart_runs_its_software_anew() {
     assert!(engine.was_running("h"));
     assert_eq!(
         *entries.borrow(),
-        ["0 start 1", "400 tick", "800 tick", "2000 start 2", "2400 tick"]
+        [
+            "0 start 1",
+            "400 tick",
+            "800 tick",
+            "2000 start 2",
+            "2400 tick"
+        ]
     );
 }
 

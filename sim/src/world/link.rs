@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use crate::engine::tcp::TcpStream;
 use streamsim_models::connection::{
     AbortReason, CloseReason, Connection, ConnectionState, Output, Role,
 };
@@ -18,7 +19,6 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::wire::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
-use crate::engine::tcp::TcpStream;
 
 use crate::net::{now, sleep_until};
 

@@ -304,7 +304,9 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
         let driver = driver.clone();
         let duration = SimInstant::from_ms(scenario.duration_ms);
         move |control: Control| async move {
-            driver.borrow().set_loss(&control, scenario.network.message_loss);
+            driver
+                .borrow()
+                .set_loss(&control, scenario.network.message_loss);
             let mut healed = false;
             for fault in schedule.iter().filter(|f| f.at_ms <= total_ms) {
                 let at = SimInstant::from_ms(fault.at_ms);
@@ -368,7 +370,6 @@ fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcom
         staleness_bound_ms: aggregation::staleness_bound_ms(
             shared.scenario.metrics.flush_interval_ms,
             network.latency_ms.max,
-            network.tick_ms,
         ),
         incarnations: incarnations
             .iter()

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::engine::tcp::{TcpListener, TcpStream};
 use streamsim_models::limits::{
     RECONNECT_DELAY_INITIAL_MS, RECONNECT_DELAY_MAX_MS, REDIS_PING_INTERVAL_MS,
     REDIS_REPLY_TIMEOUT_MS,
@@ -22,7 +23,6 @@ use streamsim_models::wire::pytext::PyStr;
 use streamsim_models::wire::Command;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use crate::engine::tcp::{TcpListener, TcpStream};
 
 use super::process::{command_line, Process};
 use crate::history::Event;
