@@ -122,6 +122,47 @@ pub struct Dataset {
     pub histograms: BTreeMap<SeriesKey, HistogramCounts>,
 }
 
+/// Series keys built once per node and looked up without allocating: metrics are bumped on
+/// every replication command, and a key is a family name and label strings. Buckets are keyed
+/// by an FNV-1a hash of the family and values (lookups only, never iterated for output).
+#[derive(Clone, Debug, Default)]
+struct SeriesInterner {
+    series: BTreeMap<u64, Vec<(SeriesKey, SeriesKey)>>,
+}
+
+impl SeriesInterner {
+    /// The series of `family` with `values`, and its `<family>_count` series.
+    fn get(&mut self, family: &Family, values: &[&str]) -> &(SeriesKey, SeriesKey) {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in std::iter::once(family.name).chain(values.iter().copied()) {
+            for byte in part.bytes().chain(std::iter::once(0xff)) {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        let bucket = self.series.entry(hash).or_default();
+        let index = match bucket.iter().position(|(key, _)| key.is(family, values)) {
+            Some(index) => index,
+            None => {
+                let key = SeriesKey::new(family, values);
+                let count = count_series(&key);
+                bucket.push((key, count));
+                bucket.len() - 1
+            }
+        };
+        &bucket[index]
+    }
+}
+
+/// Adds `amount` to `series` in `map`, cloning the key only when the series is new there.
+fn add(map: &mut BTreeMap<SeriesKey, i64>, series: &SeriesKey, amount: i64) {
+    match map.get_mut(series) {
+        Some(value) => *value += amount,
+        None => {
+            map.insert(series.clone(), amount);
+        }
+    }
+}
+
 /// One incarnation of one node's in-memory metrics.
 #[derive(Clone, Debug)]
 pub struct NodeMetrics {
@@ -136,6 +177,7 @@ pub struct NodeMetrics {
     /// Every increment this incarnation ever made (counters, and histogram observations
     /// under `<family>_count`), never cleared: what the aggregation checks account for.
     lifetime: BTreeMap<SeriesKey, i64>,
+    interner: SeriesInterner,
 }
 
 impl NodeMetrics {
@@ -150,6 +192,7 @@ impl NodeMetrics {
             pending: None,
             last_flush_at: None,
             lifetime: BTreeMap::new(),
+            interner: SeriesInterner::default(),
         }
     }
 
@@ -176,9 +219,9 @@ impl NodeMetrics {
             family.name
         );
         assert!(amount >= 0, "{} cannot go down", family.name);
-        let series = SeriesKey::new(family, labels);
-        *self.lifetime.entry(series.clone()).or_insert(0) += amount;
-        *self.counters.entry(series).or_insert(0) += amount;
+        let (series, _) = self.interner.get(family, labels);
+        add(&mut self.lifetime, series, amount);
+        add(&mut self.counters, series, amount);
     }
 
     /// `set(name, value)`: a set gauge's current value.
@@ -190,12 +233,9 @@ impl NodeMetrics {
     /// Adds `delta` to a set gauge (an in-flight count going up or down).
     pub fn add_to_gauge(&mut self, family: &Family, labels: &[&str], delta: i64) -> i64 {
         assert_eq!(family.kind, Kind::Gauge, "{} is not a gauge", family.name);
-        let value = self
-            .gauges
-            .entry(SeriesKey::new(family, labels))
-            .or_insert(0);
-        *value += delta;
-        *value
+        let (series, _) = self.interner.get(family, labels);
+        add(&mut self.gauges, series, delta);
+        self.gauges[series]
     }
 
     pub fn gauge(&self, family: &Family, labels: &[&str]) -> i64 {
@@ -213,12 +253,16 @@ impl NodeMetrics {
             "{} is not a histogram",
             family.name
         );
-        let series = SeriesKey::new(family, labels);
-        *self.lifetime.entry(count_series(&series)).or_insert(0) += 1;
-        self.histograms
-            .entry(series)
-            .or_insert_with(|| HistogramCounts::empty(family))
-            .observe(family, raw);
+        let (series, count) = self.interner.get(family, labels);
+        add(&mut self.lifetime, count, 1);
+        match self.histograms.get_mut(series) {
+            Some(histogram) => histogram.observe(family, raw),
+            None => {
+                let mut histogram = HistogramCounts::empty(family);
+                histogram.observe(family, raw);
+                self.histograms.insert(series.clone(), histogram);
+            }
+        }
     }
 
     /// Every increment this incarnation made, flushed or not.

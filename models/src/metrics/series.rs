@@ -201,6 +201,18 @@ impl SeriesKey {
         }
     }
 
+    /// Whether this is the series of `family` with `values` (what [`SeriesKey::new`] would
+    /// build), compared in place.
+    pub fn is(&self, family: &Family, values: &[&str]) -> bool {
+        self.family == family.name
+            && self.labels.len() == values.len()
+            && self
+                .labels
+                .iter()
+                .zip(family.labels.iter().zip(values))
+                .all(|((label, value), (name, wanted))| label == name && value == wanted)
+    }
+
     /// The value of one label, if the series has it.
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
