@@ -291,16 +291,36 @@ pub fn check_advisories(history: &History, context: &CheckContext) -> Vec<Violat
     run_checks(history, context, |e| e == Expectation::Advisory)
 }
 
+/// [`check_all`] and [`check_advisories`] in one pass: the facts of the history are gathered
+/// once (what `run` needs; each alone gathers them again).
+pub fn check_all_and_advisories(
+    history: &History,
+    context: &CheckContext,
+) -> (Vec<Violation>, Vec<Violation>) {
+    let facts = Facts::from(history);
+    (
+        judge(&facts, context, |e| e != Expectation::Advisory),
+        judge(&facts, context, |e| e == Expectation::Advisory),
+    )
+}
+
 fn run_checks(
     history: &History,
     context: &CheckContext,
     select: impl Fn(Expectation) -> bool,
 ) -> Vec<Violation> {
-    let facts = Facts::from(history);
+    judge(&Facts::from(history), context, select)
+}
+
+fn judge(
+    facts: &Facts,
+    context: &CheckContext,
+    select: impl Fn(Expectation) -> bool,
+) -> Vec<Violation> {
     let mut violations: Vec<Violation> = CHECKS
         .iter()
         .filter(|check| select(check.expectation))
-        .flat_map(|check| (check.run)(&facts, context))
+        .flat_map(|check| (check.run)(facts, context))
         .collect();
     violations.sort_by_key(|v| v.at);
     violations
@@ -325,6 +345,8 @@ struct Commit {
 /// The history, indexed for the checks.
 pub struct Facts<'a> {
     history: &'a History,
+    /// The walk `no_missed_event` and `notifier_announces_every_event` share, done once.
+    missed_walk: std::cell::OnceCell<(Vec<Violation>, Vec<Violation>)>,
     commits: BTreeMap<String, Commit>,
     aborted: BTreeSet<(String, i64)>,
     last_heal: Option<SimInstant>,
@@ -520,6 +542,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             .collect();
         Facts {
             history,
+            missed_walk: std::cell::OnceCell::new(),
             commits,
             aborted,
             last_heal,
@@ -667,16 +690,20 @@ fn tokens_never_regress(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
 /// Each event is judged once per reader, at the first announced token that covers it (a
 /// per-writer cursor), so the check is linear in the history.
 fn no_missed_event(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
-    missed_events(facts, context, false)
+    facts
+        .missed_walk
+        .get_or_init(|| missed_events(facts, context))
+        .0
+        .clone()
 }
 
 /// A committed event a page's token covered but the page did not hold: (page time, its
 /// token, its reader, the event's writer, its stream id).
 type ClientOwed<'a> = (SimInstant, &'a MultiWriterToken, &'a str, &'a str, i64);
 
-/// The walk behind `no_missed_event` (`owed_mode` false) and `notifier_announces_every_event`
-/// (`owed_mode` true: only the covered events never announced).
-fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<Violation> {
+/// The one walk behind `no_missed_event` (first) and `notifier_announces_every_event`
+/// (second: the covered events a notifier never announced), each sorted by time.
+fn missed_events(facts: &Facts, context: &CheckContext) -> (Vec<Violation>, Vec<Violation>) {
     let mut delivered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut checked_upto: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     // Covered but not yet delivered: (reader, event) -> where it was first covered.
@@ -800,7 +827,7 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
             _ => {}
         }
     }
-    if !owed_mode {
+    {
         for ((client, event_id), (at, token, reader, writer, stream_id)) in client_owed {
             if returned.contains(&(client, event_id)) {
                 continue;
@@ -824,8 +851,8 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
             violations.push(found);
         }
     }
-    if owed_mode {
-        violations.clear();
+    let mut unannounced = Vec::new();
+    {
         for ((reader, event_id), (at, token, writer, stream_id)) in owed {
             let mut found = violation(
                 "notifier_announces_every_event",
@@ -843,11 +870,12 @@ fn missed_events(facts: &Facts, context: &CheckContext, owed_mode: bool) -> Vec<
                 found.finding = Some(finding);
                 found.message = format!("{}: {evidence}", found.message);
             }
-            violations.push(found);
+            unannounced.push(found);
         }
     }
     violations.sort_by_key(|v| v.at);
-    violations
+    unannounced.sort_by_key(|v| v.at);
+    (violations, unannounced)
 }
 
 /// Invariant 6, second half: background consumers (federation sender, pushers, application
@@ -905,7 +933,11 @@ fn minimum_converges(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
 /// never marks its room, so incremental /sync misses it too); each such miss is diagnosed
 /// from the finding's exact shape (`diagnose_client_miss`), anything else is a failure.
 fn notifier_announces_every_event(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
-    missed_events(facts, context, true)
+    facts
+        .missed_walk
+        .get_or_init(|| missed_events(facts, context))
+        .1
+        .clone()
 }
 
 /// Finding F1 (tools/synapse/FINDINGS.md): an event of `writer` covered before it committed,

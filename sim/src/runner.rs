@@ -13,7 +13,7 @@ use streamsim_models::bugs::Bugs;
 use streamsim_models::fixes::Fixes;
 use streamsim_models::time::SimInstant;
 
-use crate::checks::{check_advisories, check_all, sometimes_reached, CheckContext, Violation};
+use crate::checks::{check_all_and_advisories, sometimes_reached, CheckContext, Violation};
 use crate::history::{Event, History};
 use crate::scenario::Scenario;
 use crate::world;
@@ -109,13 +109,13 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
             finding: None,
         });
     }
-    violations.extend(check_all(&outcome.history, &context));
+    let (judged, advisories) = check_all_and_advisories(&outcome.history, &context);
+    violations.extend(judged);
     violations.extend(crate::aggregation::check_metrics(
         &outcome.metrics,
         &outcome.history,
     ));
     demote_fixed_findings(&mut violations, fixes);
-    let advisories = check_advisories(&outcome.history, &context);
     let events = outcome
         .history
         .records()
