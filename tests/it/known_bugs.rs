@@ -46,15 +46,25 @@ fn every_switch_has_one_regression_file_that_says_what_it_shows() {
             ));
             continue;
         };
-        // The first comment names the bug and the invariant that catches it; the second line
-        // is the replay command.
-        let first = text.lines().next().unwrap_or_default();
-        if !first.starts_with('#')
-            || !first.contains(info.name)
-            || !first.contains(info.caught_by)
-        {
+        // The file opens with its replay command (as `streamsim shrink` writes it), then its
+        // first comment says what it shows: the bug and the invariant that catches it.
+        let replay = format!(
+            "# streamsim run tests/data/bugs/{}.toml --seed ",
+            info.name
+        );
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
+        if !first.starts_with(&replay) || !first.contains(&format!("--bug {}", info.name)) {
             problems.push(format!(
-                "{}: the first line must say what it shows ({} caught by {}): {first:?}",
+                "{}: the first line must replay it ({replay}N --bug {} --fix all): {first:?}",
+                path.display(),
+                info.name
+            ));
+        }
+        let says = lines.next().unwrap_or_default();
+        if !says.starts_with('#') || !says.contains(info.name) || !says.contains(info.caught_by) {
+            problems.push(format!(
+                "{}: the first comment must say what it shows ({} caught by {}): {says:?}",
                 path.display(),
                 info.name,
                 info.caught_by
