@@ -246,6 +246,10 @@ pub fn shrink(
             invariant: Some(target.invariant.to_owned()),
         });
     }
+    // In time order, as the world applies them (a stable sort, like the schedule's): moving a
+    // fault earlier measures from the one before it, which a file may list later (the panic
+    // `at_ms - previous` once gave on a hand-written file).
+    sort_faults(&mut start.faults);
     let mut shrinker = Shrinker {
         target,
         options,

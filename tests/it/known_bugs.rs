@@ -48,10 +48,7 @@ fn every_switch_has_one_regression_file_that_says_what_it_shows() {
         };
         // The file opens with its replay command (as `streamsim shrink` writes it), then its
         // first comment says what it shows: the bug and the invariant that catches it.
-        let replay = format!(
-            "# streamsim run tests/data/bugs/{}.toml --seed ",
-            info.name
-        );
+        let replay = format!("# streamsim run tests/data/bugs/{}.toml --seed ", info.name);
         let mut lines = text.lines();
         let first = lines.next().unwrap_or_default();
         if !first.starts_with(&replay) || !first.contains(&format!("--bug {}", info.name)) {

@@ -288,7 +288,9 @@ fn the_exit_status_is_the_verdict_when_the_reader_closes_stdout_early() {
         drop(child.stdout.take());
         child.wait().expect("wait for streamsim").code()
     };
-    let codes: Vec<(u64, Option<i32>)> = (0..3).map(|seed| (seed, exit_with_stdout_closed(seed))).collect();
+    let codes: Vec<(u64, Option<i32>)> = (0..3)
+        .map(|seed| (seed, exit_with_stdout_closed(seed)))
+        .collect();
     assert!(
         codes.iter().any(|(_, code)| *code == Some(1)),
         "a failing seed must exit 1 with its stdout closed; exit codes by seed {codes:?}: streamsim run {} --seed 0 --bug idle-writer-never-announces --fix all",
@@ -371,6 +373,42 @@ fn shrink_turns_a_failing_generated_seed_into_a_smaller_file_that_fails_on_repla
         stdout.contains("[notifier_announces_every_event]")
             && stdout.contains("(known Synapse bug F3)"),
         "{stdout}"
+    );
+}
+
+/// A hand-written file may list its faults out of time order; moving a fault earlier once
+/// measured from the fault listed before it and panicked (`at_ms - previous` overflowed,
+/// found re-making B7's regression file).
+#[test]
+fn shrink_takes_faults_listed_out_of_time_order() {
+    let file = "tests/data/shrink/faults_out_of_time_order.toml";
+    let (code, stdout, stderr) = cli(&[
+        "shrink",
+        file,
+        "--seed",
+        "0",
+        "--seeds",
+        "0..5",
+        "--min-failing",
+        "5",
+        "--bug",
+        "own-position-not-from-sequence",
+        "--fix",
+        "all",
+    ]);
+    assert_eq!(
+        code, 0,
+        "streamsim shrink {file} --seed 0 --seeds 0..5 --min-failing 5 --bug own-position-not-from-sequence --fix all: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let times: Vec<u64> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("at_ms = "))
+        .map(|ms| ms.replace('_', "").parse().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "the shrunk faults are in time order: {times:?}"
     );
 }
 
