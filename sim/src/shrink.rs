@@ -92,6 +92,8 @@ pub enum ShrinkError {
     },
     #[error("{target} also fails with the bug switches off on {failing} of the seeds: the scenario fails without its bug")]
     FailsWithoutTheBug { target: Target, failing: usize },
+    #[error("with the bug switches off, seed {seed} fails [{invariant}]: the scenario fails without its bug")]
+    OtherFailureWithoutTheBug { seed: u64, invariant: &'static str },
 }
 
 /// A shrunk scenario and how it was found.
@@ -128,6 +130,30 @@ fn failing_seeds(scenario: &Scenario, target: &Target, options: &Options, bugs: 
         .filter(|r| r.violations.iter().any(|v| target.matches(v)))
         .map(|r| r.seed)
         .collect()
+}
+
+/// The first of the seeds on which `scenario` without bug switches fails any invariant
+/// (a violation no confirmed finding explains): a scenario meant to show a bug must pass
+/// without it on every seed, whatever the target (a file shrunk on its target alone once
+/// kept a converge window too short for the patched model to converge in).
+fn fails_without_bugs(scenario: &Scenario, options: &Options) -> Option<(u64, &'static str)> {
+    // Every seed must pass, so all of them run (in parallel, as `count_failing`'s do).
+    runner::sweep(
+        SweepScenarios::Fixed(scenario),
+        &options.seeds,
+        Bugs::NONE,
+        options.fixes,
+        options.jobs,
+        &|_| {},
+    )
+    .into_iter()
+    .find_map(|report| {
+        report
+            .violations
+            .iter()
+            .find(|v| !v.is_known())
+            .map(|v| (report.seed, v.invariant))
+    })
 }
 
 /// How many of the seeds `scenario` fails `target` on, judged with `bugs`; `None` once
@@ -268,6 +294,9 @@ pub fn shrink(
                 failing: without.len(),
             });
         }
+        if let Some((seed, invariant)) = fails_without_bugs(&shrinker.best, options) {
+            return Err(ShrinkError::OtherFailureWithoutTheBug { seed, invariant });
+        }
     }
     let lines_before = to_toml(scenario).lines().count();
     progress(&format!(
@@ -337,9 +366,7 @@ impl Shrinker<'_> {
         ) else {
             return false;
         };
-        if options.bugs != Bugs::NONE
-            && count_failing(&candidate, &self.target, options, Bugs::NONE, 0, false).is_none()
-        {
+        if options.bugs != Bugs::NONE && fails_without_bugs(&candidate, options).is_some() {
             return false;
         }
         if ratchet && count > self.need {
