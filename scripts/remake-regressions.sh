@@ -40,7 +40,9 @@ for name in "${switches[@]}"; do
         --title "Bug $id ($name): $what. Caught by $invariant." \
         -o "tests/data/bugs/$name.toml"; then
       # (shrink writes only on success, after reading its source: the file may be its own.)
-      git rm -q --ignore-unmatch "tests/data/bugs/$name".seed-*.toml
+      for old in "tests/data/bugs/$name".seed-*.toml; do
+        [ -e "$old" ] && { git rm -q --cached --ignore-unmatch "$old"; rm -f "$old"; }
+      done
       echo "$name: caught on >= $min of seeds 0..20"
       break
     fi
