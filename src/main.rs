@@ -670,6 +670,10 @@ fn shrink(args: ShrinkArgs) -> Result<ExitCode> {
         shrink_command.push_str(&format!(" --bug {name}"));
     }
     shrink_command.push_str(&fixes.flags());
+    // Everything that changes what is kept, so the line can be run again as written.
+    if let Some(invariant) = &args.invariant {
+        shrink_command.push_str(&format!(" --invariant {invariant}"));
+    }
     let mut text = format!("# {replay}\n");
     for line in args.title.iter().flat_map(|title| title.lines()) {
         text.push_str(&format!("# {line}\n"));

@@ -1,6 +1,6 @@
 //! The fault schedule of a run: the scenario's scheduled faults plus the ones drawn from the
-//! seed (`[random_faults]`), merged into one time-ordered list, each applied to the turmoil
-//! `Sim` between steps.
+//! seed (`[random_faults]`), merged into one time-ordered list, each applied by the world's
+//! drive loop at its time.
 //!
 //! A drawn fault always comes with its repair (heal, restart, latency back), so a drawn mix
 //! never leaves the world broken for longer than `lasting_ms`.

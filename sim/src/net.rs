@@ -96,8 +96,8 @@ pub const CUT_POLL_MS: u64 = 10;
 
 /// The one-way partitions in force, `(from, to)`: a `partition_oneway` fault as TCP lives it.
 /// Nothing is lost; `from`'s bytes for `to` wait in `from`'s send buffer until the heal,
-/// while `to`'s bytes for `from` flow. (turmoil holds or drops both directions of a link at
-/// once, so every writer of the world passes this gate instead.) Shared by the hosts of one
+/// while `to`'s bytes for `from` flow. (Every writer of the world passes this gate, where
+/// the processes' own checks can see the cut; the engine's one-way hold would act alike.) Shared by the hosts of one
 /// run; cloning shares it.
 #[derive(Clone, Debug, Default)]
 pub struct OneWayCuts(Rc<RefCell<BTreeSet<(String, String)>>>);
@@ -126,7 +126,7 @@ impl OneWayCuts {
     }
 }
 
-/// The host names at the two ends of `stream` (local, peer), as turmoil resolves them.
+/// The host names at the two ends of `stream` (local, peer).
 pub fn ends(stream: &TcpStream) -> (String, String) {
     let name = |addr: std::io::Result<SocketAddr>| {
         addr.ok()

@@ -298,7 +298,8 @@ pub enum FaultKind {
         #[serde(default)]
         host: Option<String>,
     },
-    /// New message loss on every replication link (turmoil's link `fail_rate`).
+    /// New message loss on every replication and client link: the probability that a segment
+    /// is lost, holding its link until TCP retransmits (`engine::network`).
     MessageLoss { rate: f64 },
     /// The writers config (Synapse's `stream_writers.events`) every process reads at its next
     /// start; running processes keep theirs until restarted, as in Synapse.
