@@ -375,11 +375,29 @@ impl Scenario {
             let (line, column) = e
                 .span()
                 .map_or((0, 0), |span| line_column(text, span.start));
-            let key = e.message().split('`').nth(1);
+            // A key the message names (`unknown field `x``, `missing field `x``), else the key
+            // whose value the span points at: a message about a value quotes the value.
+            let message = e.message();
+            let names_a_key = ["unknown field", "missing field", "duplicate key"]
+                .iter()
+                .any(|start| message.trim_start().starts_with(start));
+            let quoted = message.split('`').nth(1);
+            let key = if names_a_key {
+                quoted.map(str::to_owned)
+            } else {
+                // A value error inside a `[[fault]]` points at its header (the table is read
+                // whole for its `kind`): find the line that holds the quoted value.
+                e.span().and_then(|span| {
+                    key_before(text, span.start)
+                        .or_else(|| quoted.and_then(|value| key_holding(text, span.start, value)))
+                })
+            };
+            let key = key.as_deref();
             let field = match (key, e.span().and_then(|span| table_at(text, span.start))) {
                 (Some(key), Some(table)) => format!("{table}.{key}"),
                 (Some(key), None) => key.to_owned(),
-                (None, _) => "-".to_owned(),
+                (None, Some(table)) => table,
+                (None, None) => "-".to_owned(),
             };
             ScenarioError {
                 file: path.to_owned(),
@@ -720,6 +738,38 @@ fn table_at(text: &str, offset: usize) -> Option<String> {
         let name = last.strip_prefix('[')?.strip_suffix(']')?;
         Some(name.trim().to_owned())
     }
+}
+
+/// The key whose value starts at or after `offset` on its line: the identifier before the
+/// last `=` ahead of it (`tick_ms = 1.0` gives `tick_ms`; inside an inline table
+/// `{ min = 1.5 }` the inner key). `None` on a line with no `=` before the offset (a table
+/// header).
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[line_start..offset];
+    let equals = before.rfind('=')?;
+    let key = before[..equals]
+        .rsplit(|c: char| c == '{' || c == ',' || c.is_whitespace())
+        .find(|part| !part.is_empty())?
+        .trim_matches('"');
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// The key of the line, from `offset` to the next table header, whose value is `value`
+/// (quoted or bare).
+fn key_holding(text: &str, offset: usize, value: &str) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    text[line_start..]
+        .lines()
+        .enumerate()
+        .take_while(|(index, line)| *index == 0 || !line.trim_start().starts_with('['))
+        .find_map(|(_, line)| {
+            let (key, rest) = line.split_once('=')?;
+            let rest = rest.trim();
+            (rest == value || rest.trim_matches('"') == value).then(|| key.trim().to_owned())
+        })
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

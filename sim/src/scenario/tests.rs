@@ -79,6 +79,32 @@ fn unknown_keys_name_line_column_and_field() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_names_its_key_not_the_value() {
+    // Found by a fresh-user review: `tick_ms = 1.0` was reported as `network.1.0`.
+    let with_network = |line: &str| GOOD.replace("latency_ms = { min = 1, max = 10 }", line);
+    for (line, field) in [
+        ("tick_ms = 1.0", "network.tick_ms"),
+        ("tick_ms = true", "network.tick_ms"),
+        ("message_loss = \"x\"", "network.message_loss"),
+        ("latency_ms = 5", "network.latency_ms"),
+        ("latency_ms = { min = 1.5, max = 5 }", "network.min"),
+    ] {
+        let e = error(&with_network(line));
+        assert_eq!(e.field, field, "{line}: {e}");
+    }
+    let e = error(&GOOD.replace("readers = 1", "readers = -1"));
+    assert_eq!(e.field, "topology.readers", "{e}");
+    // Inside a `[[fault]]`, read whole for its `kind`: the line holding the value, else the
+    // fault itself.
+    let e = error(&GOOD.replace("kind = \"crash\"", "kind = \"explode\""));
+    assert_eq!(e.field, "fault[0].kind", "{e}");
+    let e = error(&format!(
+        "{GOOD}\n[[fault]]\nat_ms = 7000\nkind = \"partition\"\nhosts = [\"r1\"]\n"
+    ));
+    assert_eq!(e.field, "fault[2]", "{e}");
+}
+
+#[test]
 fn bad_values_name_their_line() {
     let e = error(&GOOD.replace("duration_ms = 20000", "duration_ms = \"long\""));
     assert_eq!(e.line, 2, "{e}");
