@@ -103,11 +103,6 @@ pub fn current_host() -> HostId {
         .expect("called inside a host's task")
 }
 
-/// The name of the host whose task is running now (see [`current_host`]).
-pub fn current_host_name() -> String {
-    state().host_name(current_host().index)
-}
-
 /// Simulated time since the run started, in whole milliseconds (the paused clock only ever
 /// stops on whole milliseconds: every deadline of the world is one).
 pub fn now() -> SimInstant {
@@ -237,7 +232,6 @@ pub(crate) enum Incarnation {
 pub struct Engine {
     state: Rc<State>,
     runtime: tokio::runtime::Runtime,
-    seed: u64,
     /// The hosts running when the last run ended.
     running_at_end: BTreeSet<String>,
     /// When the last run ended.
@@ -280,7 +274,6 @@ impl Engine {
         Engine {
             state,
             runtime,
-            seed,
             running_at_end: BTreeSet::new(),
             ended_at: SimInstant::ZERO,
         }
@@ -305,11 +298,6 @@ impl Engine {
             tasks: Vec::new(),
             pruned_at: 0,
         });
-    }
-
-    /// The seed the engine was built with.
-    pub fn seed(&self) -> u64 {
-        self.seed
     }
 
     /// Starts every host not in `late` and runs `drive` (given a [`Control`]) until it
@@ -503,11 +491,6 @@ impl Control {
             .collect::<Result<Vec<_>, _>>()?;
         self.state.network.borrow_mut().set_loss(rate, exempt);
         Ok(())
-    }
-
-    /// Segments delivered so far (every data segment, connect, FIN and reset).
-    pub fn delivered(&self) -> u64 {
-        self.state.network.borrow().delivered()
     }
 }
 

@@ -123,7 +123,6 @@ pub(crate) struct Network {
     next_conn: u64,
     pub(crate) listeners: BTreeMap<(usize, u16), Listener>,
     next_port: u16,
-    delivered: u64,
 }
 
 /// One segment's latency in `min..=max` ms, drawn as turmoil 0.7 draws it (so a scenario's
@@ -163,12 +162,7 @@ impl Network {
             next_conn: 0,
             listeners: BTreeMap::new(),
             next_port: 49_152,
-            delivered: 0,
         }
-    }
-
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered
     }
 
     pub(crate) fn set_latency(&mut self, a: usize, b: usize, ms: (u64, u64)) {
@@ -383,7 +377,6 @@ fn deliver(state: &State, segment: Segment) {
     let Segment { conn, to, payload } = segment;
     let reply = {
         let mut network = state.network.borrow_mut();
-        network.delivered += 1;
         let Some(c) = network.conns.get(&conn) else {
             return;
         };

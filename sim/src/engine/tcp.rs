@@ -231,6 +231,15 @@ impl OwnedReadHalf {
     }
 }
 
+/// The end `side` of `conn`, which a half of it still holds.
+fn end_mut(network: &mut network::Network, conn: u64, side: usize) -> &mut End {
+    &mut network
+        .conns
+        .get_mut(&conn)
+        .expect("held by a half of it")
+        .ends[side]
+}
+
 fn reset_error(state: &State, conn: u64, side: usize) -> io::Error {
     let network = state.network.borrow();
     let peer = network.conns[&conn].ends[1 - side].host.index;
@@ -248,11 +257,7 @@ impl AsyncRead for OwnedReadHalf {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut network = self.state.network.borrow_mut();
-        let end = &mut network
-            .conns
-            .get_mut(&self.conn)
-            .expect("held by this half")
-            .ends[self.side];
+        let end = end_mut(&mut network, self.conn, self.side);
         if !end.rx.is_empty() {
             let n = end.rx.len().min(buf.remaining());
             let (a, b) = end.rx.as_slices();
@@ -321,11 +326,7 @@ impl OwnedWriteHalf {
     fn shut(&self) {
         let send_fin = {
             let mut network = self.state.network.borrow_mut();
-            let end = &mut network
-                .conns
-                .get_mut(&self.conn)
-                .expect("held by this half")
-                .ends[self.side];
+            let end = end_mut(&mut network, self.conn, self.side);
             let first = !end.write_shut;
             end.write_shut = true;
             first && !end.reset && self.state.is_alive(end.host)
@@ -339,21 +340,26 @@ impl OwnedWriteHalf {
 impl Drop for OwnedWriteHalf {
     fn drop(&mut self) {
         self.shut();
-        release_half(&self.state, self.conn, self.side);
+        release_half(&self.state, self.conn, self.side, false);
     }
 }
 
 impl Drop for OwnedReadHalf {
     fn drop(&mut self) {
-        release_half(&self.state, self.conn, self.side);
+        release_half(&self.state, self.conn, self.side, true);
     }
 }
 
-fn release_half(state: &State, conn: u64, side: usize) {
+/// One half is gone; the connection is forgotten once both ends' halves are. Only the read
+/// half's waker is the end's (a write never waits): dropping the write half of a stream
+/// whose read half still waits must leave that reader wakeable.
+fn release_half(state: &State, conn: u64, side: usize, reader: bool) {
     let mut network = state.network.borrow_mut();
     if let Some(c) = network.conns.get_mut(&conn) {
         c.ends[side].halves -= 1;
-        c.ends[side].waker = None;
+        if reader {
+            c.ends[side].waker = None;
+        }
     }
     network.collect(conn);
 }

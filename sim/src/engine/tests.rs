@@ -384,3 +384,32 @@ fn a_host_whose_software_fails_ends_the_run_and_is_named() {
     assert_eq!(failure.as_deref(), Some("h: the disk is gone"));
     assert_eq!(ended.get(), 700);
 }
+
+#[test]
+fn dropping_the_write_half_leaves_the_waiting_read_half_wakeable() {
+    // The read half waits in its own task; the write half sends one line and is dropped (a
+    // FIN follows the line). The echo's answer must still wake the reader: dropping the
+    // write half once cleared the end's waker, and the reader waited forever.
+    let entries = world(
+        1,
+        (5, 5),
+        |log| async move {
+            let stream = TcpStream::connect(("e", 7)).await?;
+            let (read, mut write) = stream.into_split();
+            let reader = spawn_local(async move {
+                let line = BufReader::new(read).lines().next_line().await;
+                note(&log, format!("client got {:?}", line.ok().flatten()));
+            });
+            tokio::task::yield_now().await;
+            write.write_all(b"bye\n").await?;
+            drop(write);
+            reader.await?;
+            Ok(())
+        },
+        |control| async move { until(&control, 1_000).await },
+    );
+    assert!(
+        entries.iter().any(|l| l == "20 client got Some(\"bye\")"),
+        "{entries:?}"
+    );
+}
