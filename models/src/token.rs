@@ -116,6 +116,14 @@ impl MultiWriterToken {
 
     /// `copy_and_advance`: the least token at or after both (the merge of two vector clocks).
     pub fn max(&self, other: &MultiWriterToken) -> MultiWriterToken {
+        // Most merges are with a token at or after this one (a notifier's next token): no
+        // position map to rebuild then.
+        if self.is_before_or_eq(other) {
+            return other.clone();
+        }
+        if other.is_before_or_eq(self) {
+            return self.clone();
+        }
         let stream = self.stream.max(other.stream);
         let positions: BTreeMap<String, StreamId> = self
             .instance_map

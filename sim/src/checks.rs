@@ -336,8 +336,8 @@ pub fn sometimes_reached(history: &History) -> BTreeMap<&'static str, bool> {
 
 /// A committed event.
 #[derive(Clone, Debug)]
-struct Commit {
-    writer: String,
+struct Commit<'a> {
+    writer: &'a str,
     stream_id: i64,
     at: SimInstant,
 }
@@ -347,7 +347,7 @@ pub struct Facts<'a> {
     history: &'a History,
     /// The walk `no_missed_event` and `notifier_announces_every_event` share, done once.
     missed_walk: std::cell::OnceCell<(Vec<Violation>, Vec<Violation>)>,
-    commits: BTreeMap<String, Commit>,
+    commits: BTreeMap<&'a str, Commit<'a>>,
     aborted: BTreeSet<(String, i64)>,
     last_heal: Option<SimInstant>,
     /// Each writer's commits as (stream id, event id, commit time), sorted by stream id.
@@ -499,9 +499,9 @@ impl<'a> From<&'a History> for Facts<'a> {
                             .or_default()
                             .push((*stream_id, event_id, record.at));
                         commits.insert(
-                            event_id.clone(),
+                            event_id.as_str(),
                             Commit {
-                                writer: host.clone(),
+                                writer: host.as_str(),
                                 stream_id: *stream_id,
                                 at: record.at,
                             },
@@ -1592,7 +1592,7 @@ fn read_your_writes(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                                 facts,
                                 context,
                                 reader,
-                                &commit.writer,
+                                commit.writer,
                                 commit.stream_id,
                                 record.at,
                             )
@@ -1759,7 +1759,7 @@ fn no_early_or_phantom_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> 
 
 /// Invariant 4: Each event reaches each reader's notifier, and each sync client's stream, at most once.
 fn no_duplicate(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
-    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut violations = Vec::new();
     for record in facts.history.records() {
         let (owner, events): (&str, Vec<&str>) = match &record.event {
@@ -1779,7 +1779,7 @@ fn no_duplicate(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
             _ => continue,
         };
         for event_id in events {
-            if !seen.insert((owner.to_owned(), event_id.to_owned())) {
+            if !seen.insert((owner, event_id)) {
                 violations.push(violation(
                     "no_duplicate",
                     record.at,
@@ -1909,11 +1909,11 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
         let behind: Vec<&str> = facts
             .commits
             .iter()
-            .filter(|(_, c)| c.at <= cutoff && c.stream_id > token.pos_for(&c.writer))
+            .filter(|(_, c)| c.at <= cutoff && c.stream_id > token.pos_for(c.writer))
             // A writer down at the end never tells anyone of rows it had not announced.
             .filter(|(_, c)| {
                 down_writers_announced
-                    .get(c.writer.as_str())
+                    .get(c.writer)
                     .is_none_or(|upto| c.stream_id <= *upto)
             })
             // A notifier never announces the rows its process read at start-up (as in
@@ -1922,7 +1922,7 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
             .filter(|(_, c)| {
                 to != NOTIFIER || last_start.get(reader).is_none_or(|started| c.at > *started)
             })
-            .map(|(event_id, _)| event_id.as_str())
+            .map(|(event_id, _)| *event_id)
             .collect();
         if let Some(first) = behind.first() {
             // A notifier stays behind events its process's position passed without
@@ -1938,14 +1938,14 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                             let covered = last_token.iter().any(|((r, recipient), token)| {
                                 *r == reader
                                     && *recipient != NOTIFIER
-                                    && token.pos_for(&commit.writer) >= commit.stream_id
+                                    && token.pos_for(commit.writer) >= commit.stream_id
                             });
                             covered.then_some(())?;
                             diagnose_client_miss(
                                 facts,
                                 context,
                                 reader,
-                                &commit.writer,
+                                commit.writer,
                                 commit.stream_id,
                                 context.ended_at,
                             )

@@ -123,43 +123,103 @@ pub struct Dataset {
 }
 
 /// Series keys built once per node and looked up without allocating: metrics are bumped on
-/// every replication command, and a key is a family name and label strings. Buckets are keyed
-/// by an FNV-1a hash of the family and values (lookups only, never iterated for output).
+/// every replication command, and a key is a family name and label strings. Each series gets
+/// a dense index into the node's value tables, found through an FxHash of the family and
+/// values (word at a time: byte-wise FNV cost 5% of a run).
 #[derive(Clone, Debug, Default)]
 struct SeriesInterner {
-    series: BTreeMap<u64, Vec<(SeriesKey, SeriesKey)>>,
+    /// Each series and its `<family>_count` series, by index.
+    series: Vec<(SeriesKey, SeriesKey)>,
+    by_hash: BTreeMap<u64, Vec<usize>>,
 }
 
 impl SeriesInterner {
-    /// The series of `family` with `values`, and its `<family>_count` series.
-    fn get(&mut self, family: &Family, values: &[&str]) -> &(SeriesKey, SeriesKey) {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for part in std::iter::once(family.name).chain(values.iter().copied()) {
-            for byte in part.bytes().chain(std::iter::once(0xff)) {
-                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-            }
+    fn hash(family: &Family, values: &[&str]) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(family.name.as_bytes());
+        for value in values {
+            hasher.write_u8(0xff);
+            hasher.write(value.as_bytes());
         }
-        let bucket = self.series.entry(hash).or_default();
-        let index = match bucket.iter().position(|(key, _)| key.is(family, values)) {
-            Some(index) => index,
-            None => {
-                let key = SeriesKey::new(family, values);
-                let count = count_series(&key);
-                bucket.push((key, count));
-                bucket.len() - 1
-            }
-        };
-        &bucket[index]
+        hasher.finish()
+    }
+
+    /// The index of the series of `family` with `values`, if it was ever interned.
+    fn find(&self, family: &Family, values: &[&str]) -> Option<usize> {
+        self.by_hash
+            .get(&Self::hash(family, values))?
+            .iter()
+            .copied()
+            .find(|index| self.series[*index].0.is(family, values))
+    }
+
+    /// The index of the series of `family` with `values`, interning it when new.
+    fn get(&mut self, family: &Family, values: &[&str]) -> usize {
+        let bucket = self.by_hash.entry(Self::hash(family, values)).or_default();
+        if let Some(index) = bucket
+            .iter()
+            .copied()
+            .find(|index| self.series[*index].0.is(family, values))
+        {
+            return index;
+        }
+        let key = SeriesKey::new(family, values);
+        let count = count_series(&key);
+        self.series.push((key, count));
+        bucket.push(self.series.len() - 1);
+        self.series.len() - 1
+    }
+
+    fn key(&self, index: usize) -> &SeriesKey {
+        &self.series[index].0
+    }
+
+    fn count_key(&self, index: usize) -> &SeriesKey {
+        &self.series[index].1
     }
 }
 
-/// Adds `amount` to `series` in `map`, cloning the key only when the series is new there.
-fn add(map: &mut BTreeMap<SeriesKey, i64>, series: &SeriesKey, amount: i64) {
-    match map.get_mut(series) {
-        Some(value) => *value += amount,
-        None => {
-            map.insert(series.clone(), amount);
+/// A value per interned series: `None` until the series is first touched, so a series bumped
+/// by 0 is still present (as a map entry was).
+#[derive(Clone, Debug)]
+struct Table<T>(Vec<Option<T>>);
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table(Vec::new())
+    }
+}
+
+impl<T> Table<T> {
+    fn slot(&mut self, index: usize) -> &mut Option<T> {
+        if self.0.len() <= index {
+            self.0.resize_with(index + 1, || None);
         }
+        &mut self.0[index]
+    }
+
+    fn get(&self, index: usize) -> Option<&T> {
+        self.0.get(index).and_then(Option::as_ref)
+    }
+
+    fn touched(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(index, value)| value.as_ref().map(|value| (index, value)))
+    }
+
+    fn take(&mut self) -> Table<T> {
+        Table(std::mem::take(&mut self.0))
+    }
+}
+
+impl Table<i64> {
+    fn add(&mut self, index: usize, amount: i64) -> i64 {
+        let value = self.slot(index).get_or_insert(0);
+        *value += amount;
+        *value
     }
 }
 
@@ -168,15 +228,16 @@ fn add(map: &mut BTreeMap<SeriesKey, i64>, series: &SeriesKey, amount: i64) {
 pub struct NodeMetrics {
     node: String,
     incarnation: u32,
-    counters: BTreeMap<SeriesKey, i64>,
-    gauges: BTreeMap<SeriesKey, i64>,
-    histograms: BTreeMap<SeriesKey, HistogramCounts>,
+    counters: Table<i64>,
+    gauges: Table<i64>,
+    histograms: Table<HistogramCounts>,
     captured: u64,
     pending: Option<FlushBatch>,
     last_flush_at: Option<SimInstant>,
     /// Every increment this incarnation ever made (counters, and histogram observations
     /// under `<family>_count`), never cleared: what the aggregation checks account for.
-    lifetime: BTreeMap<SeriesKey, i64>,
+    lifetime_counters: Table<i64>,
+    lifetime_observations: Table<i64>,
     interner: SeriesInterner,
 }
 
@@ -185,15 +246,37 @@ impl NodeMetrics {
         NodeMetrics {
             node: node.to_owned(),
             incarnation,
-            counters: BTreeMap::new(),
-            gauges: BTreeMap::new(),
-            histograms: BTreeMap::new(),
+            counters: Table::default(),
+            gauges: Table::default(),
+            histograms: Table::default(),
             captured: 0,
             pending: None,
             last_flush_at: None,
-            lifetime: BTreeMap::new(),
+            lifetime_counters: Table::default(),
+            lifetime_observations: Table::default(),
             interner: SeriesInterner::default(),
         }
+    }
+
+    /// A table of series values as a map keyed by series, in series order.
+    fn by_key<T: Clone>(&self, table: &Table<T>) -> BTreeMap<SeriesKey, T> {
+        table
+            .touched()
+            .map(|(index, value)| (self.interner.key(index).clone(), value.clone()))
+            .collect()
+    }
+
+    /// Counters and histogram counts as increments keyed by series.
+    fn increments_by_key(
+        &self,
+        counters: &Table<i64>,
+        observations: impl Iterator<Item = (usize, i64)>,
+    ) -> BTreeMap<SeriesKey, i64> {
+        let mut counts = self.by_key(counters);
+        for (index, count) in observations {
+            counts.insert(self.interner.count_key(index).clone(), count);
+        }
+        counts
     }
 
     pub fn node(&self) -> &str {
@@ -219,28 +302,29 @@ impl NodeMetrics {
             family.name
         );
         assert!(amount >= 0, "{} cannot go down", family.name);
-        let (series, _) = self.interner.get(family, labels);
-        add(&mut self.lifetime, series, amount);
-        add(&mut self.counters, series, amount);
+        let series = self.interner.get(family, labels);
+        self.lifetime_counters.add(series, amount);
+        self.counters.add(series, amount);
     }
 
     /// `set(name, value)`: a set gauge's current value.
     pub fn set(&mut self, family: &Family, labels: &[&str], value: i64) {
         assert_eq!(family.kind, Kind::Gauge, "{} is not a gauge", family.name);
-        self.gauges.insert(SeriesKey::new(family, labels), value);
+        let series = self.interner.get(family, labels);
+        *self.gauges.slot(series) = Some(value);
     }
 
     /// Adds `delta` to a set gauge (an in-flight count going up or down).
     pub fn add_to_gauge(&mut self, family: &Family, labels: &[&str], delta: i64) -> i64 {
         assert_eq!(family.kind, Kind::Gauge, "{} is not a gauge", family.name);
-        let (series, _) = self.interner.get(family, labels);
-        add(&mut self.gauges, series, delta);
-        self.gauges[series]
+        let series = self.interner.get(family, labels);
+        self.gauges.add(series, delta)
     }
 
     pub fn gauge(&self, family: &Family, labels: &[&str]) -> i64 {
-        self.gauges
-            .get(&SeriesKey::new(family, labels))
+        self.interner
+            .find(family, labels)
+            .and_then(|series| self.gauges.get(series))
             .copied()
             .unwrap_or(0)
     }
@@ -253,30 +337,33 @@ impl NodeMetrics {
             "{} is not a histogram",
             family.name
         );
-        let (series, count) = self.interner.get(family, labels);
-        add(&mut self.lifetime, count, 1);
-        match self.histograms.get_mut(series) {
-            Some(histogram) => histogram.observe(family, raw),
-            None => {
-                let mut histogram = HistogramCounts::empty(family);
-                histogram.observe(family, raw);
-                self.histograms.insert(series.clone(), histogram);
-            }
-        }
+        let series = self.interner.get(family, labels);
+        self.lifetime_observations.add(series, 1);
+        self.histograms
+            .slot(series)
+            .get_or_insert_with(|| HistogramCounts::empty(family))
+            .observe(family, raw);
     }
 
-    /// Every increment this incarnation made, flushed or not.
-    pub fn lifetime(&self) -> &BTreeMap<SeriesKey, i64> {
-        &self.lifetime
+    /// Every increment this incarnation made, flushed or not (histograms as their
+    /// `<family>_count`).
+    pub fn lifetime(&self) -> BTreeMap<SeriesKey, i64> {
+        self.increments_by_key(
+            &self.lifetime_counters,
+            self.lifetime_observations
+                .touched()
+                .map(|(index, count)| (index, *count)),
+        )
     }
 
     /// The increments not yet captured into a batch.
     pub fn unflushed(&self) -> BTreeMap<SeriesKey, i64> {
-        let mut counts = self.counters.clone();
-        for (series, histogram) in &self.histograms {
-            counts.insert(count_series(series), histogram.count);
-        }
-        counts
+        self.increments_by_key(
+            &self.counters,
+            self.histograms
+                .touched()
+                .map(|(index, histogram)| (index, histogram.count)),
+        )
     }
 
     /// `should_pipe_execute`: whether `interval_ms` passed since the last flush began.
@@ -292,19 +379,21 @@ impl NodeMetrics {
         if let Some(pending) = &self.pending {
             let mut batch = pending.clone();
             // Gauges are values, not increments: the latest ones go with the retry.
-            batch.gauges = self.gauges.clone();
+            batch.gauges = self.by_key(&self.gauges);
             batch.captured_at = now;
             return batch;
         }
         self.captured += 1;
+        let counters = self.counters.take();
+        let histograms = self.histograms.take();
         let batch = FlushBatch {
             node: self.node.clone(),
             incarnation: self.incarnation,
             seq: self.captured,
             captured_at: now,
-            counters: std::mem::take(&mut self.counters),
-            gauges: self.gauges.clone(),
-            histograms: std::mem::take(&mut self.histograms),
+            counters: self.by_key(&counters),
+            gauges: self.by_key(&self.gauges),
+            histograms: self.by_key(&histograms),
         };
         self.pending = Some(batch.clone());
         batch

@@ -188,3 +188,31 @@ fn text_forms_round_trip() {
         assert!(MultiWriterToken::parse(bad, &ids).is_err(), "{bad:?}");
     }
 }
+
+fn arbitrary_token() -> impl proptest::strategy::Strategy<Value = MultiWriterToken> {
+    use proptest::prelude::*;
+    (
+        0i64..20,
+        proptest::collection::btree_map("w[1-4]", 0i64..25, 0..4),
+    )
+        .prop_map(|(stream, positions)| {
+            let positions: BTreeMap<String, StreamId> = positions.into_iter().collect();
+            MultiWriterToken::from_positions(stream, &positions)
+        })
+}
+
+proptest::proptest! {
+    /// The shortcut for ordered tokens gives exactly the positionwise join.
+    #[test]
+    fn max_is_the_positionwise_join(a in arbitrary_token(), b in arbitrary_token()) {
+        let writers: BTreeMap<String, StreamId> = a
+            .instance_map
+            .keys()
+            .chain(b.instance_map.keys())
+            .map(|w| (w.clone(), a.pos_for(w).max(b.pos_for(w))))
+            .collect();
+        let join = MultiWriterToken::from_positions(a.stream.max(b.stream), &writers);
+        proptest::prop_assert_eq!(a.max(&b), join.clone());
+        proptest::prop_assert_eq!(b.max(&a), join);
+    }
+}

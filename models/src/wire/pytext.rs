@@ -38,31 +38,33 @@ impl PyStr {
 
     /// `str.encode("utf-8")`: fails on a lone surrogate, as CPython does.
     pub fn to_utf8(&self) -> Result<String, LoneSurrogate> {
-        self.0
-            .iter()
-            .enumerate()
-            .map(|(position, &cp)| {
-                char::from_u32(cp).ok_or(LoneSurrogate {
-                    code_point: cp,
-                    position,
-                })
-            })
-            .collect()
+        let mut text = String::with_capacity(self.0.len());
+        for (position, &cp) in self.0.iter().enumerate() {
+            text.push(char::from_u32(cp).ok_or(LoneSurrogate {
+                code_point: cp,
+                position,
+            })?);
+        }
+        Ok(text)
     }
 
     /// Python's `line.split(" ", maxsplit)` (`None` = no maximum): splits on every single
     /// space, so two spaces give an empty part.
     pub fn split_space(&self, maxsplit: Option<usize>) -> Vec<PyStr> {
+        let space = u32::from(' ');
         let mut parts = Vec::new();
-        let mut current = PyStr::new();
-        for &cp in &self.0 {
-            if cp == u32::from(' ') && maxsplit.is_none_or(|max| parts.len() < max) {
-                parts.push(std::mem::take(&mut current));
-            } else {
-                current.0.push(cp);
+        let mut rest = self.0.as_slice();
+        // Each part is copied once from its slice: this runs on every replication command.
+        while maxsplit.is_none_or(|max| parts.len() < max) {
+            match rest.iter().position(|&cp| cp == space) {
+                Some(index) => {
+                    parts.push(PyStr(rest[..index].to_vec()));
+                    rest = &rest[index + 1..];
+                }
+                None => break,
             }
         }
-        parts.push(current);
+        parts.push(PyStr(rest.to_vec()));
         parts
     }
 
@@ -441,5 +443,8 @@ mod tests {
         assert_eq!(parts("a  b c d", Some(3)), vec!["a", "", "b", "c d"]);
         assert_eq!(parts("a b", None), vec!["a", "b"]);
         assert_eq!(parts("", None), vec![""]);
+        assert_eq!(parts(" a ", None), vec!["", "a", ""]);
+        assert_eq!(parts("a b", Some(0)), vec!["a b"]);
+        assert_eq!(parts("a b ", Some(1)), vec!["a", "b "]);
     }
 }

@@ -382,7 +382,7 @@ fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcom
                     started_at: watched.started_at,
                     crashed: latest.get(watched.node.as_str()) != Some(&watched.incarnation)
                         || !running.contains(&watched.node),
-                    lifetime: metrics.node.lifetime().clone(),
+                    lifetime: metrics.node.lifetime(),
                     unflushed: metrics.node.unflushed(),
                     unapplied_pending: metrics
                         .node
