@@ -712,8 +712,14 @@ fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
     let mut out = output::stdout();
     writeln!(
         out,
-        "standard scenario: {} events, {:.1} s simulated in {:.3} s wall ({:.0}x)",
-        figures.events, figures.sim_s, figures.wall_s, figures.sim_over_wall
+        "standard scenario: {} events, {:.1} s simulated in {:.3} s wall ({:.0}x; fastest of {} runs after a warm-up, median {:.3} s, {:.0}x)",
+        figures.events,
+        figures.sim_s,
+        figures.wall_s,
+        figures.sim_over_wall,
+        bench::MEASURED_RUNS,
+        figures.wall_s_median,
+        figures.sim_over_wall_median
     )?;
     writeln!(
         out,
@@ -725,12 +731,21 @@ fn bench(path: Option<&Path>, json: bool) -> Result<ExitCode> {
         "  models alone (no network): {:.0} events/s; raw TCP echo (the engine alone): {:.0} messages/s",
         figures.model_only_events_per_wall_s, figures.turmoil_echo_msgs_per_wall_s
     )?;
-    writeln!(out, "scaling (seed 0, wall time):")?;
+    writeln!(
+        out,
+        "scaling (seed 0, wall time, fastest of {} runs):",
+        bench::SCALING_RUNS
+    )?;
     for point in bench::scaling(&scenario) {
         writeln!(
             out,
-            "  writers {:>2} readers {:>2}: {:>6} events in {:.3} s",
-            point.writers, point.readers, point.events, point.wall_s
+            "  writers {:>2} readers {:>2}: {:>6} events, {:>7} messages in {:.3} s ({:.1} µs per message)",
+            point.writers,
+            point.readers,
+            point.events,
+            point.messages,
+            point.wall_s,
+            point.wall_s * 1e6 / point.messages.max(1) as f64
         )?;
     }
     if json {

@@ -362,6 +362,10 @@ pub struct Facts<'a> {
     positions: Vec<(SimInstant, &'a str, i64, i64)>,
     /// (writer, stream id) of every row a writer sent as RDATA, and when it first did.
     rdata_sent: BTreeMap<(&'a str, i64), SimInstant>,
+    /// Per writer, the times of `rdata_sent`, sorted: when its rows were first sent.
+    rdata_first_sends: BTreeMap<&'a str, Vec<SimInstant>>,
+    /// Per writer, its announced `POSITION`s: (time, prev, new), in history order.
+    positions_by_writer: BTreeMap<&'a str, Vec<(SimInstant, i64, i64)>>,
     /// Every RDATA discarded as already seen: (time, reader, writer, token).
     discards: Vec<(SimInstant, &'a str, &'a str, i64)>,
     /// Every RDATA discarded because the stream was not connected: (time, reader, writer,
@@ -540,9 +544,25 @@ impl<'a> From<&'a History> for Facts<'a> {
                 (*host, *nextval, down)
             })
             .collect();
+        let mut rdata_first_sends: BTreeMap<&str, Vec<SimInstant>> = BTreeMap::new();
+        for ((writer, _), at) in &rdata_sent {
+            rdata_first_sends.entry(*writer).or_default().push(*at);
+        }
+        for sends in rdata_first_sends.values_mut() {
+            sends.sort_unstable();
+        }
+        let mut positions_by_writer: BTreeMap<&str, Vec<(SimInstant, i64, i64)>> = BTreeMap::new();
+        for (at, writer, prev, new) in &positions {
+            positions_by_writer
+                .entry(*writer)
+                .or_default()
+                .push((*at, *prev, *new));
+        }
         Facts {
             history,
             missed_walk: std::cell::OnceCell::new(),
+            rdata_first_sends,
+            positions_by_writer,
             commits,
             aborted,
             last_heal,
@@ -581,20 +601,23 @@ impl Facts<'_> {
             |at: &SimInstant| *at >= started && next_start.is_none_or(|next| *at < next);
         // The start's announcement, `POSITION host X X` (`send_positions_to_connection` on
         // subscribing), before the incarnation sent any row of its own.
-        let first_rdata = self
-            .rdata_sent
-            .range((host, i64::MIN)..=(host, i64::MAX))
-            .map(|(_, at)| *at)
-            .filter(in_incarnation)
-            .min();
-        let announced = self
-            .positions
-            .iter()
-            .find(|(at, w, ..)| *w == host && in_incarnation(at))
-            .filter(|(at, _, prev, new)| {
-                prev == new && first_rdata.is_none_or(|first| *at <= first)
-            })
-            .map(|(.., new)| *new);
+        // Indexed by writer and time: this runs once per diagnosed miss, and a scan of the
+        // whole history per miss made an hour's soak quadratic.
+        let first_rdata = self.rdata_first_sends.get(host).and_then(|sends| {
+            sends
+                .get(sends.partition_point(|at| *at < started))
+                .filter(|at| in_incarnation(at))
+                .copied()
+        });
+        let announced = self.positions_by_writer.get(host).and_then(|positions| {
+            positions
+                .get(positions.partition_point(|(at, ..)| *at < started))
+                .filter(|(at, ..)| in_incarnation(at))
+                .filter(|(at, prev, new)| {
+                    prev == new && first_rdata.is_none_or(|first| *at <= first)
+                })
+                .map(|(.., new)| *new)
+        });
         token.pos_for(host).max(announced.unwrap_or(i64::MIN))
     }
 
@@ -1759,39 +1782,49 @@ fn no_early_or_phantom_event(facts: &Facts, _: &CheckContext) -> Vec<Violation> 
 
 /// Invariant 4: Each event reaches each reader's notifier, and each sync client's stream, at most once.
 fn no_duplicate(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
-    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // Per owner, the events it received: a restart drops one owner's set whole.
+    let mut seen: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut violations = Vec::new();
     for record in facts.history.records() {
-        let (owner, events): (&str, Vec<&str>) = match &record.event {
+        match &record.event {
             // A restarted reader has a new notifier, which announces afresh everything above
             // its start token, as Synapse's does: once per notifier, not per host. (A sync
             // client's pages are judged across the reader's restarts.)
             Event::Started { host, .. } => {
-                seen.retain(|(owner, _)| owner != host);
-                continue;
+                seen.remove(host.as_str());
             }
             Event::Delivered {
                 reader, event_id, ..
-            } => (reader, vec![event_id]),
+            } => receive(&mut seen, &mut violations, reader, event_id, record.at),
             Event::SyncPage { client, events, .. } => {
-                (client, events.iter().map(|(_, _, e)| e.as_str()).collect())
+                for (_, _, event_id) in events {
+                    receive(&mut seen, &mut violations, client, event_id, record.at);
+                }
             }
-            _ => continue,
-        };
-        for event_id in events {
-            if !seen.insert((owner, event_id)) {
-                violations.push(violation(
-                    "no_duplicate",
-                    record.at,
-                    &[owner],
-                    &[event_id],
-                    &[],
-                    format!("{owner} received {event_id} twice"),
-                ));
-            }
+            _ => {}
         }
     }
     violations
+}
+
+/// `no_duplicate`'s step: `owner` received `event_id` at `at`.
+fn receive<'a>(
+    seen: &mut BTreeMap<&'a str, BTreeSet<&'a str>>,
+    violations: &mut Vec<Violation>,
+    owner: &'a str,
+    event_id: &'a str,
+    at: SimInstant,
+) {
+    if !seen.entry(owner).or_default().insert(event_id) {
+        violations.push(violation(
+            "no_duplicate",
+            at,
+            &[owner],
+            &[event_id],
+            &[],
+            format!("{owner} received {event_id} twice"),
+        ));
+    }
 }
 
 /// Invariant 5: No stream id is allocated twice, by any writer.

@@ -130,6 +130,8 @@ pub struct Dataset {
 struct SeriesInterner {
     /// Each series and its `<family>_count` series, by index.
     series: Vec<(SeriesKey, SeriesKey)>,
+    /// Each series' family name and label values, as borrowed-form keys compare cheaply.
+    parts: Vec<(&'static str, Vec<String>)>,
     by_hash: BTreeMap<u64, Vec<usize>>,
 }
 
@@ -145,30 +147,46 @@ impl SeriesInterner {
         hasher.finish()
     }
 
+    /// Whether series `index` is `family` with `values`: a family is a static, so the same
+    /// name string means the same family and label names.
+    fn is(&self, index: usize, family: &Family, values: &[&str]) -> bool {
+        let (name, stored) = &self.parts[index];
+        (std::ptr::eq(*name, family.name) || *name == family.name)
+            && stored.len() == values.len()
+            && stored.iter().zip(values).all(|(a, b)| a == b)
+    }
+
     /// The index of the series of `family` with `values`, if it was ever interned.
     fn find(&self, family: &Family, values: &[&str]) -> Option<usize> {
         self.by_hash
             .get(&Self::hash(family, values))?
             .iter()
             .copied()
-            .find(|index| self.series[*index].0.is(family, values))
+            .find(|index| self.is(*index, family, values))
     }
 
     /// The index of the series of `family` with `values`, interning it when new.
     fn get(&mut self, family: &Family, values: &[&str]) -> usize {
-        let bucket = self.by_hash.entry(Self::hash(family, values)).or_default();
-        if let Some(index) = bucket
-            .iter()
-            .copied()
-            .find(|index| self.series[*index].0.is(family, values))
-        {
+        let hash = Self::hash(family, values);
+        if let Some(index) = self.by_hash.get(&hash).and_then(|bucket| {
+            bucket
+                .iter()
+                .copied()
+                .find(|index| self.is(*index, family, values))
+        }) {
             return index;
         }
         let key = SeriesKey::new(family, values);
+        debug_assert!(key.is(family, values));
         let count = count_series(&key);
         self.series.push((key, count));
-        bucket.push(self.series.len() - 1);
-        self.series.len() - 1
+        self.parts.push((
+            family.name,
+            values.iter().map(|value| (*value).to_owned()).collect(),
+        ));
+        let index = self.series.len() - 1;
+        self.by_hash.entry(hash).or_default().push(index);
+        index
     }
 
     fn key(&self, index: usize) -> &SeriesKey {
