@@ -4,7 +4,8 @@
 # re-run on every choreography (unpatched, and with the proposed fixes) and the F1 trial test,
 # then a short
 # fixed-seed run of every shipped scenario and regression file (tests/scenarios.rs, seeds
-# STREAMSIM_CI_SWEEP_SEEDS, default 0..5), the
+# STREAMSIM_CI_SWEEP_SEEDS, default 0..5), 2,000 generated scenarios on the patched baseline
+# (STREAMSIM_CI_GENERATED_SEEDS, default 0..2000), the
 # metrics exposition and timeline checks (the bug hunt runs inside `cargo test`).
 #
 #   bash scripts/test.sh
@@ -57,6 +58,13 @@ SWEEP_SEEDS="${STREAMSIM_CI_SWEEP_SEEDS:-0..5}"
 stage "scenario tests, seeds $SWEEP_SEEDS, unpatched and --fix all"
 cargo build --release --quiet
 STREAMSIM_SEEDS="$SWEEP_SEEDS" cargo test --release --quiet --test scenarios
+
+# Generated scenarios on the patched baseline (`--fix all`), where a red seed always means a
+# bug: every seed's own topology, workload and faults (what `bugs --hunt` draws), 0 failures
+# allowed. 2,000 seeds take about 2.5 minutes on 2 cores; a failure prints its replay command.
+GENERATED_SEEDS="${STREAMSIM_CI_GENERATED_SEEDS:-0..2000}"
+stage "generated scenarios, seeds $GENERATED_SEEDS, --fix all"
+target/release/streamsim sweep --generated --seeds "$GENERATED_SEEDS" --fix all --jobs 2
 
 # The metrics endpoint of every shipped scenario must pass promtool's checks and parse with
 # Python's prometheus_client (the library Synapse uses); a known-bug seed's timeline must be

@@ -417,11 +417,17 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     }
     let bugs = bug_set(&args.bugs);
     let fixes = fix_set(&args.fixes);
-    let report = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
+    let mut report = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
     let mut out = output::stdout();
     let replay = report::replay_command(&scenario_arg, args.seed, bugs, fixes);
     if let Some(path) = &args.trace {
-        std::fs::write(path, report.history.to_json_lines())
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write trace {}", path.display()))?;
+        let mut writer = std::io::BufWriter::new(file);
+        report
+            .history
+            .write_json_lines(&mut writer)
+            .and_then(|()| writer.flush())
             .with_context(|| format!("cannot write trace {}", path.display()))?;
     }
     report::print_run(&mut out, &report, &replay)?;
@@ -436,6 +442,11 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         std::fs::write(path, serde_json::to_vec(&trace)?)
             .with_context(|| format!("cannot write timeline {}", path.display()))?;
         report::print_timeline_pointers(&mut out, path, &scenario.hosts(), &report.violations)?;
+    }
+    if !args.check_determinism {
+        // Written and printed: the reruns below (a long soak's history is gigabytes) need
+        // the memory more than this run does.
+        report.history = Default::default();
     }
     if let Some(findings) = report.known_findings() {
         writeln!(
@@ -492,7 +503,7 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         writeln!(
             out,
             "deterministic: two runs gave the same trace ({} records, hash {:016x})",
-            report.history.records().len(),
+            report.history.len(),
             report::fnv64(first.as_bytes())
         )?;
     }

@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod instance_map;
+pub use instance_map::InstanceMap;
+
 /// A position in one stream.
 pub type StreamId = i64;
 
@@ -16,7 +19,7 @@ pub type StreamId = i64;
 pub struct MultiWriterToken {
     stream: StreamId,
     /// Only writers strictly ahead of `stream`.
-    instance_map: BTreeMap<String, StreamId>,
+    instance_map: InstanceMap,
 }
 
 /// Why a token could not be built or read.
@@ -39,7 +42,7 @@ impl MultiWriterToken {
     pub fn at(stream: StreamId) -> Self {
         MultiWriterToken {
             stream,
-            instance_map: BTreeMap::new(),
+            instance_map: InstanceMap::default(),
         }
     }
 
@@ -57,7 +60,7 @@ impl MultiWriterToken {
         }
         Ok(MultiWriterToken {
             stream,
-            instance_map,
+            instance_map: instance_map.into(),
         })
     }
 
@@ -82,7 +85,7 @@ impl MultiWriterToken {
         self.stream
     }
 
-    pub fn instance_map(&self) -> &BTreeMap<String, StreamId> {
+    pub fn instance_map(&self) -> &InstanceMap {
         &self.instance_map
     }
 

@@ -366,7 +366,6 @@ fn counters_never_decrease(outcome: &MetricsOutcome, _: &History) -> Vec<Violati
 fn last_heal(history: &History) -> SimInstant {
     history
         .records()
-        .iter()
         .rev()
         .find(|record| matches!(record.event, Event::Healed))
         .map(|record| record.at)

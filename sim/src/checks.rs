@@ -256,7 +256,7 @@ pub const SOMETIMES: &[SometimesTarget] = &[
 ];
 
 fn any(history: &History, predicate: impl Fn(&Event) -> bool) -> bool {
-    history.records().iter().any(|r| predicate(&r.event))
+    history.records().any(|r| predicate(&r.event))
 }
 
 /// A row committed after a higher id of the same writer, and still delivered.
@@ -524,7 +524,7 @@ impl<'a> From<&'a History> for Facts<'a> {
         }
         // A fetch whose ids never came back to its writer (none fetched, committed or
         // aborted): the writer went down with it in flight.
-        let history_end = history.records().last().map_or(SimInstant::ZERO, |r| r.at);
+        let history_end = history.last().map_or(SimInstant::ZERO, |r| r.at);
         let unanswered_fetches = allocations
             .iter()
             .filter(|(_, host, ids)| {
@@ -1499,7 +1499,6 @@ fn sends_answered(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     facts
         .history
         .records()
-        .iter()
         .filter_map(|record| match &record.event {
             Event::SendAnswered {
                 client,

@@ -150,10 +150,16 @@ pub struct Record {
     pub event: Event,
 }
 
-/// The whole history of one run.
+/// Records per chunk of a history.
+const CHUNK: usize = 8192;
+
+/// The whole history of one run, in chunks of [`CHUNK`] records: a history grows to millions
+/// of records in an hour's soak, and one vector would copy them at every doubling and leave
+/// up to half its capacity unused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
-    records: Vec<Record>,
+    chunks: Vec<Vec<Record>>,
+    len: usize,
 }
 
 impl History {
@@ -163,7 +169,7 @@ impl History {
 
     /// Appends an event; time never runs backwards within a history.
     pub fn record(&mut self, at: SimInstant, event: Event) {
-        if let Some(last) = self.records.last() {
+        if let Some(last) = self.last() {
             assert!(
                 last.at <= at,
                 "history time went backwards: {} after {}",
@@ -171,20 +177,51 @@ impl History {
                 last.at
             );
         }
-        self.records.push(Record { at, event });
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(Record { at, event }),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(Record { at, event });
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    /// Every record, in the order they happened.
+    pub fn records(&self) -> impl DoubleEndedIterator<Item = &Record> + Clone + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    /// How many records the history holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The latest record.
+    pub fn last(&self) -> Option<&Record> {
+        self.chunks.last().and_then(|chunk| chunk.last())
     }
 
     /// The history as JSON lines, one record per line.
     pub fn to_json_lines(&self) -> String {
-        let mut out = String::new();
-        for record in &self.records {
-            out.push_str(&serde_json::to_string(record).expect("history records serialize"));
-            out.push('\n');
+        let mut out = Vec::new();
+        self.write_json_lines(&mut out)
+            .expect("writing to memory cannot fail");
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Writes the history as JSON lines to `out`, a record at a time (an hour's trace is
+    /// hundreds of megabytes). Errors: the writer's.
+    pub fn write_json_lines(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for record in self.records() {
+            serde_json::to_writer(&mut *out, record)?;
+            out.write_all(b"\n")?;
         }
-        out
+        Ok(())
     }
 }

@@ -89,7 +89,6 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         last_started: outcome
             .history
             .records()
-            .iter()
             .filter_map(|record| match &record.event {
                 Event::Started { host, .. } => Some((host.clone(), record.at)),
                 _ => None,
@@ -119,7 +118,6 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
     let events = outcome
         .history
         .records()
-        .iter()
         .map(|r| match &r.event {
             Event::Committed { rows, .. } => rows.len() as u64,
             _ => 0,
