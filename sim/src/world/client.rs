@@ -37,7 +37,7 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> crate::eng
         loop {
             if let Some(ahead_by) = shared.take_future_token(&name) {
                 let token = since.clone().unwrap_or_default().ahead_by(ahead_by);
-                shared.record(Event::FutureToken {
+                shared.observer.record(Event::FutureToken {
                     client: name.clone(),
                     reader: reader.clone(),
                     token: token.clone(),
@@ -53,7 +53,7 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> crate::eng
                 Ok(answer) => answer,
                 Err(_) => break,
             };
-            shared.record(Event::SyncPage {
+            shared.observer.record(Event::SyncPage {
                 client: name.clone(),
                 reader: reader.clone(),
                 requested_at,
@@ -63,7 +63,7 @@ pub async fn run(shared: Rc<Shared>, name: String, reader: String) -> crate::eng
                 limited: answer.limited,
                 timed_out: answer.timed_out,
             });
-            shared.record(Event::TokenHandedOut {
+            shared.observer.record(Event::TokenHandedOut {
                 reader: reader.clone(),
                 to: name.clone(),
                 token: answer.next_batch.clone(),

@@ -126,7 +126,7 @@ impl DbServer {
         database
             .insert_rows_autocommit("w1", vec![row])
             .expect("the genesis row is valid");
-        shared.record_at(
+        shared.observer.record_at(
             streamsim_models::time::SimInstant::from_ms(0),
             Event::Committed {
                 host: "w1".to_owned(),
@@ -192,7 +192,7 @@ impl DbServer {
                 .database
                 .nextval_many(count)
                 .map(|ids| {
-                    shared.record(Event::Allocated {
+                    shared.observer.record(Event::Allocated {
                         host: owner.clone(),
                         ids: ids.clone(),
                     });
@@ -262,7 +262,7 @@ impl DbServer {
             .into_iter()
             .map(|(id, payload)| (id, split_row_payload(&payload).0.to_owned()))
             .collect();
-        shared.record(Event::Committed {
+        shared.observer.record(Event::Committed {
             host: owner.to_owned(),
             rows,
         });

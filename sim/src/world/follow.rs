@@ -38,7 +38,7 @@ async fn follow(process: Rc<Process>, writer: String) {
     loop {
         if let Ok(stream) = crate::net::connect(&writer, REPLICATION_PORT).await {
             if connected_before {
-                process.shared.record(Event::Reconnected {
+                process.shared.observer.record(Event::Reconnected {
                     host: process.name.clone(),
                     peer: writer.clone(),
                 });
@@ -76,7 +76,7 @@ impl LinkHandler for ClientSide {
     }
 
     fn on_transmit(&self, line: &[u8]) {
-        self.process.shared.count_message();
+        self.process.shared.observer.count_message();
         self.process.count_outbound(&self.writer, line);
     }
 
@@ -91,6 +91,7 @@ impl LinkHandler for ClientSide {
     fn on_closed(&self, reason: &str) {
         self.process
             .shared
+            .observer
             .record(crate::history::Event::Disconnected {
                 host: self.process.name.clone(),
                 peer: self.writer.clone(),

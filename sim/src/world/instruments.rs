@@ -96,24 +96,6 @@ fn line_command(line: &[u8]) -> &str {
 }
 
 impl Shared {
-    fn open_span(&self, host: &str, incarnation: u32, name: &str) -> usize {
-        let mut spans = self.spans.borrow_mut();
-        spans.push(Span {
-            host: host.to_owned(),
-            incarnation,
-            name: name.to_owned(),
-            start: now(),
-            end: None,
-        });
-        spans.len() - 1
-    }
-
-    fn close_span(&self, index: usize) {
-        if let Some(span) = self.spans.borrow_mut().get_mut(index) {
-            span.end = Some(now());
-        }
-    }
-
     /// Remembers when a row committed, for the lag its readers measure (Synapse's rows carry
     /// the event's own timestamps; the observer keeps them here instead).
     pub fn note_committed(&self, rows: &[(i64, String)]) {
@@ -128,7 +110,10 @@ impl Shared {
 impl Process {
     /// `run_as_background_process(name)` begins.
     pub fn bg_start(&self, name: &str) -> ProcessId {
-        let span = self.shared.open_span(&self.name, self.incarnation, name);
+        let span = self
+            .shared
+            .observer
+            .open_span(&self.name, self.incarnation, name);
         let metrics = &mut *self.metrics.borrow_mut();
         let id = metrics.processes.start(name, now(), &mut metrics.node);
         metrics.spans.insert(id, span);
@@ -148,7 +133,7 @@ impl Process {
             metrics.spans.remove(&id)
         };
         if let Some(span) = span {
-            self.shared.close_span(span);
+            self.shared.observer.close_span(span);
         }
     }
 

@@ -107,11 +107,9 @@ pub async fn serve_store(shared: Rc<Shared>) -> crate::engine::HostResult {
         answer_each(stream, cuts, move |batch: FlushBatch| {
             let applied = shared.metrics_store.borrow_mut().apply(&batch, now());
             if applied.fresh {
-                shared.note_applied(&batch);
+                shared.observer.note_applied(&batch);
             } else {
-                shared
-                    .duplicate_batches
-                    .set(shared.duplicate_batches.get() + 1);
+                shared.observer.note_duplicate_batch();
             }
             std::future::ready(applied.dataset)
         })
@@ -182,9 +180,6 @@ async fn scraper(shared: Rc<Shared>) {
                     .sum(),
             })
             .collect();
-        shared
-            .scrapes
-            .borrow_mut()
-            .push(Scrape { at: now(), nodes });
+        shared.observer.note_scrape(Scrape { at: now(), nodes });
     }
 }

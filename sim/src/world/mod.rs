@@ -4,10 +4,12 @@
 //! [`History`].
 //!
 //! Hosts are async tasks on the engine's single thread, so what they share with the driver lives
-//! in [`Shared`] behind `Rc`/`RefCell`: the history, the writers config a (re)starting process
-//! reads, and the observer's bookkeeping (which ids each writer has in flight, for the
-//! `Restarted` record). None of it is host memory: a crash loses only what hosts keep in
-//! their own tasks.
+//! in [`Shared`] behind `Rc`/`RefCell`: the run's configuration and the writers config a
+//! (re)starting process reads, what the faults in force make hosts sense (slowness, one-way
+//! cuts, ...), and data that lives outside any host as the database's does (the metrics
+//! store's and endpoint's). What the world records about hosts and never lets them read
+//! back is apart, in [`observer::Observer`]. None of it is host memory: a crash loses only
+//! what hosts keep in their own tasks.
 
 mod client;
 mod db;
@@ -15,13 +17,14 @@ mod follow;
 pub mod instruments;
 mod link;
 pub mod metrics;
+pub mod observer;
 pub(crate) mod process;
 mod reader;
 mod redis;
 mod send;
 mod writer;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
@@ -32,7 +35,7 @@ use streamsim_models::fixes::Fixes;
 use streamsim_models::time::SimInstant;
 
 use streamsim_models::metrics::node::increments;
-use streamsim_models::metrics::{FlushBatch, MetricsEndpoint, MetricsStore, SeriesKey};
+use streamsim_models::metrics::{MetricsEndpoint, MetricsStore};
 
 use crate::aggregation::{self, IncarnationOutcome, MetricsOutcome};
 use crate::engine::{Control, Engine};
@@ -53,10 +56,8 @@ pub struct Shared {
     pub bugs: Bugs,
     /// Proposed fixes of F1-F4 every process's models run with (none: Synapse 1.163.2).
     pub fixes: Fixes,
-    history: RefCell<History>,
     incarnations: RefCell<BTreeMap<String, u32>>,
     writers: RefCell<Vec<String>>,
-    unfinished: RefCell<BTreeMap<String, BTreeSet<i64>>>,
     slow_until: RefCell<BTreeMap<String, SimInstant>>,
     /// CPU-bound processes: until when, and what each inbound stream command costs (ms).
     busy: RefCell<BTreeMap<String, (SimInstant, u64)>>,
@@ -65,18 +66,12 @@ pub struct Shared {
     pub cuts: crate::net::OneWayCuts,
     /// Clients whose next /sync presents a token from the future, and how far ahead.
     future_tokens: RefCell<BTreeMap<String, i64>>,
-    messages: Cell<u64>,
     /// The metrics store's and endpoint's data (outside their hosts, as the database's is).
     pub metrics_store: RefCell<MetricsStore>,
     pub metrics_endpoint: RefCell<MetricsEndpoint>,
-    /// Observer bookkeeping of the metrics system, for its checks and the timeline.
-    metric_incarnations: RefCell<Vec<instruments::Incarnation>>,
-    applied_by_incarnation: RefCell<BTreeMap<(String, u32), BTreeMap<SeriesKey, i64>>>,
-    scrapes: RefCell<Vec<metrics::Scrape>>,
-    spans: RefCell<Vec<instruments::Span>>,
     commit_times: RefCell<BTreeMap<i64, SimInstant>>,
-    /// Batches the store received again after applying them (their answer was lost).
-    pub(crate) duplicate_batches: Cell<u64>,
+    /// What the world records about hosts; hosts only append to it.
+    pub observer: observer::Observer,
 }
 
 impl Shared {
@@ -87,35 +82,18 @@ impl Shared {
             seed,
             bugs,
             fixes,
-            history: RefCell::new(History::new()),
             incarnations: RefCell::default(),
             writers: RefCell::new(writers),
-            unfinished: RefCell::default(),
             slow_until: RefCell::default(),
             busy: RefCell::default(),
             quiesced: RefCell::default(),
             cuts: crate::net::OneWayCuts::default(),
             future_tokens: RefCell::default(),
-            messages: Cell::new(0),
             metrics_store: RefCell::default(),
             metrics_endpoint: RefCell::default(),
-            metric_incarnations: RefCell::default(),
-            applied_by_incarnation: RefCell::default(),
-            scrapes: RefCell::default(),
-            spans: RefCell::default(),
             commit_times: RefCell::default(),
-            duplicate_batches: Cell::new(0),
+            observer: observer::Observer::default(),
         }
-    }
-
-    /// Records an event at the running host's simulated time.
-    pub fn record(&self, event: Event) {
-        self.record_at(crate::net::now(), event);
-    }
-
-    pub(crate) fn record_at(&self, at: SimInstant, event: Event) {
-        tracing::debug!(at = %at, ?event);
-        self.history.borrow_mut().record(at, event);
     }
 
     /// A process starts: its incarnation number (1 for the first start).
@@ -141,31 +119,6 @@ impl Shared {
         ChaCha8Rng::seed_from_u64(
             self.seed ^ hash ^ u64::from(incarnation).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         )
-    }
-
-    pub fn add_unfinished(&self, host: &str, ids: &[i64]) {
-        self.unfinished
-            .borrow_mut()
-            .entry(host.to_owned())
-            .or_default()
-            .extend(ids);
-    }
-
-    pub fn remove_unfinished(&self, host: &str, ids: &[i64]) {
-        if let Some(set) = self.unfinished.borrow_mut().get_mut(host) {
-            for id in ids {
-                set.remove(id);
-            }
-        }
-    }
-
-    /// The ids a crashed incarnation left unfinished, forgotten once reported.
-    pub fn take_unfinished(&self, host: &str) -> Vec<i64> {
-        self.unfinished
-            .borrow_mut()
-            .remove(host)
-            .map(|set| set.into_iter().collect())
-            .unwrap_or_default()
     }
 
     /// What handling one inbound stream command costs `host` now, if it is busy, in ms.
@@ -194,27 +147,6 @@ impl Shared {
     /// How far ahead the client's next /sync token must be moved, once.
     pub fn take_future_token(&self, client: &str) -> Option<i64> {
         self.future_tokens.borrow_mut().remove(client)
-    }
-
-    /// A process incarnation's metrics, kept to judge after the run what it lost.
-    pub fn watch_metrics(&self, incarnation: instruments::Incarnation) {
-        self.metric_incarnations.borrow_mut().push(incarnation);
-    }
-
-    /// The store applied a batch (for the first time).
-    pub fn note_applied(&self, batch: &FlushBatch) {
-        let mut applied = self.applied_by_incarnation.borrow_mut();
-        let totals = applied
-            .entry((batch.node.clone(), batch.incarnation))
-            .or_default();
-        for (series, amount) in increments(&batch.counters, &batch.histograms) {
-            *totals.entry(series).or_insert(0) += amount;
-        }
-    }
-
-    /// One replication command went out on a wire.
-    pub fn count_message(&self) {
-        self.messages.set(self.messages.get() + 1);
     }
 }
 
@@ -334,16 +266,17 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
         .filter(|host| engine.was_running(host))
         .collect();
     drop(engine);
-    let metrics = metrics_outcome(&shared, &running);
+    let observed = shared.observer.finish();
+    let metrics = metrics_outcome(&shared, observed.metrics, &running);
     let down_at_end = std::mem::take(&mut driver.borrow_mut().down_since)
         .into_iter()
         .filter(|(host, _)| !running.contains(host))
         .collect();
     let writers_at_end = shared.writers.borrow().clone();
     RunOutcome {
-        history: shared.history.take(),
+        history: observed.history,
         ended_at,
-        messages: shared.messages.get(),
+        messages: observed.messages,
         host_failure,
         metrics,
         down_at_end,
@@ -352,9 +285,13 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
 }
 
 /// What the metrics system did, read off the observer's bookkeeping once the run is over.
-fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcome {
+fn metrics_outcome(
+    shared: &Shared,
+    observed: observer::ObservedMetrics,
+    running: &BTreeSet<String>,
+) -> MetricsOutcome {
     let store = shared.metrics_store.borrow();
-    let incarnations = shared.metric_incarnations.borrow();
+    let incarnations = &observed.incarnations;
     let latest: BTreeMap<&str, u32> =
         incarnations
             .iter()
@@ -363,7 +300,7 @@ fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcom
                 *entry = (*entry).max(watched.incarnation);
                 latest
             });
-    let applied = shared.applied_by_incarnation.borrow();
+    let applied = &observed.applied_by_incarnation;
     let network = &shared.scenario.network;
     MetricsOutcome {
         flush_interval_ms: shared.scenario.metrics.flush_interval_ms,
@@ -399,10 +336,10 @@ fn metrics_outcome(shared: &Shared, running: &BTreeSet<String>) -> MetricsOutcom
             })
             .collect(),
         store: store.datasets().cloned().collect(),
-        scrapes: shared.scrapes.take(),
-        spans: shared.spans.take(),
+        scrapes: observed.scrapes,
+        spans: observed.spans,
         endpoint_text: shared.metrics_endpoint.borrow().render(),
-        duplicate_batches: shared.duplicate_batches.get(),
+        duplicate_batches: observed.duplicate_batches,
         running: running.clone(),
     }
 }
@@ -418,7 +355,7 @@ struct Driver {
 impl Driver {
     fn apply(&mut self, control: &Control, kind: &FaultKind) {
         let now = control.now();
-        self.shared.record_at(
+        self.shared.observer.record_at(
             now,
             Event::Fault {
                 description: faults::describe(kind),
@@ -440,7 +377,7 @@ impl Driver {
             }
             FaultKind::Heal {} => {
                 self.repair(control);
-                self.shared.record_at(now, Event::Healed);
+                self.shared.observer.record_at(now, Event::Healed);
             }
             FaultKind::Crash { host } => {
                 if control.is_running(host) {
@@ -507,7 +444,7 @@ impl Driver {
         self.set_loss(control, 0.0);
         self.shared.slow_until.borrow_mut().clear();
         self.shared.busy.borrow_mut().clear();
-        self.shared.record_at(now, Event::Healed);
+        self.shared.observer.record_at(now, Event::Healed);
     }
 
     fn set_latency(&self, control: &Control, latency: Range, only: Option<&str>) {

@@ -192,12 +192,12 @@ impl Process {
             generator.current_token(),
         );
         if incarnation > 1 {
-            shared.record(Event::Restarted {
+            shared.observer.record(Event::Restarted {
                 host: name.to_owned(),
-                ids_in_flight: shared.take_unfinished(name),
+                ids_in_flight: shared.observer.take_unfinished(name),
             });
         }
-        shared.record(Event::Started {
+        shared.observer.record(Event::Started {
             host: name.to_owned(),
             token: token.clone(),
         });
@@ -209,7 +209,7 @@ impl Process {
         let shared_bugs = shared.bugs;
         let shared_for_rng = shared.clone();
         let metrics = Rc::new(RefCell::new(ProcessMetrics::new(name, incarnation)));
-        shared.watch_metrics(Incarnation {
+        shared.observer.watch_metrics(Incarnation {
             node: name.to_owned(),
             incarnation,
             started_at: crate::net::now(),
@@ -440,7 +440,7 @@ impl Process {
                     connected_stream,
                 } => {
                     if connected_stream {
-                        self.shared.record(Event::StreamConnected {
+                        self.shared.observer.record(Event::StreamConnected {
                             reader: self.name.clone(),
                             writer: instance.clone(),
                             prev,
@@ -462,7 +462,7 @@ impl Process {
                         _ => continue,
                     };
                     if let (Some(token), None) = (token, prev) {
-                        self.shared.record(Event::RdataDiscarded {
+                        self.shared.observer.record(Event::RdataDiscarded {
                             reader: self.name.clone(),
                             writer: instance,
                             token,
@@ -529,7 +529,7 @@ impl Process {
             }
         };
         if !rows.is_empty() {
-            self.shared.record(Event::GapFilled {
+            self.shared.observer.record(Event::GapFilled {
                 reader: self.name.clone(),
                 writer: instance.to_owned(),
                 from,
@@ -568,7 +568,7 @@ impl Process {
         if let Some(announcement) = outcome.announcement {
             self.observe_deliveries_of(&announcement.events);
             for event in &announcement.events {
-                self.shared.record(Event::Delivered {
+                self.shared.observer.record(Event::Delivered {
                     reader: self.name.clone(),
                     writer: event.instance.clone(),
                     stream_id: event.stream_id,
@@ -576,7 +576,7 @@ impl Process {
                     caught_up,
                 });
             }
-            self.shared.record(Event::TokenHandedOut {
+            self.shared.observer.record(Event::TokenHandedOut {
                 reader: self.name.clone(),
                 to: "notifier".to_owned(),
                 token: announcement.token,
@@ -662,7 +662,7 @@ impl Process {
             tracing::warn!(host = %self.name, ?command, "unencodable command not sent");
             return;
         };
-        self.shared.record(Event::Announced {
+        self.shared.observer.record(Event::Announced {
             host: self.name.clone(),
             line: line.clone(),
         });

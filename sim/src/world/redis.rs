@@ -126,7 +126,7 @@ impl BusPublisher {
                     let frame = format!("PUBLISH {line}\n");
                     shared.cuts.wait_open(&host, "redis").await;
                     if let Err(error) = stream.write_all(frame.as_bytes()).await {
-                        shared.record(Event::Disconnected {
+                        shared.observer.record(Event::Disconnected {
                             host: host.clone(),
                             peer: "redis".to_owned(),
                             reason: format!("publish connection: {error}"),
@@ -168,7 +168,7 @@ async fn subscriber(process: Rc<Process>) {
                     .await;
             if let Ok(Some(())) = subscribed {
                 if subscribed_before {
-                    process.shared.record(Event::Reconnected {
+                    process.shared.observer.record(Event::Reconnected {
                         host: process.name.clone(),
                         peer: "redis".to_owned(),
                     });
@@ -177,7 +177,7 @@ async fn subscriber(process: Rc<Process>) {
                 delay_ms = RECONNECT_DELAY_INITIAL_MS;
                 on_subscribed(&process);
                 let reason = listen(&process, &mut lines, write).await;
-                process.shared.record(Event::Disconnected {
+                process.shared.observer.record(Event::Disconnected {
                     host: process.name.clone(),
                     peer: "redis".to_owned(),
                     reason: format!("subscription {reason}"),
@@ -196,7 +196,7 @@ async fn subscriber(process: Rc<Process>) {
 fn on_subscribed(process: &Rc<Process>) {
     let publisher = BusPublisher::start(process);
     if let Some(line) = command_line(&Command::Replicate) {
-        process.shared.record(Event::Announced {
+        process.shared.observer.record(Event::Announced {
             host: process.name.clone(),
             line: line.clone(),
         });
@@ -270,7 +270,7 @@ async fn listen_until_lost(
                     awaiting_pong_since = None;
                 } else if !line.trim().is_empty() {
                     if let Ok(command) = Command::from_line(&PyStr::from(line.as_str())) {
-                        process.shared.count_message();
+                        process.shared.observer.count_message();
                         process.count_inbound("redis", &command);
                         process.on_command("bus", &command);
                     }

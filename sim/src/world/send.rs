@@ -273,7 +273,7 @@ pub async fn client_sends(
             else {
                 return;
             };
-            shared.record(crate::history::Event::SendAnswered {
+            shared.observer.record(crate::history::Event::SendAnswered {
                 client,
                 host,
                 event_id,

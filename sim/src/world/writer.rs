@@ -157,7 +157,7 @@ async fn persist_batch(
     let started = now();
     let fetched = process.db.nextval_many(count).await;
     process.bg_db_txn(worker, started);
-    process.shared.record(Event::SequenceFetched {
+    process.shared.observer.record(Event::SequenceFetched {
         host: process.name.clone(),
         requested_at: started,
         ids: fetched.as_ref().map(Clone::clone).unwrap_or_default(),
@@ -185,14 +185,14 @@ async fn persist_batch(
                 .persister
                 .handle_enter_cancelled(&mut state.generator, batch, ids.clone());
         }
-        process.shared.record(Event::Aborted {
+        process.shared.observer.record(Event::Aborted {
             host: process.name.clone(),
             ids,
         });
         process.poke();
         return Err("request cancelled".into());
     }
-    process.shared.add_unfinished(&process.name, &ids);
+    process.shared.observer.add_unfinished(&process.name, &ids);
     let rows = {
         let state = &mut *process.state.borrow_mut();
         let writer = state.writer.as_mut().expect("a writer process");
@@ -227,12 +227,15 @@ async fn persist_batch(
                 .handle_commit_failed(&mut state.generator, batch)],
         }
     };
-    process.shared.remove_unfinished(&process.name, &ids);
+    process
+        .shared
+        .observer
+        .remove_unfinished(&process.name, &ids);
     if let Err(DbCallError::Rejected(message)) = &committed {
         // The database said no: the ids are a permanent gap. (Without an answer the outcome
         // is unknown, so nothing is claimed.)
         tracing::debug!(host = %process.name, %message, "commit rejected");
-        process.shared.record(Event::Aborted {
+        process.shared.observer.record(Event::Aborted {
             host: process.name.clone(),
             ids: ids.clone(),
         });
@@ -293,7 +296,7 @@ impl LinkHandler for ServerSide {
     }
 
     fn on_transmit(&self, line: &[u8]) {
-        self.process.shared.count_message();
+        self.process.shared.observer.count_message();
         self.process.count_outbound(&self.peer, line);
     }
 
@@ -308,6 +311,7 @@ impl LinkHandler for ServerSide {
     fn on_closed(&self, reason: &str) {
         self.process
             .shared
+            .observer
             .record(crate::history::Event::Disconnected {
                 host: self.process.name.clone(),
                 peer: self.peer.clone(),

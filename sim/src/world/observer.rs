@@ -1,0 +1,157 @@
+//! The observer: what the world records about its hosts and never lets them read back.
+//!
+//! Every observable act goes into the [`History`] the checks judge; the ids a writer has in
+//! flight are kept to report them when it restarts; the metrics system's bookkeeping (each
+//! process incarnation's in-memory metrics, what the store applied per incarnation, the
+//! endpoint's scrapes, background-process spans for the timeline) is kept to judge, after the
+//! run, what a crash lost. Hosts only append here: no host decision may depend on it, so
+//! none of its state is host memory and a crash loses none of it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+
+use streamsim_models::metrics::node::increments;
+use streamsim_models::metrics::{FlushBatch, SeriesKey};
+use streamsim_models::time::SimInstant;
+
+use super::instruments::{Incarnation, Span};
+use super::metrics::Scrape;
+use crate::history::{Event, History};
+
+/// The observer of one run (shared by its hosts through `Rc<Shared>`).
+#[derive(Default)]
+pub struct Observer {
+    history: RefCell<History>,
+    /// Per writer, the stream ids it allocated and has not yet finished.
+    unfinished: RefCell<BTreeMap<String, BTreeSet<i64>>>,
+    /// Replication commands put on a wire.
+    messages: Cell<u64>,
+    metric_incarnations: RefCell<Vec<Incarnation>>,
+    applied_by_incarnation: RefCell<BTreeMap<(String, u32), BTreeMap<SeriesKey, i64>>>,
+    scrapes: RefCell<Vec<Scrape>>,
+    spans: RefCell<Vec<Span>>,
+    /// Batches the store received again after applying them (their answer was lost).
+    duplicate_batches: Cell<u64>,
+}
+
+/// What the observer kept, once the run is over.
+pub struct Observed {
+    pub history: History,
+    pub messages: u64,
+    pub metrics: ObservedMetrics,
+}
+
+/// The metrics system's bookkeeping, once the run is over.
+pub struct ObservedMetrics {
+    pub incarnations: Vec<Incarnation>,
+    pub applied_by_incarnation: BTreeMap<(String, u32), BTreeMap<SeriesKey, i64>>,
+    pub scrapes: Vec<Scrape>,
+    pub spans: Vec<Span>,
+    pub duplicate_batches: u64,
+}
+
+impl Observer {
+    /// Records an event at the running host's simulated time.
+    pub fn record(&self, event: Event) {
+        self.record_at(crate::net::now(), event);
+    }
+
+    /// Records an event at `at` (never before the last record).
+    pub fn record_at(&self, at: SimInstant, event: Event) {
+        tracing::debug!(at = %at, ?event);
+        self.history.borrow_mut().record(at, event);
+    }
+
+    /// `host` allocated `ids`: in flight until finished.
+    pub fn add_unfinished(&self, host: &str, ids: &[i64]) {
+        self.unfinished
+            .borrow_mut()
+            .entry(host.to_owned())
+            .or_default()
+            .extend(ids);
+    }
+
+    /// `host` finished `ids` (committed or aborted).
+    pub fn remove_unfinished(&self, host: &str, ids: &[i64]) {
+        if let Some(set) = self.unfinished.borrow_mut().get_mut(host) {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// The ids a crashed incarnation left unfinished, forgotten once reported.
+    pub fn take_unfinished(&self, host: &str) -> Vec<i64> {
+        self.unfinished
+            .borrow_mut()
+            .remove(host)
+            .map(|set| set.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// One replication command went out on a wire.
+    pub fn count_message(&self) {
+        self.messages.set(self.messages.get() + 1);
+    }
+
+    /// A process incarnation's metrics, kept to judge after the run what it lost.
+    pub fn watch_metrics(&self, incarnation: Incarnation) {
+        self.metric_incarnations.borrow_mut().push(incarnation);
+    }
+
+    /// The store applied a batch (for the first time).
+    pub fn note_applied(&self, batch: &FlushBatch) {
+        let mut applied = self.applied_by_incarnation.borrow_mut();
+        let totals = applied
+            .entry((batch.node.clone(), batch.incarnation))
+            .or_default();
+        for (series, amount) in increments(&batch.counters, &batch.histograms) {
+            *totals.entry(series).or_insert(0) += amount;
+        }
+    }
+
+    /// The store received a batch it had already applied.
+    pub fn note_duplicate_batch(&self) {
+        self.duplicate_batches.set(self.duplicate_batches.get() + 1);
+    }
+
+    /// The endpoint scraped itself.
+    pub fn note_scrape(&self, scrape: Scrape) {
+        self.scrapes.borrow_mut().push(scrape);
+    }
+
+    /// A background process began: its span's index, to close it.
+    pub fn open_span(&self, host: &str, incarnation: u32, name: &str) -> usize {
+        let mut spans = self.spans.borrow_mut();
+        spans.push(Span {
+            host: host.to_owned(),
+            incarnation,
+            name: name.to_owned(),
+            start: crate::net::now(),
+            end: None,
+        });
+        spans.len() - 1
+    }
+
+    /// The background process of span `index` ended.
+    pub fn close_span(&self, index: usize) {
+        if let Some(span) = self.spans.borrow_mut().get_mut(index) {
+            span.end = Some(crate::net::now());
+        }
+    }
+
+    /// Everything kept, taken out once the run is over.
+    pub fn finish(&self) -> Observed {
+        Observed {
+            history: self.history.take(),
+            messages: self.messages.get(),
+            metrics: ObservedMetrics {
+                incarnations: self.metric_incarnations.take(),
+                applied_by_incarnation: self.applied_by_incarnation.take(),
+                scrapes: self.scrapes.take(),
+                spans: self.spans.take(),
+                duplicate_batches: self.duplicate_batches.get(),
+            },
+        }
+    }
+}
