@@ -356,6 +356,8 @@ pub struct Facts<'a> {
     allocated_at: BTreeMap<i64, SimInstant>,
     /// Which writer allocated each stream id.
     allocated_by: BTreeMap<i64, &'a str>,
+    /// Each reader running at the end and the room token its id generator had reached.
+    positions_at_end: BTreeMap<&'a str, &'a MultiWriterToken>,
     /// Every process start: (time, host, its generator's token).
     starts: Vec<(SimInstant, &'a str, &'a MultiWriterToken)>,
     /// Every announced `POSITION`: (time, writer, prev, new), in history order.
@@ -411,6 +413,7 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut rdata_applied = Vec::new();
         let mut gaps_filled = Vec::new();
         let mut connections = Vec::new();
+        let mut positions_at_end = BTreeMap::new();
         for record in history.records() {
             match &record.event {
                 Event::Announced { host, line } => {
@@ -516,6 +519,9 @@ impl<'a> From<&'a History> for Facts<'a> {
                     aborted.extend(ids.iter().map(|id| (host.clone(), *id)))
                 }
                 Event::Healed => last_heal = Some(record.at),
+                Event::PositionAtEnd { host, token } => {
+                    positions_at_end.insert(host.as_str(), token);
+                }
                 _ => {}
             }
         }
@@ -563,6 +569,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             missed_walk: std::cell::OnceCell::new(),
             rdata_first_sends,
             positions_by_writer,
+            positions_at_end,
             commits,
             aborted,
             last_heal,
@@ -1959,19 +1966,24 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
         if let Some(first) = behind.first() {
             // A notifier stays behind events its process's position passed without
             // announcing them until something newer is released: known only when every such
-            // event is a diagnosed loss of this reader (a finding's exact shape) that a token
-            // the reader handed a client covered.
+            // event is a diagnosed loss of this reader (a finding's exact shape) that its
+            // position passed, as a token it handed a client or its position at the end
+            // shows (a reader serving no client has only the latter: generated seed 616).
             let diagnoses: Option<Vec<(&'static str, String)>> = (to == NOTIFIER)
                 .then(|| {
                     behind
                         .iter()
                         .map(|event_id| {
                             let commit = &facts.commits[*event_id];
+                            let covers = |token: &MultiWriterToken| {
+                                token.pos_for(commit.writer) >= commit.stream_id
+                            };
                             let covered = last_token.iter().any(|((r, recipient), token)| {
-                                *r == reader
-                                    && *recipient != NOTIFIER
-                                    && token.pos_for(commit.writer) >= commit.stream_id
-                            });
+                                *r == reader && *recipient != NOTIFIER && covers(token)
+                            }) || facts
+                                .positions_at_end
+                                .get(reader)
+                                .is_some_and(|token| covers(token));
                             covered.then_some(())?;
                             diagnose_client_miss(
                                 facts,

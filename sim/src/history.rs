@@ -136,6 +136,12 @@ pub enum Event {
     Fault { description: String },
     /// The last fault healed: liveness is measured from here.
     Healed,
+    /// At the run's end, the room token a running reader's id generator had reached (its
+    /// notifier may still be behind it: it announces only when something newer is released).
+    PositionAtEnd {
+        host: String,
+        token: MultiWriterToken,
+    },
 }
 
 fn is_false(value: &bool) -> bool {

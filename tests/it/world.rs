@@ -272,6 +272,29 @@ fn a_seed_whose_every_violation_is_a_known_finding_suggests_its_fix_which_remove
 }
 
 #[test]
+fn a_notifier_left_behind_a_row_its_readers_position_passed_is_diagnosed_without_clients() {
+    // Generated seed 616, shrunk: its one reader serves no sync client, so only the reader's
+    // position at the end (a `position_at_end` record) shows that F1 passed the row.
+    let file = "tests/data/world/f1_reader_without_clients.toml";
+    let path = repo_root().join(file);
+    let path = path.to_str().unwrap();
+    println!("replay: streamsim run {file} --seed 616");
+    let (code, stdout, _) = cli(&["run", path, "--seed", "616"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("r1's notifier ended at (70; {w1: 214})")
+            && stdout.contains("every one a diagnosed loss, first F1: w2 started"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("diagnosed as Synapse bug F1"),
+        "the seed is known, not failed: {stdout}"
+    );
+    let (code, stdout, _) = cli(&["run", path, "--seed", "616", "--fix", "all"]);
+    assert_eq!(code, 0, "the patched baseline passes: {stdout}");
+}
+
+#[test]
 fn the_exit_status_is_the_verdict_when_the_reader_closes_stdout_early() {
     // A failing run (a catalogued bug's regression file, which fails on at least 18 of seeds
     // 0..20) whose reader stops at once, as `streamsim run ... | head -c1` under

@@ -256,6 +256,11 @@ pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fi
                 driver.borrow_mut().heal_all(&control);
             }
             control.sleep_until(SimInstant::from_ms(total_ms)).await;
+            // Before the engine stops the hosts: their processes are still there to read.
+            let shared = driver.borrow().shared.clone();
+            shared
+                .observer
+                .record_reader_positions(SimInstant::from_ms(total_ms));
         }
     };
     let host_failure = engine.run(late, drive);

@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Weak;
 
 use streamsim_models::metrics::node::increments;
 use streamsim_models::metrics::{FlushBatch, SeriesKey};
@@ -16,6 +17,7 @@ use streamsim_models::time::SimInstant;
 
 use super::instruments::{Incarnation, Span};
 use super::metrics::Scrape;
+use super::process::{room_token, Process};
 use crate::history::{Event, History};
 
 /// The observer of one run (shared by its hosts through `Rc<Shared>`).
@@ -32,6 +34,9 @@ pub struct Observer {
     spans: RefCell<Vec<Span>>,
     /// Batches the store received again after applying them (their answer was lost).
     duplicate_batches: Cell<u64>,
+    /// Each reader incarnation, to read its position when the run ends (a crashed one is
+    /// gone: its tasks held the only strong references).
+    readers: RefCell<Vec<(String, Weak<Process>)>>,
 }
 
 /// What the observer kept, once the run is over.
@@ -137,6 +142,27 @@ impl Observer {
     pub fn close_span(&self, index: usize) {
         if let Some(span) = self.spans.borrow_mut().get_mut(index) {
             span.end = Some(crate::net::now());
+        }
+    }
+
+    /// A reader process started: its position is recorded when the run ends.
+    pub fn watch_reader(&self, name: &str, process: Weak<Process>) {
+        self.readers.borrow_mut().push((name.to_owned(), process));
+    }
+
+    /// Records, at `at` (the run's end), the room token of every reader still running: the
+    /// position its id generator reached, which its notifier announces only when something
+    /// newer is released. (A notifier left behind an event its position passed is evidence
+    /// of a loss only where this or a client's token shows the position passed it.)
+    pub fn record_reader_positions(&self, at: SimInstant) {
+        let readers = std::mem::take(&mut *self.readers.borrow_mut());
+        // The latest incarnation of each reader, in name order.
+        let latest: BTreeMap<String, Weak<Process>> = readers.into_iter().collect();
+        for (name, process) in latest {
+            if let Some(process) = process.upgrade() {
+                let token = room_token(&process.state.borrow().generator);
+                self.record_at(at, Event::PositionAtEnd { host: name, token });
+            }
         }
     }
 

@@ -245,6 +245,12 @@ impl Process {
             metrics,
         });
         crate::engine::spawn_local(super::metrics::flush_loop(process.clone()));
+        if !is_writer {
+            process
+                .shared
+                .observer
+                .watch_reader(name, Rc::downgrade(&process));
+        }
         process
     }
 
