@@ -7,8 +7,8 @@ use std::time::Duration;
 use streamsim_models::token::MultiWriterToken;
 use tokio::sync::Notify;
 
-use super::reader::{SyncAnswer, SyncQuery};
-use super::Shared;
+use super::shared::Shared;
+use super::sync::{SyncAnswer, SyncQuery};
 use crate::history::Event;
 use crate::net::{FramedStream, SYNC_PORT};
 

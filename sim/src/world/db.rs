@@ -21,7 +21,7 @@ use streamsim_models::db::{Database, StreamRow};
 use streamsim_models::idgen::{read_startup_state, IdGenConfig, StartupState};
 use streamsim_models::roomsync::{row_payload, split_row_payload};
 
-use super::Shared;
+use super::shared::Shared;
 use crate::history::Event;
 use crate::net::{FrameError, FramedStream, DB_PORT};
 

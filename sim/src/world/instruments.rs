@@ -23,7 +23,7 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::wire::Command;
 
 use super::process::Process;
-use super::{Shared, HOMESERVER_NAME};
+use super::shared::{Shared, HOMESERVER_NAME};
 use crate::net::{now, sleep_until};
 use crate::scenario::ReplicationQueue;
 

@@ -16,7 +16,7 @@ use streamsim_models::metrics::{Dataset, FlushBatch, SeriesKey};
 use streamsim_models::time::SimInstant;
 
 use super::process::Process;
-use super::Shared;
+use super::shared::Shared;
 use crate::net::{
     accept_each, answer_each, now, FramedStream, METRICS_ENDPOINT_PORT, METRICS_STORE_PORT,
 };

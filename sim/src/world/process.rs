@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use streamsim_models::metrics::bgproc::Usage;
 
+use super::bus::BusPublisher;
 use super::db::DbClient;
 use super::instruments::{self, Incarnation, ProcessMetrics, CPU_US_PER_COMMAND};
-use super::redis::BusPublisher;
-use super::Shared;
+use super::shared::Shared;
 use crate::history::Event;
 
 /// How long a process waits before retrying a database read it needs (start-up, a catch-up),
@@ -119,7 +119,7 @@ pub struct ProcessState {
     /// The Redis publisher, once subscribed (Redis transport).
     pub bus: Option<BusPublisher>,
     /// Sends waiting for the persister's next batch (the room's persister only).
-    pub send_queue: Vec<super::send::QueuedSend>,
+    pub send_queue: Vec<QueuedSend>,
     /// `wait_for_stream_position` waiters of client sends, and how to wake each.
     pub waiters: PositionWaiters,
     pub waiter_wakeups: BTreeMap<WaiterId, oneshot::Sender<PositionWakeup>>,
@@ -150,6 +150,15 @@ pub struct Process {
     pub metrics: Rc<RefCell<ProcessMetrics>>,
 }
 
+/// A client send waiting in a persister's queue for the next batch (`send` fills the queue
+/// and drains it).
+pub struct QueuedSend {
+    /// The event's row payload (event id and room).
+    pub payload: String,
+    /// Where the batch's outcome goes: its highest id, or why it was not persisted.
+    pub answer: tokio::sync::oneshot::Sender<Result<i64, String>>,
+}
+
 /// A command's wire line without the newline (`NAME␠args`), or `None` if it cannot be sent.
 pub fn command_line(command: &Command) -> Option<String> {
     let args = command.to_line().ok()?.to_utf8().ok()?;
@@ -160,7 +169,8 @@ pub use streamsim_models::replication::room_token;
 
 impl Process {
     /// Starts a process from the database (retrying until the database answers), as
-    /// Synapse's constructors do, and records the start.
+    /// Synapse's constructors do, and records the start. The caller (the host role) spawns
+    /// its tasks, the metrics flush loop first.
     pub async fn start(shared: Rc<Shared>, name: &str, is_writer: bool) -> Rc<Process> {
         let incarnation = shared.begin_incarnation(name);
         let writers = shared.writers();
@@ -244,7 +254,6 @@ impl Process {
             cpu_free_at: std::cell::Cell::new(streamsim_models::time::SimInstant::ZERO),
             metrics,
         });
-        crate::engine::spawn_local(super::metrics::flush_loop(process.clone()));
         if !is_writer {
             process
                 .shared

@@ -1,159 +1,23 @@
 //! A reader host (a worker serving clients): follows every writer's stream into its id
-//! generator and notifier, and answers /sync requests from sync clients.
+//! generator and notifier, and answers /sync requests from sync clients (`sync`) and their
+//! sends (`send`).
 
 use std::rc::Rc;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use streamsim_models::notifier::{RoomEvent, SyncOptions, SyncPoll, SyncRequest};
-use streamsim_models::roomsync::{changed_rooms, split_row_payload};
-use streamsim_models::token::MultiWriterToken;
-
-use super::process::{room_token, Process, DB_RETRY_DELAY_MS};
-use super::{follow, Shared};
-use crate::net::{now, sleep_until, SYNC_PORT};
+use super::process::Process;
+use super::shared::Shared;
+use super::{follow, sync};
 use crate::scenario::Transport;
 
-/// A /sync request: the client's name (for the history) and its `since` token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncQuery {
-    pub client: String,
-    pub since: Option<MultiWriterToken>,
-}
-
-/// A /sync answer: the events in `(since, next_batch]` as (writer, stream id, event id).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncAnswer {
-    pub events: Vec<(String, i64, String)>,
-    pub next_batch: MultiWriterToken,
-    pub limited: bool,
-    pub timed_out: bool,
-}
-
+/// The reader host's software: start, follow the writers, serve sends and /sync.
 pub async fn run(shared: Rc<Shared>, name: String) -> crate::engine::HostResult {
     let process = Process::start(shared.clone(), &name, false).await;
+    crate::engine::spawn_local(super::metrics::flush_loop(process.clone()));
     match shared.scenario.transport {
         Transport::Tcp => follow::follow_writers(&process),
         Transport::Redis => super::redis::subscribe(&process),
     }
     crate::engine::spawn_local(super::send::serve_client_sends(process.clone()));
-    serve_sync(process).await;
+    sync::serve_sync(process).await;
     Ok(())
-}
-
-/// Serves /sync on a process (readers, and writers that serve clients too).
-pub async fn serve_sync(process: Rc<Process>) {
-    let Err(error) = crate::net::accept_each(SYNC_PORT, |stream, _| {
-        let process = process.clone();
-        crate::net::answer_each(
-            stream,
-            process.shared.cuts.clone(),
-            move |query: SyncQuery| {
-                let process = process.clone();
-                async move { sync(&process, query).await }
-            },
-        )
-    })
-    .await;
-    panic!("the sync port is taken: {error}");
-}
-
-/// One /sync: bound a token from the future, wait for this process to catch up with it (or
-/// give up), then read the events in range from the database: an initial sync every room's,
-/// an incremental one only the rooms the process's `_events_stream_cache` says changed after
-/// `since` (`roomsync::changed_rooms`), as `get_room_events_stream_for_rooms` reads them.
-/// Every sync client is joined to every room.
-async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
-    let max_allocated = retry(|| process.db.max_allocated()).await;
-    let mut request = {
-        let state = process.state.borrow();
-        let options = SyncOptions {
-            timeline_limit: process
-                .shared
-                .scenario
-                .workload
-                .sync_timeline_limit
-                .map(|limit| limit as usize),
-            bugs: process.shared.bugs,
-        };
-        SyncRequest::with_options(
-            query.since,
-            &room_token(&state.generator),
-            max_allocated,
-            now(),
-            options,
-        )
-    };
-    let joined = process.shared.scenario.rooms();
-    loop {
-        // The token and the rooms to read are taken together, before the database read.
-        let (current, rooms) = {
-            let state = process.state.borrow();
-            let rooms = request.since().map(|since| {
-                changed_rooms(
-                    joined.iter().map(String::as_str),
-                    since,
-                    &state.events_stream_cache,
-                )
-            });
-            (room_token(&state.generator), rooms)
-        };
-        let caught_up = request
-            .since()
-            .is_none_or(|since| since.is_before_or_eq(&current));
-        let events: Vec<RoomEvent> = if caught_up {
-            let from = request.since().map_or(0, MultiWriterToken::stream);
-            retry(|| process.db.rows_in_range(from, current.max_pos()))
-                .await
-                .into_iter()
-                .filter_map(|(writer, id, payload)| {
-                    let (event_id, room) = split_row_payload(&payload);
-                    let read = match (&rooms, room) {
-                        (Some(rooms), Some(room)) => rooms.contains(room),
-                        _ => true,
-                    };
-                    read.then(|| RoomEvent::new(&writer, id, event_id))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let poll = {
-            let state = &mut *process.state.borrow_mut();
-            match state.notifier.as_mut() {
-                Some(notifier) => notifier.poll_sync(&mut request, now(), &current, &events),
-                // A writer serving clients: the same request, no give-up counter to keep.
-                None => request.poll(now(), &current, &events),
-            }
-        };
-        match poll {
-            SyncPoll::Pending { next_poll_at } => sleep_until(next_poll_at).await,
-            SyncPoll::Ready(response) => {
-                return SyncAnswer {
-                    events: response
-                        .events
-                        .into_iter()
-                        .map(|e| (e.instance, e.stream_id, e.event_id))
-                        .collect(),
-                    next_batch: response.next_batch,
-                    limited: response.limited,
-                    timed_out: response.timed_out,
-                }
-            }
-        }
-    }
-}
-
-/// Retries a database read until it answers (a /sync waits on its database too).
-async fn retry<T, F, Fut>(mut call: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, super::db::DbCallError>>,
-{
-    loop {
-        match call().await {
-            Ok(value) => return value,
-            Err(_) => tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await,
-        }
-    }
 }

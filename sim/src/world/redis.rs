@@ -24,6 +24,7 @@ use streamsim_models::wire::Command;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use super::bus::BusPublisher;
 use super::process::{command_line, Process};
 use crate::history::Event;
 use crate::net::{now, sleep_until, REDIS_PORT};
@@ -105,45 +106,6 @@ async fn serve_connection(
     subscribers.borrow_mut().remove(&id);
 }
 
-/// A process's outbound connection: lines are published in order; a line that cannot be
-/// written is lost (at most once), and the next one reconnects.
-pub struct BusPublisher {
-    sender: mpsc::UnboundedSender<String>,
-}
-
-impl BusPublisher {
-    fn start(process: &Rc<Process>) -> Self {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
-        let shared = process.shared.clone();
-        let host = process.name.clone();
-        crate::engine::spawn_local(async move {
-            let mut connection: Option<TcpStream> = None;
-            while let Some(line) = receiver.recv().await {
-                if connection.is_none() {
-                    connection = crate::net::connect("redis", REDIS_PORT).await.ok();
-                }
-                if let Some(stream) = &mut connection {
-                    let frame = format!("PUBLISH {line}\n");
-                    shared.cuts.wait_open(&host, "redis").await;
-                    if let Err(error) = stream.write_all(frame.as_bytes()).await {
-                        shared.observer.record(Event::Disconnected {
-                            host: host.clone(),
-                            peer: "redis".to_owned(),
-                            reason: format!("publish connection: {error}"),
-                        });
-                        connection = None;
-                    }
-                }
-            }
-        });
-        BusPublisher { sender }
-    }
-
-    pub fn publish(&self, line: &str) {
-        let _ = self.sender.send(line.to_owned());
-    }
-}
-
 /// Starts the process's subscriber: subscribe, then `REPLICATE` and positions, then dispatch
 /// every message; reconnect with back-off when the subscription is lost.
 pub fn subscribe(process: &Rc<Process>) {
@@ -194,7 +156,7 @@ async fn subscriber(process: Rc<Process>) {
 /// `_send_subscribe` after SUBSCRIBE succeeded: `new_connection`, publish `REPLICATE`, then
 /// `send_positions_to_connection`.
 fn on_subscribed(process: &Rc<Process>) {
-    let publisher = BusPublisher::start(process);
+    let publisher = BusPublisher::start(process.shared.clone(), &process.name);
     if let Some(line) = command_line(&Command::Replicate) {
         process.shared.observer.record(Event::Announced {
             host: process.name.clone(),

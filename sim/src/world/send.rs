@@ -16,8 +16,8 @@ use streamsim_models::limits::WAIT_FOR_STREAM_POSITION_TIMEOUT_MS;
 use streamsim_models::notifier::PositionWakeup;
 use tokio::sync::oneshot;
 
-use super::process::Process;
-use super::writer;
+use super::persist;
+use super::process::{Process, QueuedSend};
 use crate::net::{connect, now, FramedStream, CLIENT_SEND_PORT, PERSIST_PORT};
 use crate::scenario::room_persister;
 use streamsim_models::roomsync::row_payload;
@@ -52,13 +52,6 @@ struct ForwardRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ForwardAnswer {
     result: Result<i64, String>,
-}
-
-/// A send waiting in the persister's queue.
-pub struct QueuedSend {
-    /// The event's row payload (event id and room).
-    payload: String,
-    answer: oneshot::Sender<Result<i64, String>>,
 }
 
 /// Serves client sends on every process.
@@ -120,9 +113,9 @@ async fn persist_queued(process: Rc<Process>) {
         if queued.is_empty() {
             continue;
         }
-        let delay = writer::draw_persist_delay(&process, &mut rng);
+        let delay = persist::draw_persist_delay(&process, &mut rng);
         let events = queued.iter().map(|q| q.payload.clone()).collect();
-        let result = writer::persist(process.clone(), events, delay)
+        let result = persist::persist(process.clone(), events, delay)
             .await
             .and_then(|ids| ids.into_iter().max().ok_or_else(|| "empty batch".into()));
         for send in queued {
@@ -227,7 +220,7 @@ async fn wait_for_stream_position(
 /// A client's sends: `sends_per_second`, each on its own connection, concurrently. Every
 /// answer is recorded, and wakes the client's /sync loop so its next page comes at once.
 pub async fn client_sends(
-    shared: Rc<super::Shared>,
+    shared: Rc<super::shared::Shared>,
     client: String,
     host: String,
     answered: Rc<tokio::sync::Notify>,
