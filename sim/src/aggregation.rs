@@ -25,8 +25,8 @@ use streamsim_models::time::SimInstant;
 
 use crate::checks::{Expectation, Violation};
 use crate::history::{Event, History};
-use crate::world::instruments::Span;
-use crate::world::metrics::Scrape;
+use crate::world::observer::Scrape;
+use crate::world::observer::Span;
 
 /// One incarnation of one node's metrics, accounted after the run.
 #[derive(Clone, Debug, Serialize)]

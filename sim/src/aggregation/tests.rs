@@ -2,7 +2,7 @@
 //! loud when it did not.
 
 use super::*;
-use crate::world::metrics::ScrapedNode;
+use crate::world::observer::ScrapedNode;
 use streamsim_models::metrics::series::{
     BACKGROUND_PROCESS_IN_FLIGHT_COUNT, BACKGROUND_PROCESS_START_COUNT,
 };

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::link::{self, LinkHandler};
 use super::process::Process;
-use super::shared::HOMESERVER_NAME;
+use super::HOMESERVER_NAME;
 use crate::history::Event;
 use crate::net::REPLICATION_PORT;
 

@@ -2,89 +2,30 @@
 //! background processes (how each kind starts, runs and ends in Synapse 1.163.2, or with the
 //! historical linearizer), its stream position, and each event's lag from commit to delivery.
 //!
-//! The metrics live in the process's memory ([`ProcessMetrics`]) and die with it; the world
-//! keeps a handle on each incarnation's only to judge, after the run, what a crash lost.
+//! The metrics live in the process's memory (`process_metrics`) and die with it; these are
+//! the process's methods that measure.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use streamsim_models::db::STREAM_NAME;
 use streamsim_models::limits::REPLICATION_QUEUE_IDLE_MS;
-use streamsim_models::metrics::bgproc::{BackgroundProcesses, ProcessId, Usage};
+use streamsim_models::metrics::bgproc::{ProcessId, Usage};
 use streamsim_models::metrics::series::{
     REPLICATION_COMMAND_QUEUE, REPLICATION_INBOUND_COMMANDS, REPLICATION_INBOUND_RDATA,
     REPLICATION_LAG, REPLICATION_OUTBOUND_COMMANDS, REPLICATION_PENDING_COMMANDS,
     STREAM_CURRENT_POSITION,
 };
-use streamsim_models::metrics::NodeMetrics;
 use streamsim_models::notifier::RoomEvent;
 use streamsim_models::time::SimInstant;
 use streamsim_models::wire::Command;
 
 use super::process::Process;
-use super::shared::{Shared, HOMESERVER_NAME};
+use super::process_metrics::names;
+use super::shared::Shared;
+use super::HOMESERVER_NAME;
 use crate::net::{now, sleep_until};
 use crate::scenario::ReplicationQueue;
-
-/// Simulated CPU a process spends on one inbound replication command, in microseconds. The
-/// models do their work in no simulated time; this is the cost the metrics attribute to it
-/// (the order of a parse and a dispatch in CPython).
-pub const CPU_US_PER_COMMAND: i64 = 100;
-/// Simulated CPU per event handed to the notifier or persisted, in microseconds.
-pub const CPU_US_PER_EVENT: i64 = 50;
-
-/// Background-process names, as Synapse 1.163.2 spells them.
-pub mod names {
-    /// `BackgroundQueue` of `ReplicationCommandHandler._command_queues_by_stream`.
-    pub const PROCESS_REPLICATION_DATA: &str = "process-replication-data";
-    /// `ReplicationStreamer.on_notifier_poke`.
-    pub const REPLICATION_NOTIFIER: &str = "replication_notifier";
-    /// `EventsPersistenceStorageController`'s queue.
-    pub const PERSIST_EVENTS: &str = "persist_events";
-    /// The `stream_positions` upsert after a batch finishes.
-    pub const UPDATE_TABLE: &str = "MultiWriterIdGenerator._update_table";
-    /// `RedisSubscriber.send_command`: one per command published.
-    pub const SEND_CMD: &str = "send-cmd";
-}
-
-/// One process's metrics memory.
-pub struct ProcessMetrics {
-    pub node: NodeMetrics,
-    pub processes: BackgroundProcesses,
-    /// The per-stream queue's consumer, per follower: the process and its last item.
-    consumers: BTreeMap<String, (ProcessId, SimInstant)>,
-    /// With the linearizer: one process per command, oldest first, per follower.
-    linearized: BTreeMap<String, VecDeque<ProcessId>>,
-    /// The running `replication_notifier` and its own-update reads in flight.
-    notifier: Option<(ProcessId, usize)>,
-    /// The timeline span of each running process.
-    spans: BTreeMap<ProcessId, usize>,
-}
-
-impl ProcessMetrics {
-    pub fn new(node: &str, incarnation: u32) -> Self {
-        ProcessMetrics {
-            node: NodeMetrics::new(node, incarnation),
-            processes: BackgroundProcesses::new(HOMESERVER_NAME),
-            consumers: BTreeMap::new(),
-            linearized: BTreeMap::new(),
-            notifier: None,
-            spans: BTreeMap::new(),
-        }
-    }
-}
-
-/// A span of the timeline: a background process of a host, from start to end (none if it
-/// was still running when the run ended or its host crashed).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Span {
-    pub host: String,
-    pub incarnation: u32,
-    pub name: String,
-    pub start: SimInstant,
-    pub end: Option<SimInstant>,
-}
 
 /// The command name of a wire line (`NAME args`).
 fn line_command(line: &[u8]) -> &str {
@@ -391,13 +332,4 @@ async fn retire_consumer(process: Rc<Process>, link: String, id: ProcessId) {
                 .insert(link.clone(), (id, now()));
         }
     }
-}
-
-/// The handle the world keeps on one incarnation's metrics.
-#[derive(Clone)]
-pub struct Incarnation {
-    pub node: String,
-    pub incarnation: u32,
-    pub started_at: SimInstant,
-    pub metrics: Rc<RefCell<ProcessMetrics>>,
 }

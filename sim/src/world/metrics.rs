@@ -9,12 +9,11 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde::Serialize;
 use streamsim_models::metrics::node::increments;
 use streamsim_models::metrics::series::BACKGROUND_PROCESS_IN_FLIGHT_COUNT;
-use streamsim_models::metrics::{Dataset, FlushBatch, SeriesKey};
-use streamsim_models::time::SimInstant;
+use streamsim_models::metrics::{Dataset, FlushBatch};
 
+use super::observer::{Scrape, ScrapedNode};
 use super::process::Process;
 use super::shared::Shared;
 use crate::net::{
@@ -116,27 +115,6 @@ pub async fn serve_store(shared: Rc<Shared>) -> crate::engine::HostResult {
     })
     .await;
     Err(error.into())
-}
-
-/// One scrape of the endpoint: what it held of each node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Scrape {
-    pub at: SimInstant,
-    pub nodes: Vec<ScrapedNode>,
-}
-
-/// A node's dataset as one scrape saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ScrapedNode {
-    pub node: String,
-    pub version: u64,
-    /// When the store applied the flush this dataset reflects.
-    pub updated_at: SimInstant,
-    pub received_at: SimInstant,
-    /// Counters and histogram counts.
-    pub increments: Vec<(SeriesKey, i64)>,
-    /// Background processes in flight, over every name.
-    pub in_flight: i64,
 }
 
 /// The endpoint: keeps each node's newest dataset, and scrapes itself every flush interval.

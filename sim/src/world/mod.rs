@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod observer;
 mod persist;
 pub(crate) mod process;
+mod process_metrics;
 mod reader;
 mod redis;
 mod send;
@@ -38,7 +39,10 @@ use streamsim_models::time::SimInstant;
 
 use streamsim_models::metrics::node::increments;
 
-pub use shared::{Shared, HOMESERVER_NAME};
+pub use shared::Shared;
+
+/// The homeserver name every process shares (the SERVER greeting carries it).
+pub const HOMESERVER_NAME: &str = "streamsim.test";
 
 use crate::aggregation::{self, IncarnationOutcome, MetricsOutcome};
 use crate::engine::{Control, Engine};

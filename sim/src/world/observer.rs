@@ -11,14 +11,52 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Weak;
 
+use serde::Serialize;
 use streamsim_models::metrics::node::increments;
 use streamsim_models::metrics::{FlushBatch, SeriesKey};
 use streamsim_models::time::SimInstant;
+use streamsim_models::token::MultiWriterToken;
 
-use super::instruments::{Incarnation, Span};
-use super::metrics::Scrape;
-use super::process::{room_token, Process};
+use super::process_metrics::Incarnation;
 use crate::history::{Event, History};
+
+/// A span of the timeline: a background process of a host, from start to end (none if it
+/// was still running when the run ended or its host crashed).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Span {
+    pub host: String,
+    pub incarnation: u32,
+    pub name: String,
+    pub start: SimInstant,
+    pub end: Option<SimInstant>,
+}
+
+/// One scrape of the endpoint: what it held of each node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Scrape {
+    pub at: SimInstant,
+    pub nodes: Vec<ScrapedNode>,
+}
+
+/// A node's dataset as one scrape saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScrapedNode {
+    pub node: String,
+    pub version: u64,
+    /// When the store applied the flush this dataset reflects.
+    pub updated_at: SimInstant,
+    pub received_at: SimInstant,
+    /// Counters and histogram counts.
+    pub increments: Vec<(SeriesKey, i64)>,
+    /// Background processes in flight, over every name.
+    pub in_flight: i64,
+}
+
+/// A reader process, as the observer reads it when the run ends.
+pub trait Positioned {
+    /// The room token its id generator has reached.
+    fn room_token(&self) -> MultiWriterToken;
+}
 
 /// The observer of one run (shared by its hosts through `Rc<Shared>`).
 #[derive(Default)]
@@ -36,7 +74,7 @@ pub struct Observer {
     duplicate_batches: Cell<u64>,
     /// Each reader incarnation, to read its position when the run ends (a crashed one is
     /// gone: its tasks held the only strong references).
-    readers: RefCell<Vec<(String, Weak<Process>)>>,
+    readers: RefCell<Vec<(String, Weak<dyn Positioned>)>>,
 }
 
 /// What the observer kept, once the run is over.
@@ -146,7 +184,7 @@ impl Observer {
     }
 
     /// A reader process started: its position is recorded when the run ends.
-    pub fn watch_reader(&self, name: &str, process: Weak<Process>) {
+    pub fn watch_reader(&self, name: &str, process: Weak<dyn Positioned>) {
         self.readers.borrow_mut().push((name.to_owned(), process));
     }
 
@@ -157,10 +195,10 @@ impl Observer {
     pub fn record_reader_positions(&self, at: SimInstant) {
         let readers = std::mem::take(&mut *self.readers.borrow_mut());
         // The latest incarnation of each reader, in name order.
-        let latest: BTreeMap<String, Weak<Process>> = readers.into_iter().collect();
+        let latest: BTreeMap<String, Weak<dyn Positioned>> = readers.into_iter().collect();
         for (name, process) in latest {
             if let Some(process) = process.upgrade() {
-                let token = room_token(&process.state.borrow().generator);
+                let token = process.room_token();
                 self.record_at(at, Event::PositionAtEnd { host: name, token });
             }
         }

@@ -11,8 +11,8 @@ use streamsim_models::metrics::bgproc::{ProcessId, Usage};
 use streamsim_models::persister::Action;
 
 use super::db::DbCallError;
-use super::instruments::{names, CPU_US_PER_EVENT};
 use super::process::Process;
+use super::process_metrics::{names, CPU_US_PER_EVENT};
 use crate::history::Event;
 use crate::net::now;
 

@@ -28,7 +28,8 @@ use streamsim_models::metrics::bgproc::Usage;
 
 use super::bus::BusPublisher;
 use super::db::DbClient;
-use super::instruments::{self, Incarnation, ProcessMetrics, CPU_US_PER_COMMAND};
+use super::observer::Positioned;
+use super::process_metrics::{names, Incarnation, ProcessMetrics, CPU_US_PER_COMMAND};
 use super::shared::Shared;
 use crate::history::Event;
 
@@ -167,6 +168,12 @@ pub fn command_line(command: &Command) -> Option<String> {
 
 pub use streamsim_models::replication::room_token;
 
+impl Positioned for Process {
+    fn room_token(&self) -> MultiWriterToken {
+        room_token(&self.state.borrow().generator)
+    }
+}
+
 impl Process {
     /// Starts a process from the database (retrying until the database answers), as
     /// Synapse's constructors do, and records the start. The caller (the host role) spawns
@@ -255,10 +262,9 @@ impl Process {
             metrics,
         });
         if !is_writer {
-            process
-                .shared
-                .observer
-                .watch_reader(name, Rc::downgrade(&process));
+            let weak = Rc::downgrade(&process);
+            let watched: std::rc::Weak<dyn Positioned> = weak;
+            process.shared.observer.watch_reader(name, watched);
         }
         process
     }
@@ -687,7 +693,7 @@ impl Process {
         }
         if let Some(bus) = &state.bus {
             // `RedisSubscriber.send_command`: each command is its own background process.
-            let sender = self.bg_start(instruments::names::SEND_CMD);
+            let sender = self.bg_start(names::SEND_CMD);
             self.count_outbound("redis", line.as_bytes());
             bus.publish(&line);
             self.bg_finish(sender);

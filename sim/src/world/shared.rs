@@ -18,9 +18,6 @@ use streamsim_models::time::SimInstant;
 use super::observer;
 use crate::scenario::Scenario;
 
-/// The homeserver name every process shares (the SERVER greeting carries it).
-pub const HOMESERVER_NAME: &str = "streamsim.test";
-
 /// What hosts and the driver share.
 pub struct Shared {
     pub scenario: Scenario,
