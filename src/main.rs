@@ -629,7 +629,7 @@ fn shrink(args: ShrinkArgs) -> Result<ExitCode> {
         origin_seed: args.seed,
     };
     if let Some(name) = &args.invariant {
-        let known = streamsim_sim::checks::CHECKS
+        let known: Vec<&str> = streamsim_sim::checks::CHECKS
             .iter()
             .map(|c| c.name)
             .chain(
@@ -638,9 +638,12 @@ fn shrink(args: ShrinkArgs) -> Result<ExitCode> {
                     .map(|c| c.name),
             )
             .chain(["host_failure"])
-            .any(|c| c == name);
-        if !known {
-            bail!("--invariant {name}: no such invariant (README lists them)");
+            .collect();
+        if !known.contains(&name.as_str()) {
+            bail!(
+                "--invariant {name}: no such invariant; the invariants are: {}",
+                known.join(", ")
+            );
         }
     }
     let target = shrink::find_target(&scenario, &options, args.invariant.as_deref())?;

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use streamsim_models::limits::STREAMER_IDLE_POKE_INTERVAL_MS;
 
 /// The shared metrics store every node flushes to (AWX's Redis).
 pub const METRICS_STORE_HOST: &str = "metrics-store";
@@ -553,6 +554,31 @@ impl Scenario {
                 format!(
                     "{} cannot act: the engine is event-driven with 1 ms resolution (remove the key)",
                     self.network.tick_ms
+                ),
+            );
+        }
+        if self.converge_within_ms < STREAMER_IDLE_POKE_INTERVAL_MS {
+            return fail(
+                "converge_within_ms",
+                format!(
+                    "{} is below {STREAMER_IDLE_POKE_INTERVAL_MS}: a quiet writer announces its \
+                     position once a second, so a shorter window judges liveness and the \
+                     minimum's convergence before they can happen",
+                    self.converge_within_ms
+                ),
+            );
+        }
+        if self.metrics.flush_interval_ms > self.duration_ms
+            && self.metrics.flush_interval_ms == default_flush_interval_ms()
+        {
+            // The interval was defaulted (or written as the default): the short run is what
+            // the file says.
+            return fail(
+                "duration_ms",
+                format!(
+                    "{} is shorter than metrics.flush_interval_ms ({}, the default): lengthen \
+                     the run or set a shorter metrics.flush_interval_ms",
+                    self.duration_ms, self.metrics.flush_interval_ms
                 ),
             );
         }

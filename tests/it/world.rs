@@ -186,7 +186,7 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     let tcp = dir.join("tcp.toml");
     std::fs::write(
         &tcp,
-        "duration_ms = 10000\nconverge_within_ms = 10\ntransport = \"tcp\"\n[topology]\n\
+        "duration_ms = 10000\nconverge_within_ms = 10000\ntransport = \"tcp\"\n[topology]\n\
          writers = 2\nreaders = 1\n[workload]\nbatches_per_second = 1\n\
          batch_size = { min = 1, max = 1 }\npersist_delay_ms = { min = 0, max = 1 }\n",
     )
@@ -196,6 +196,49 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     assert!(
         stderr.contains("tcp.toml:5:1: topology.writers: 2 writers over transport = \"tcp\"")
             && stderr.contains("use transport = \"redis\" for several writers"),
+        "{stderr}"
+    );
+    // A window too short to converge in, and a run shorter than the default flush interval,
+    // name the key the file wrote.
+    let body = "[topology]\nwriters = 1\nreaders = 1\n[workload]\nbatches_per_second = 1\n\
+                batch_size = { min = 1, max = 1 }\npersist_delay_ms = { min = 0, max = 1 }\n";
+    let short = dir.join("short.toml");
+    std::fs::write(
+        &short,
+        format!("duration_ms = 5000\nconverge_within_ms = 0\n{body}"),
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&["run", short.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("short.toml:2:1: converge_within_ms: 0 is below 1000"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &short,
+        format!("duration_ms = 1500\nconverge_within_ms = 5000\n{body}"),
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&["run", short.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("short.toml:1:1: duration_ms: 1500 is shorter than metrics.flush_interval_ms (2000, the default)"),
+        "{stderr}"
+    );
+    // An unknown invariant lists the ones there are.
+    let (code, _, stderr) = cli(&[
+        "shrink",
+        "--generated",
+        "--seed",
+        "4",
+        "--invariant",
+        "bogus",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "--invariant bogus: no such invariant; the invariants are: tokens_never_regress, "
+        ) && stderr.contains("host_failure"),
         "{stderr}"
     );
     let (code, _, stderr) = cli(&["sweep", "scenarios/smoke.toml", "--seeds", "5..5"]);
