@@ -42,7 +42,7 @@ stage "system oracle: every choreography on real Synapse"
 mapfile -t choreographies < <(find tests/data/system -name '*.jsonl' ! -name '*.expected.jsonl' | sort)
 "$STREAMSIM_SYNAPSE_PYTHON" tools/synapse/system_oracle.py --check --jobs 2 "${choreographies[@]}"
 bash tools/synapse/trial/run.sh
-# The proposed fixes (tools/synapse/FIXES.md) on real Synapse: every choreography with all four
+# The proposed fixes (tools/synapse/FIXES.md) on real Synapse: every choreography with all five
 # applied must give exactly tests/data/system/fix-all/ (where no finding loses an event), and
 # the F1 trial test must pass with F1's fix.
 stage "system oracle: every choreography on real Synapse with the proposed fixes"

@@ -9,7 +9,7 @@
 //! - [`limits`]: every limit, with its unit and the reason for its value.
 //! - [`db`]: the database (sequence, stream table, `stream_positions`, crash semantics).
 //! - [`token`]: stream positions, the multi-writer token and its text forms.
-//! - [`bugs`] / [`fixes`]: historical-bug switches and the proposed fixes of F1-F4.
+//! - [`bugs`] / [`fixes`]: historical-bug switches and the proposed fixes of F1-F5.
 //! - [`idgen`]: Synapse's `MultiWriterIdGenerator`.
 //! - [`notifier`]: room-event release, listeners, `wait_for_stream_position`, /sync `since` waits.
 //! - [`persister`]: an event persister; batches commit out of order.

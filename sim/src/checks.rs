@@ -519,8 +519,8 @@ impl<'a> From<&'a History> for Facts<'a> {
                     aborted.extend(ids.iter().map(|id| (host.clone(), *id)))
                 }
                 Event::Healed => last_heal = Some(record.at),
-                Event::PositionAtEnd { host, token } => {
-                    positions_at_end.insert(host.as_str(), token);
+                Event::PositionAtEnd { reader, token } => {
+                    positions_at_end.insert(reader.as_str(), token);
                 }
                 _ => {}
             }

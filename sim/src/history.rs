@@ -139,7 +139,7 @@ pub enum Event {
     /// At the run's end, the room token a running reader's id generator had reached (its
     /// notifier may still be behind it: it announces only when something newer is released).
     PositionAtEnd {
-        host: String,
+        reader: String,
         token: MultiWriterToken,
     },
 }

@@ -2,7 +2,7 @@
 //! invariant its catalogue entry names fails, and the clean model on the same seeds, which must
 //! pass.
 //!
-//! A violation diagnosed as a known bug of real Synapse (F1-F4) is not a catch: the clean
+//! A violation diagnosed as a known bug of real Synapse (F1-F5) is not a catch: the clean
 //! model has it too. On the patched baseline (`--fix all`) there are none, so a red run of a
 //! switch is that switch's doing; another invariant failing first does not count as the catch.
 

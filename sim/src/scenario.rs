@@ -384,7 +384,14 @@ impl Scenario {
                 .any(|start| message.trim_start().starts_with(start));
             let quoted = message.split('`').nth(1);
             let key = if names_a_key {
-                quoted.map(str::to_owned)
+                // Inside an inline table, the key is the table's (`batch_size.avg`).
+                quoted.map(|name| {
+                    let (mut path, _) = e
+                        .span()
+                        .map_or_else(Default::default, |span| inline_path(text, span.start));
+                    path.push(name.to_owned());
+                    path.join(".")
+                })
             } else {
                 // A value error inside a `[[fault]]` points at its header (the table is read
                 // whole for its `kind`): find the line that holds the quoted value.
@@ -568,15 +575,18 @@ impl Scenario {
                 ),
             );
         }
+        if self.duration_ms == 0 {
+            return fail("duration_ms", "a run lasts at least 1 ms".into());
+        }
         if self.metrics.flush_interval_ms > self.duration_ms
             && self.metrics.flush_interval_ms == default_flush_interval_ms()
         {
-            // The interval was defaulted (or written as the default): the short run is what
-            // the file says.
+            // The interval is the default (most files do not set it): blame the short run,
+            // which the file does say.
             return fail(
                 "duration_ms",
                 format!(
-                    "{} is shorter than metrics.flush_interval_ms ({}, the default): lengthen \
+                    "{} is shorter than metrics.flush_interval_ms ({}, its default): lengthen \
                      the run or set a shorter metrics.flush_interval_ms",
                     self.duration_ms, self.metrics.flush_interval_ms
                 ),
@@ -588,8 +598,8 @@ impl Scenario {
             return fail(
                 "metrics.flush_interval_ms",
                 format!(
-                    "{} is not in {FLUSH_INTERVAL_MS_MIN}..=duration_ms",
-                    self.metrics.flush_interval_ms
+                    "{} is not in {FLUSH_INTERVAL_MS_MIN}..=duration_ms ({})",
+                    self.metrics.flush_interval_ms, self.duration_ms
                 ),
             );
         }
@@ -766,20 +776,51 @@ fn table_at(text: &str, offset: usize) -> Option<String> {
     }
 }
 
-/// The key whose value starts at or after `offset` on its line: the identifier before the
-/// last `=` ahead of it (`tick_ms = 1.0` gives `tick_ms`; inside an inline table
-/// `{ min = 1.5 }` the inner key). `None` on a line with no `=` before the offset (a table
-/// header).
-fn key_before(text: &str, offset: usize) -> Option<String> {
+/// The inline tables open at `offset` on its line (their keys, outermost first) and the key
+/// whose value starts there, if any: `latency_ms = { min = 1, max = ` gives
+/// (`[latency_ms]`, `max`).
+fn inline_path(text: &str, offset: usize) -> (Vec<String>, Option<String>) {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let before = &text[line_start..offset];
-    let equals = before.rfind('=')?;
-    let key = before[..equals]
-        .rsplit(|c: char| c == '{' || c == ',' || c.is_whitespace())
-        .find(|part| !part.is_empty())?
-        .trim_matches('"');
-    (!key.is_empty()).then(|| key.to_owned())
+    let mut open: Vec<String> = Vec::new();
+    let mut key: Option<String> = None;
+    let mut word = String::new();
+    let mut in_string = false;
+    for c in text[line_start..offset].chars() {
+        if in_string {
+            if c == '"' {
+                in_string = false;
+            } else {
+                word.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '=' => key = Some(std::mem::take(&mut word).trim().to_owned()),
+            '{' => {
+                open.extend(key.take());
+                word.clear();
+            }
+            '}' => {
+                open.pop();
+                word.clear();
+            }
+            ',' => {
+                key = None;
+                word.clear();
+            }
+            _ => word.push(c),
+        }
+    }
+    (open, key.filter(|key| !key.is_empty()))
+}
+
+/// The dotted key whose value starts at `offset` (within inline tables, their keys too).
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let (mut path, key) = inline_path(text, offset);
+    path.push(key?);
+    Some(path.join("."))
 }
 
 /// The key of the line, from `offset` to the next table header, whose value is `value`

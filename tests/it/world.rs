@@ -222,7 +222,7 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     let (code, _, stderr) = cli(&["run", short.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("short.toml:1:1: duration_ms: 1500 is shorter than metrics.flush_interval_ms (2000, the default)"),
+        stderr.contains("short.toml:1:1: duration_ms: 1500 is shorter than metrics.flush_interval_ms (2000, its default)"),
         "{stderr}"
     );
     // An unknown invariant lists the ones there are.

@@ -13,7 +13,7 @@
 //! order. Database actions are answered at once. After each step everything that is due runs
 //! until nothing is left; `advance` moves the clock from one due timer to the next.
 //!
-//! The glue copies sim/src/world (process.rs, writer.rs, reader.rs, redis.rs): the same
+//! The glue copies sim/src/world (process.rs, persist.rs, sync.rs, redis.rs, bus.rs): the same
 //! order of `__aexit__` (ids finished, `notify_replication`, position upsert), the same
 //! `_send_subscribe` (REPLICATE, then our positions), the same follower and announcer drive.
 
@@ -300,7 +300,7 @@ pub struct Driver {
     announced: BTreeMap<String, Vec<String>>,
     /// Syncs that answered since the step began: label → result.
     completed: Vec<(String, SyncResult)>,
-    /// Proposed fixes of F1-F4 applied in every process (none: Synapse 1.163.2).
+    /// Proposed fixes of F1-F5 applied in every process (none: Synapse 1.163.2).
     fixes: Fixes,
 }
 
@@ -1215,7 +1215,7 @@ impl Driver {
     }
 
     /// The rows' transaction commits; the context exits: ids finished, `notify_replication`,
-    /// then the `stream_positions` upsert (as sim/src/world/writer.rs does it).
+    /// then the `stream_positions` upsert (as sim/src/world/persist.rs does it).
     fn commit(&mut self, event_id: &str, rows: Vec<(i64, String)>) {
         let send = self.sends[event_id].clone();
         let writer = send.writer.clone();

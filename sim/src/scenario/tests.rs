@@ -87,7 +87,23 @@ fn a_value_of_the_wrong_type_names_its_key_not_the_value() {
         ("tick_ms = true", "network.tick_ms"),
         ("message_loss = \"x\"", "network.message_loss"),
         ("latency_ms = 5", "network.latency_ms"),
-        ("latency_ms = { min = 1.5, max = 5 }", "network.min"),
+        // Inside an inline table, its key too (a fresh-user review found `network.min`).
+        (
+            "latency_ms = { min = 1.5, max = 5 }",
+            "network.latency_ms.min",
+        ),
+        (
+            "latency_ms = { min = 1, max = -5 }",
+            "network.latency_ms.max",
+        ),
+        (
+            "latency_ms = { min = 1, max = 5, avg = 2 }",
+            "network.latency_ms.avg",
+        ),
+        (
+            "latency_ms = { \"min\" = -1, max = 5 }",
+            "network.latency_ms.min",
+        ),
     ] {
         let e = error(&with_network(line));
         assert_eq!(e.field, field, "{line}: {e}");

@@ -1,5 +1,7 @@
-//! A sync-client host: pages through one reader's stream with /sync, each request `since` the
-//! `next_batch` of the last answer, as a Matrix client does, and records every page it got.
+//! A sync-client host: pages through one process's stream with /sync (a reader's, or a
+//! writer's that serves clients), each request `since` the `next_batch` of the last answer,
+//! as a Matrix client does, records every page it got, and sends events through the same
+//! process (`send`).
 
 use std::rc::Rc;
 use std::time::Duration;

@@ -37,8 +37,9 @@ fn line_command(line: &[u8]) -> &str {
 }
 
 impl Shared {
-    /// Remembers when a row committed, for the lag its readers measure (Synapse's rows carry
-    /// the event's own timestamps; the observer keeps them here instead).
+    /// Remembers when a row committed, for the lag its readers measure. Synapse's rows carry
+    /// the event's own timestamps; the model's rows do not, so `Shared` keeps them beside the
+    /// rows, as the database would, and readers read them back for the lag metric only.
     pub fn note_committed(&self, rows: &[(i64, String)]) {
         let at = now();
         let mut times = self.commit_times.borrow_mut();

@@ -1,10 +1,11 @@
 //! The observer: what the world records about its hosts and never lets them read back.
 //!
 //! Every observable act goes into the [`History`] the checks judge; the ids a writer has in
-//! flight are kept to report them when it restarts; the metrics system's bookkeeping (each
-//! process incarnation's in-memory metrics, what the store applied per incarnation, the
-//! endpoint's scrapes, background-process spans for the timeline) is kept to judge, after the
-//! run, what a crash lost. Hosts only append here: no host decision may depend on it, so
+//! flight are kept to report them when it restarts; replication commands are counted; each
+//! reader's position is read when the run ends (`position_at_end` records); the metrics
+//! system's bookkeeping (each process incarnation's in-memory metrics and what the store
+//! applied of it, to judge after the run what a crash lost; the endpoint's scrapes;
+//! background-process spans, for the timeline and the in-flight check) is kept. Hosts only append here: no host decision may depend on it, so
 //! none of its state is host memory and a crash loses none of it.
 
 use std::cell::{Cell, RefCell};
@@ -199,7 +200,13 @@ impl Observer {
         for (name, process) in latest {
             if let Some(process) = process.upgrade() {
                 let token = process.room_token();
-                self.record_at(at, Event::PositionAtEnd { host: name, token });
+                self.record_at(
+                    at,
+                    Event::PositionAtEnd {
+                        reader: name,
+                        token,
+                    },
+                );
             }
         }
     }

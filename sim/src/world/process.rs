@@ -2,8 +2,11 @@
 //! generator, its followers of the other writers, and for a writer its persister and
 //! announcer, for a reader its notifier. This is the state a crash loses.
 //!
-//! Everything here is synchronous glue between the models; the async tasks that feed it live
-//! in `writer`, `reader`, `follow` and `redis`. Borrows of the state never live across an
+//! Commands come in (`on_command`, from `redis`, `follow` or `writer`'s replication server)
+//! and the models' actions go out; the few tasks it starts itself wait on the database for
+//! it: the backlog drain of a busy CPU, a POSITION's catch-up (`fetch_missing`) and the
+//! announcer's own-update reads. The host roles (`writer`, `reader`) and the services they
+//! run (`sync`, `send`, `persist`) drive it. Borrows of the state never live across an
 //! `await`.
 
 use std::cell::RefCell;

@@ -1,6 +1,6 @@
 //! The Redis transport Synapse 1.163.2 actually runs between workers: a `redis` host that
 //! broadcasts every published line to every subscriber (the sender included), and each
-//! process's subscriber and publisher connections.
+//! process's subscriber connection (its publisher, started on each subscription, is `bus`).
 //!
 //! Delivery is at most once: what is published while a subscriber is cut off is lost, and the
 //! protocol has no handshake, no PING of its own and no pending limit. Losses are repaired the

@@ -2,8 +2,9 @@
 //! switches, fixes, each host's random stream), the writers config a (re)starting process
 //! reads, what the faults in force make hosts sense (slowness, busy CPUs, quiesced writers,
 //! one-way cuts, tokens from the future), data that lives outside any host as the
-//! database's does (the metrics store's and endpoint's), and the observer, which hosts only
-//! append to. None of it is host memory: a crash loses only what hosts keep in their tasks.
+//! database's does (the metrics store's and endpoint's, and each row's commit time, which
+//! Synapse's rows would carry and readers use only for the lag metric), and the observer,
+//! which hosts only append to. None of it is host memory: a crash loses only what hosts keep in their tasks.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,7 @@ pub struct Shared {
     pub seed: u64,
     /// Historical-bug switches every process's models run with.
     pub bugs: Bugs,
-    /// Proposed fixes of F1-F4 every process's models run with (none: Synapse 1.163.2).
+    /// Proposed fixes of F1-F5 every process's models run with (none: Synapse 1.163.2).
     pub fixes: Fixes,
     pub(super) incarnations: RefCell<BTreeMap<String, u32>>,
     pub(super) writers: RefCell<Vec<String>>,

@@ -1,6 +1,7 @@
 //! A writer host (an event persister): the scenario's workload, each batch persisted through
-//! the persister model with the database over the network, and the replication server that
-//! announces what it wrote.
+//! `persist`, the replication server that announces what it wrote (direct TCP) or its
+//! subscriber (Redis), the idle pokes of its announcer, and, as every Synapse process does,
+//! the /sync server (`sync`) and client sends (`send`).
 //!
 //! Batches run concurrently: each waits its persist delay between getting its ids and
 //! committing, so a later batch with higher ids can commit first.
