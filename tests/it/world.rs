@@ -203,28 +203,25 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     let body = "[topology]\nwriters = 1\nreaders = 1\n[workload]\nbatches_per_second = 1\n\
                 batch_size = { min = 1, max = 1 }\npersist_delay_ms = { min = 0, max = 1 }\n";
     let short = dir.join("short.toml");
-    std::fs::write(
-        &short,
-        format!("duration_ms = 5000\nconverge_within_ms = 0\n{body}"),
-    )
-    .unwrap();
-    let (code, _, stderr) = cli(&["run", short.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("short.toml:2:1: converge_within_ms: 0 is below 1000"),
-        "{stderr}"
-    );
-    std::fs::write(
-        &short,
-        format!("duration_ms = 1500\nconverge_within_ms = 5000\n{body}"),
-    )
-    .unwrap();
-    let (code, _, stderr) = cli(&["run", short.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("short.toml:1:1: duration_ms: 1500 is shorter than metrics.flush_interval_ms (2000, its default)"),
-        "{stderr}"
-    );
+    for (head, expected) in [
+        (
+            "duration_ms = 5000\nconverge_within_ms = 0\n",
+            "short.toml:2:1: converge_within_ms: 0 is below 1000",
+        ),
+        (
+            "duration_ms = 1500\nconverge_within_ms = 5000\n",
+            "short.toml:1:1: duration_ms: 1500 is shorter than metrics.flush_interval_ms (2000, its default)",
+        ),
+        (
+            "duration_ms = 0\nconverge_within_ms = 5000\n",
+            "short.toml:1:1: duration_ms: a run lasts at least 1 ms",
+        ),
+    ] {
+        std::fs::write(&short, format!("{head}{body}")).unwrap();
+        let (code, _, stderr) = cli(&["run", short.to_str().unwrap()]);
+        assert_eq!(code, 2, "{head}: {stderr}");
+        assert!(stderr.contains(expected), "{head}: {stderr}");
+    }
     // An unknown invariant lists the ones there are.
     let (code, _, stderr) = cli(&[
         "shrink",
