@@ -141,6 +141,21 @@ struct RunArgs {
     /// Run the seed twice and compare the traces byte for byte (exit 1 if they differ).
     #[arg(long)]
     check_determinism: bool,
+    /// How to judge the run: `whole` keeps the history and judges it after the run; `online`
+    /// judges each record as it happens and keeps no history (memory stays flat in the run's
+    /// length; a suspect run is replayed from its seed and judged whole); `auto` is online
+    /// for runs of 5 simulated minutes or more. `--timeline` and `--check-determinism` need
+    /// the whole history.
+    #[arg(long, value_enum, default_value_t = JudgeArg::Auto)]
+    judge: JudgeArg,
+}
+
+/// `--judge`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum JudgeArg {
+    Auto,
+    Whole,
+    Online,
 }
 
 #[derive(Debug, Args)]
@@ -417,17 +432,44 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
     }
     let bugs = bug_set(&args.bugs);
     let fixes = fix_set(&args.fixes);
-    let mut report = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
+    let needs_history = args.timeline.is_some() || args.check_determinism;
+    let judging = match args.judge {
+        JudgeArg::Online if needs_history => bail!(
+            "--judge online keeps no history, which {} needs: use --judge whole or auto",
+            if args.timeline.is_some() {
+                "--timeline"
+            } else {
+                "--check-determinism"
+            }
+        ),
+        JudgeArg::Whole => runner::Judging::Whole,
+        _ if needs_history => runner::Judging::Whole,
+        JudgeArg::Online => runner::Judging::Online,
+        JudgeArg::Auto => runner::Judging::Auto,
+    };
+    // The trace is written as the run goes (an online run keeps no history to write after).
+    let trace = match &args.trace {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write trace {}", path.display()))?;
+            Some(std::rc::Rc::new(std::cell::RefCell::new(
+                streamsim_sim::history::TraceWriter::new(std::io::BufWriter::new(file)),
+            )))
+        }
+        None => None,
+    };
+    let sink = trace
+        .clone()
+        .map(|t| t as std::rc::Rc<std::cell::RefCell<dyn streamsim_sim::history::RecordSink>>);
+    let mut report = runner::run_seed_judged(&scenario, args.seed, bugs, fixes, judging, sink);
     let mut out = output::stdout();
     let replay = report::replay_command(&scenario_arg, args.seed, bugs, fixes);
-    if let Some(path) = &args.trace {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot write trace {}", path.display()))?;
-        let mut writer = std::io::BufWriter::new(file);
-        report
-            .history
-            .write_json_lines(&mut writer)
-            .and_then(|()| writer.flush())
+    if let (Some(path), Some(trace)) = (&args.trace, trace) {
+        std::rc::Rc::try_unwrap(trace)
+            .ok()
+            .expect("the run let the trace go")
+            .into_inner()
+            .finish()
             .with_context(|| format!("cannot write trace {}", path.display()))?;
     }
     report::print_run(&mut out, &report, &replay)?;

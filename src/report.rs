@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use streamsim_models::bugs::Bugs;
 use streamsim_models::fixes::Fixes;
 use streamsim_sim::checks::{Violation, SOMETIMES};
-use streamsim_sim::runner::{RunReport, SeedResult};
+use streamsim_sim::runner::{self, RunReport, SeedResult};
 
 /// The command that replays one seed, with the switches it ran with.
 pub fn replay_command(scenario: &Path, seed: u64, bugs: Bugs, fixes: Fixes) -> String {
@@ -86,6 +86,18 @@ pub fn print_run(out: &mut impl Write, report: &RunReport, replay: &str) -> std:
         report.messages,
         sim_s / wall_s.max(1e-9)
     )?;
+    match &report.judged {
+        runner::Judged::Whole => {}
+        runner::Judged::Online { peak_live } => writeln!(
+            out,
+            "judged online: no history kept, at most {peak_live} committed events held at once (--judge whole keeps the history)"
+        )?,
+        runner::Judged::Replayed(suspicion) => writeln!(
+            out,
+            "judged online, then replayed: {} suspected at {} ({}); the verdict below is the whole history's",
+            suspicion.invariant, suspicion.at, suspicion.reason
+        )?,
+    }
     for note in &report.not_judged {
         writeln!(out, "note: {note}")?;
     }

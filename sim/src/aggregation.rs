@@ -24,7 +24,6 @@ use streamsim_models::metrics::{Dataset, SeriesKey};
 use streamsim_models::time::SimInstant;
 
 use crate::checks::{Expectation, Violation};
-use crate::history::{Event, History};
 use crate::world::observer::Scrape;
 use crate::world::observer::Span;
 
@@ -191,7 +190,7 @@ pub fn peak_in_flight(outcome: &MetricsOutcome) -> BTreeMap<(String, String), us
 pub struct MetricsCheck {
     pub name: &'static str,
     pub expectation: Expectation,
-    pub run: fn(&MetricsOutcome, &History) -> Vec<Violation>,
+    pub run: fn(&MetricsOutcome, SimInstant) -> Vec<Violation>,
 }
 
 pub const METRICS_CHECKS: &[MetricsCheck] = &[
@@ -223,10 +222,10 @@ pub const METRICS_CHECKS: &[MetricsCheck] = &[
 ];
 
 /// Every metrics invariant's violations.
-pub fn check_metrics(outcome: &MetricsOutcome, history: &History) -> Vec<Violation> {
+pub fn check_metrics(outcome: &MetricsOutcome, last_heal: SimInstant) -> Vec<Violation> {
     METRICS_CHECKS
         .iter()
-        .flat_map(|check| (check.run)(outcome, history))
+        .flat_map(|check| (check.run)(outcome, last_heal))
         .collect()
 }
 
@@ -254,7 +253,7 @@ fn end_of(outcome: &MetricsOutcome) -> SimInstant {
         .map_or(SimInstant::ZERO, |scrape| scrape.at)
 }
 
-fn no_double_counting(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
+fn no_double_counting(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut applied_per_node: BTreeMap<&str, BTreeMap<&SeriesKey, i64>> = BTreeMap::new();
     for incarnation in &outcome.incarnations {
@@ -301,7 +300,7 @@ fn no_double_counting(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
     violations
 }
 
-fn loss_only_by_crash(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
+fn loss_only_by_crash(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
     let mut violations = Vec::new();
     for incarnation in &outcome.incarnations {
         let predicted = incarnation.predicted_remainder();
@@ -336,7 +335,7 @@ fn loss_only_by_crash(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
     violations
 }
 
-fn counters_never_decrease(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
+fn counters_never_decrease(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut last: BTreeMap<&str, BTreeMap<&SeriesKey, i64>> = BTreeMap::new();
     for scrape in &outcome.scrapes {
@@ -363,20 +362,11 @@ fn counters_never_decrease(outcome: &MetricsOutcome, _: &History) -> Vec<Violati
     violations
 }
 
-fn last_heal(history: &History) -> SimInstant {
-    history
-        .records()
-        .rev()
-        .find(|record| matches!(record.event, Event::Healed))
-        .map(|record| record.at)
-        .unwrap_or(SimInstant::ZERO)
-}
-
-fn staleness_bounded(outcome: &MetricsOutcome, history: &History) -> Vec<Violation> {
+fn staleness_bounded(outcome: &MetricsOutcome, last_heal: SimInstant) -> Vec<Violation> {
     let bound = outcome.staleness_bound_ms;
     // After the heal, a connection the faults wedged takes one interval to time out and the
     // next flush re-establishes it.
-    let from = last_heal(history) + bound + 2 * outcome.flush_interval_ms;
+    let from = last_heal + bound + 2 * outcome.flush_interval_ms;
     let mut latest_start: BTreeMap<&str, SimInstant> = BTreeMap::new();
     for incarnation in &outcome.incarnations {
         let start = latest_start.entry(&incarnation.node).or_default();
@@ -414,7 +404,7 @@ fn staleness_bounded(outcome: &MetricsOutcome, history: &History) -> Vec<Violati
     violations
 }
 
-fn in_flight_accurate(outcome: &MetricsOutcome, _: &History) -> Vec<Violation> {
+fn in_flight_accurate(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
     let mut violations = Vec::new();
     for scrape in &outcome.scrapes {
         for node in scrape.nodes.iter().filter(|node| node.in_flight < 0) {

@@ -163,6 +163,10 @@ pub struct SometimesTarget {
     pub reached: fn(&History) -> bool,
 }
 
+/// Synapse re-checks a /sync's `since` token every 500 ms while it waits
+/// (`wait_for_stream_token`).
+const SYNC_RECHECK_MS: u64 = 500;
+
 /// The recipient name of tokens a reader's notifier announces.
 pub const NOTIFIER: &str = "notifier";
 
@@ -1648,8 +1652,6 @@ fn read_your_writes(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
 /// `since` and the last fault healed: every reader must by then cover what any reader handed
 /// out (bug B7: a restarted writer and reader stay below a token a client holds).
 fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
-    /// Synapse re-checks the token every 500 ms while it waits (`wait_for_stream_token`).
-    const RECHECK_MS: u64 = 500;
     let cutoff = convergence_cutoff(facts, context);
     // When the last disturbance ended: an instant fault, or a heal of a lasting one.
     let mut settled_ms = 0;
@@ -1692,8 +1694,9 @@ fn sync_answers(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                     .get(client.as_str())
                     .filter(|(held, _)| *held == since)
                     .map_or(*requested_at, |(_, at)| *at);
-                let due_ms =
-                    got_since.as_ms().max(settled_ms) + context.converge_within_ms + RECHECK_MS;
+                let due_ms = got_since.as_ms().max(settled_ms)
+                    + context.converge_within_ms
+                    + SYNC_RECHECK_MS;
                 if context.started_without_a_down_writer(reader)
                     && context
                         .last_started
@@ -2026,6 +2029,8 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
     }
     violations
 }
+
+pub mod online;
 
 #[cfg(test)]
 mod tests;

@@ -175,19 +175,24 @@ impl History {
 
     /// Appends an event; time never runs backwards within a history.
     pub fn record(&mut self, at: SimInstant, event: Event) {
+        self.push(Record { at, event });
+    }
+
+    /// Appends a record; time never runs backwards within a history.
+    pub fn push(&mut self, record: Record) {
         if let Some(last) = self.last() {
             assert!(
-                last.at <= at,
+                last.at <= record.at,
                 "history time went backwards: {} after {}",
-                at,
+                record.at,
                 last.at
             );
         }
         match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(Record { at, event }),
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
             _ => {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push(Record { at, event });
+                chunk.push(record);
                 self.chunks.push(chunk);
             }
         }
@@ -229,5 +234,49 @@ impl History {
             out.write_all(b"\n")?;
         }
         Ok(())
+    }
+}
+
+/// Somewhere records go as they happen, besides the kept history: the online checker
+/// (`checks::online`), a trace file written as the run goes ([`TraceWriter`]).
+pub trait RecordSink {
+    /// Takes one record, in history order.
+    fn record(&mut self, record: &Record);
+}
+
+/// Writes each record as a JSON line as the run goes (`run --trace`): the same bytes as
+/// [`History::write_json_lines`], without keeping the history.
+pub struct TraceWriter<W: std::io::Write> {
+    out: W,
+    /// The first write error; nothing more is written after it.
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> TraceWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, error: None }
+    }
+
+    /// Flushes and hands back the writer. Errors: the first write's or the flush's.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: std::io::Write> RecordSink for TraceWriter<W> {
+    fn record(&mut self, record: &Record) {
+        if self.error.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut self.out, record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(error) = written {
+            self.error = Some(error);
+        }
     }
 }

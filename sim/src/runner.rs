@@ -4,6 +4,9 @@
 //! Results are plain values; the CLI prints them. A sweep's results come back in seed order
 //! whatever the thread interleaving, so its output is deterministic too.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,10 +16,11 @@ use streamsim_models::bugs::Bugs;
 use streamsim_models::fixes::Fixes;
 use streamsim_models::time::SimInstant;
 
+use crate::checks::online::{OnlineChecker, Suspicion};
 use crate::checks::{check_all_and_advisories, sometimes_reached, CheckContext, Violation};
 use crate::history::{Event, History};
 use crate::scenario::Scenario;
-use crate::world;
+use crate::world::{self, RecordSink, Recording};
 
 /// The verdict and the evidence of one seed.
 #[derive(Debug)]
@@ -38,6 +42,10 @@ pub struct RunReport {
     /// What the convergence checks left out because a host was down at the end, one
     /// sentence each (`checks::convergence_exemptions`).
     pub not_judged: Vec<String>,
+    /// Which sometimes-targets the run reached.
+    pub reached: BTreeMap<&'static str, bool>,
+    /// How it was judged (online runs keep no history).
+    pub judged: Judged,
 }
 
 impl RunReport {
@@ -73,11 +81,152 @@ pub fn run_seed_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunReport {
     run_seed_fixed(scenario, seed, bugs, Fixes::NONE)
 }
 
-/// [`run_seed_with`] with the proposed fixes `fixes` on as well.
+/// [`run_seed_with`] with the proposed fixes `fixes` on as well, judged on the whole
+/// history or online as [`Judging::Auto`] picks.
 pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) -> RunReport {
+    run_seed_judged(scenario, seed, bugs, fixes, Judging::Auto, None)
+}
+
+/// How a run is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Judging {
+    /// Online for runs of at least [`AUTO_ONLINE_FROM_MS`] simulated, else on the whole
+    /// history.
+    #[default]
+    Auto,
+    /// Keep the whole history and judge it after the run (memory grows with the run).
+    Whole,
+    /// Judge each record as it happens and keep no history (memory follows what is in
+    /// flight); a suspect run is replayed from its seed and judged on its whole history.
+    Online,
+}
+
+/// Runs at least this long (workload plus convergence, simulated) are judged online by
+/// [`Judging::Auto`]: 5 minutes keep a history of about 100 MB.
+pub const AUTO_ONLINE_FROM_MS: u64 = 300_000;
+
+impl Judging {
+    /// Whether `scenario` is judged online.
+    pub fn is_online_for(self, scenario: &Scenario) -> bool {
+        match self {
+            Judging::Whole => false,
+            Judging::Online => true,
+            Judging::Auto => {
+                scenario.duration_ms + scenario.converge_within_ms >= AUTO_ONLINE_FROM_MS
+            }
+        }
+    }
+}
+
+/// How a run was judged, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// On its whole history.
+    Whole,
+    /// Online, and found clean: no history was kept. `peak_live`: the most committed events
+    /// the checker held at once.
+    Online { peak_live: usize },
+    /// Online, found suspect, and replayed from its seed to be judged on its whole history
+    /// (whose verdict this report holds).
+    Replayed(Suspicion),
+}
+
+/// Simulates one seed and judges it as `judging` says; with `trace`, every record is handed
+/// to it as it happens (exactly once, whatever the judging).
+pub fn run_seed_judged(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: Bugs,
+    fixes: Fixes,
+    judging: Judging,
+    trace: Option<Rc<RefCell<dyn RecordSink>>>,
+) -> RunReport {
     let started = Instant::now();
-    let outcome = world::simulate_with_fixes(scenario, seed, bugs, fixes);
-    let context = CheckContext {
+    let checker = judging
+        .is_online_for(scenario)
+        .then(|| {
+            OnlineChecker::new(
+                &scenario.reader_names(),
+                &scenario.clients(),
+                scenario.converge_within_ms,
+                scenario.network.message_loss > 0.0,
+            )
+        })
+        .flatten();
+    let Some(checker) = checker else {
+        let outcome = world::simulate_recorded(
+            scenario,
+            seed,
+            bugs,
+            fixes,
+            Recording {
+                keep_history: true,
+                sinks: trace.into_iter().collect(),
+            },
+        );
+        return judge_whole(scenario, seed, fixes, outcome, started);
+    };
+    let checker = Rc::new(RefCell::new(checker));
+    let mut sinks: Vec<Rc<RefCell<dyn RecordSink>>> = vec![checker.clone()];
+    sinks.extend(trace);
+    let outcome = world::simulate_recorded(
+        scenario,
+        seed,
+        bugs,
+        fixes,
+        Recording {
+            keep_history: false,
+            sinks,
+        },
+    );
+    let checker = Rc::try_unwrap(checker)
+        .expect("the observer let its sinks go when the run ended")
+        .into_inner();
+    let last_heal = checker.last_heal();
+    let context = check_context(scenario, &outcome, checker.last_started().clone());
+    let verdict = checker.finish(&context);
+    if let Some(suspicion) = verdict.suspicion {
+        // The simulation is deterministic: the replay is the same run, its history kept.
+        let replay = world::simulate_with_fixes(scenario, seed, bugs, fixes);
+        let mut report = judge_whole(scenario, seed, fixes, replay, started);
+        report.judged = Judged::Replayed(suspicion);
+        return report;
+    }
+    let mut violations: Vec<Violation> = outcome
+        .host_failure
+        .iter()
+        .map(|failure| host_failure(failure, outcome.ended_at))
+        .collect();
+    violations.extend(crate::aggregation::check_metrics(
+        &outcome.metrics,
+        last_heal,
+    ));
+    RunReport {
+        seed,
+        not_judged: crate::checks::convergence_exemptions(&context),
+        violations,
+        advisories: Vec::new(),
+        history: outcome.history,
+        metrics: outcome.metrics,
+        ended_at: outcome.ended_at,
+        messages: outcome.messages,
+        events: verdict.events,
+        reached: verdict.reached,
+        judged: Judged::Online {
+            peak_live: verdict.peak_live,
+        },
+        wall: started.elapsed(),
+    }
+}
+
+/// What the checks need to know of `outcome` beyond its history; `last_started`: when each
+/// host last started.
+pub(crate) fn check_context(
+    scenario: &Scenario,
+    outcome: &world::RunOutcome,
+    last_started: BTreeMap<String, SimInstant>,
+) -> CheckContext {
+    CheckContext {
         readers: scenario.reader_names(),
         clients: scenario.clients(),
         ended_at: outcome.ended_at,
@@ -86,33 +235,57 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         network_loss: scenario.network.message_loss > 0.0,
         down_at_end: outcome.down_at_end.clone(),
         writers_at_end: outcome.writers_at_end.clone(),
-        last_started: outcome
-            .history
-            .records()
-            .filter_map(|record| match &record.event {
-                Event::Started { host, .. } => Some((host.clone(), record.at)),
-                _ => None,
-            })
-            .collect(),
-    };
-    let not_judged = crate::checks::convergence_exemptions(&context);
-    let mut violations = Vec::new();
-    if let Some(failure) = &outcome.host_failure {
-        violations.push(Violation {
-            invariant: "host_failure",
-            at: outcome.ended_at,
-            hosts: Vec::new(),
-            events: Vec::new(),
-            tokens: Vec::new(),
-            message: format!("a host's software failed: {failure}"),
-            finding: None,
-        });
+        last_started,
     }
+}
+
+/// The violation of a host whose software failed (the run stopped at `at`).
+fn host_failure(failure: &str, at: SimInstant) -> Violation {
+    Violation {
+        invariant: "host_failure",
+        at,
+        hosts: Vec::new(),
+        events: Vec::new(),
+        tokens: Vec::new(),
+        message: format!("a host's software failed: {failure}"),
+        finding: None,
+    }
+}
+
+/// Judges `outcome` on its whole history.
+fn judge_whole(
+    scenario: &Scenario,
+    seed: u64,
+    fixes: Fixes,
+    outcome: world::RunOutcome,
+    started: Instant,
+) -> RunReport {
+    let last_started = outcome
+        .history
+        .records()
+        .filter_map(|record| match &record.event {
+            Event::Started { host, .. } => Some((host.clone(), record.at)),
+            _ => None,
+        })
+        .collect();
+    let context = check_context(scenario, &outcome, last_started);
+    let not_judged = crate::checks::convergence_exemptions(&context);
+    let mut violations: Vec<Violation> = outcome
+        .host_failure
+        .iter()
+        .map(|failure| host_failure(failure, outcome.ended_at))
+        .collect();
     let (judged, advisories) = check_all_and_advisories(&outcome.history, &context);
     violations.extend(judged);
+    let last_heal = outcome
+        .history
+        .records()
+        .rev()
+        .find(|record| matches!(record.event, Event::Healed))
+        .map_or(SimInstant::ZERO, |record| record.at);
     violations.extend(crate::aggregation::check_metrics(
         &outcome.metrics,
-        &outcome.history,
+        last_heal,
     ));
     demote_fixed_findings(&mut violations, fixes);
     let events = outcome
@@ -127,6 +300,8 @@ pub fn run_seed_fixed(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) 
         seed,
         violations,
         advisories,
+        reached: sometimes_reached(&outcome.history),
+        judged: Judged::Whole,
         history: outcome.history,
         metrics: outcome.metrics,
         ended_at: outcome.ended_at,
@@ -221,8 +396,10 @@ pub fn sweep(
                     return;
                 };
                 let report = run_seed_fixed(&scenarios.for_seed(seed), seed, bugs, fixes);
-                let reached = sometimes_reached(&report.history)
-                    .into_iter()
+                let reached = report
+                    .reached
+                    .iter()
+                    .map(|(name, hit)| (*name, *hit))
                     .filter_map(|(name, hit)| hit.then_some(name))
                     .collect();
                 let known = report.known_findings().map(|f| f.join(","));

@@ -131,6 +131,90 @@ fn run_writes_a_trace_and_checks_determinism() {
     );
 }
 
+/// `--judge online` keeps no history: the same trace, streamed, the same verdict; a run the
+/// online checker suspects is replayed and judged on its whole history, with the same
+/// violations as `--judge whole`.
+#[test]
+fn judging_online_streams_the_same_trace_and_replays_what_it_suspects() {
+    let dir = crate::support::scratch_dir("world-judge");
+    let traces: Vec<_> = ["whole", "online"]
+        .iter()
+        .map(|judge| {
+            let trace = dir.join(format!("{judge}.jsonl"));
+            let (code, stdout, _) = cli(&[
+                "run",
+                "scenarios/smoke.toml",
+                "--seed",
+                "3",
+                "--judge",
+                judge,
+                "--trace",
+                trace.to_str().unwrap(),
+            ]);
+            assert_eq!(code, 0, "--judge {judge}: {stdout}");
+            if *judge == "online" {
+                assert!(
+                    stdout.contains("\njudged online: no history kept, at most "),
+                    "{stdout}"
+                );
+            } else {
+                assert!(!stdout.contains("judged online"), "{stdout}");
+            }
+            std::fs::read(&trace).unwrap()
+        })
+        .collect();
+    assert!(!traces[0].is_empty());
+    assert_eq!(
+        traces[0], traces[1],
+        "the streamed trace is the kept history's"
+    );
+    // Synapse as it is: the redis_bus scene loses an event (finding F1), which the online
+    // checker suspects; the replay's verdict is the whole history's.
+    let verdicts: Vec<String> = ["whole", "online"]
+        .iter()
+        .map(|judge| {
+            let (code, stdout, _) = cli(&[
+                "run",
+                "scenarios/redis_bus.toml",
+                "--seed",
+                "3",
+                "--judge",
+                judge,
+            ]);
+            assert_eq!(code, 1, "--judge {judge}: {stdout}");
+            stdout
+        })
+        .collect();
+    assert!(
+        verdicts[1].contains("\njudged online, then replayed: "),
+        "{}",
+        verdicts[1]
+    );
+    let violations = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter(|line| line.starts_with("  "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(!violations(&verdicts[0]).is_empty(), "{}", verdicts[0]);
+    assert_eq!(violations(&verdicts[0]), violations(&verdicts[1]));
+}
+
+#[test]
+fn judging_online_is_refused_where_the_whole_history_is_needed() {
+    for flag in [&["--timeline", "x.json"][..], &["--check-determinism"][..]] {
+        let mut args = vec!["run", "scenarios/smoke.toml", "--judge", "online"];
+        args.extend(flag);
+        let (code, _, stderr) = cli(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(
+            stderr.contains("--judge online keeps no history, which ") && stderr.contains(flag[0]),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn sweep_prints_the_summary_line_of_its_shard() {
     let (code, stdout, _) = cli(&[

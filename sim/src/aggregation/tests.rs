@@ -60,19 +60,19 @@ fn names(violations: &[Violation]) -> Vec<&'static str> {
 #[test]
 fn an_accounted_run_passes_every_check() {
     let run = outcome(vec![incarnation(10, 7, 2, 1)], 7);
-    assert!(check_metrics(&run, &History::new()).is_empty());
+    assert!(check_metrics(&run, SimInstant::ZERO).is_empty());
 }
 
 #[test]
 fn a_batch_applied_twice_is_double_counting() {
     // Counted 10, flushed all, but the store applied 20 and holds 20.
     let run = outcome(vec![incarnation(10, 20, 0, 0)], 20);
-    let found = names(&check_metrics(&run, &History::new()));
+    let found = names(&check_metrics(&run, SimInstant::ZERO));
     assert!(found.contains(&"metrics_no_double_counting"), "{found:?}");
     // The store holding more than its applied batches is double counting too.
     let run = outcome(vec![incarnation(10, 10, 0, 0)], 12);
     assert_eq!(
-        names(&no_double_counting(&run, &History::new())),
+        names(&no_double_counting(&run, SimInstant::ZERO)),
         ["metrics_no_double_counting"]
     );
 }
@@ -82,7 +82,7 @@ fn increments_lost_without_a_crash_are_reported() {
     // Counted 10, 7 applied, but the memory holds only 1 more: 2 vanished.
     let run = outcome(vec![incarnation(10, 7, 1, 0)], 7);
     assert_eq!(
-        names(&loss_only_by_crash(&run, &History::new())),
+        names(&loss_only_by_crash(&run, SimInstant::ZERO)),
         ["metrics_loss_only_by_crash"]
     );
 }
@@ -92,7 +92,7 @@ fn a_crash_loses_exactly_what_its_memory_held() {
     let mut crashed = incarnation(10, 6, 3, 1);
     crashed.crashed = true;
     let run = outcome(vec![crashed], 6);
-    assert!(check_metrics(&run, &History::new()).is_empty());
+    assert!(check_metrics(&run, SimInstant::ZERO).is_empty());
     let losses = crash_losses(&run);
     assert_eq!(losses.len(), 1);
     assert_eq!((losses[0].predicted, losses[0].measured), (4, 4));
@@ -117,32 +117,31 @@ fn a_counter_going_down_at_the_endpoint_is_caught() {
     let mut run = outcome(Vec::new(), 0);
     run.scrapes = vec![scraped(1_000, 5, 900, 0), scraped(2_000, 4, 1_900, 0)];
     assert_eq!(
-        names(&counters_never_decrease(&run, &History::new())),
+        names(&counters_never_decrease(&run, SimInstant::ZERO)),
         ["metrics_counters_never_decrease"]
     );
     run.scrapes[1] = scraped(2_000, 5, 1_900, 0);
-    assert!(counters_never_decrease(&run, &History::new()).is_empty());
+    assert!(counters_never_decrease(&run, SimInstant::ZERO).is_empty());
 }
 
 #[test]
 fn a_stale_view_after_the_heal_is_caught_but_not_before() {
     let mut run = outcome(vec![incarnation(0, 0, 0, 0)], 0);
-    let mut history = History::new();
-    history.record(SimInstant::from_ms(10_000), Event::Healed);
+    let last_heal = SimInstant::from_ms(10_000);
     // Stale during the faults (before the heal): not judged.
     run.scrapes = vec![scraped(5_000, 0, 1_000, 0)];
-    assert!(staleness_bounded(&run, &history).is_empty());
+    assert!(staleness_bounded(&run, last_heal).is_empty());
     // Fresh after the heal: fine. Stale after it: caught, once per node.
     run.scrapes = vec![scraped(14_000, 0, 13_500, 0)];
-    assert!(staleness_bounded(&run, &history).is_empty());
+    assert!(staleness_bounded(&run, last_heal).is_empty());
     run.scrapes = vec![scraped(14_000, 0, 11_000, 0), scraped(15_000, 0, 11_000, 0)];
     assert_eq!(
-        names(&staleness_bounded(&run, &history)),
+        names(&staleness_bounded(&run, last_heal)),
         ["metrics_staleness_bounded"]
     );
     // A node that is down at the end is not expected to report.
     run.running.clear();
-    assert!(staleness_bounded(&run, &history).is_empty());
+    assert!(staleness_bounded(&run, last_heal).is_empty());
 }
 
 fn in_flight(value: i64, captured_ms: u64) -> Dataset {
@@ -188,22 +187,22 @@ fn in_flight_gauges_must_tell_the_truth_and_never_go_negative() {
     ] {
         run.store = vec![in_flight(value, at)];
         assert_eq!(
-            in_flight_accurate(&run, &History::new()).is_empty(),
+            in_flight_accurate(&run, SimInstant::ZERO).is_empty(),
             truthful,
             "{value} at {at}"
         );
     }
     // Within the millisecond of a start or an end, either count is true.
     run.store = vec![in_flight(1, 100)];
-    assert!(in_flight_accurate(&run, &History::new()).is_empty());
+    assert!(in_flight_accurate(&run, SimInstant::ZERO).is_empty());
     run.store = vec![in_flight(2, 300)];
-    assert!(in_flight_accurate(&run, &History::new()).is_empty());
+    assert!(in_flight_accurate(&run, SimInstant::ZERO).is_empty());
     // A node that is down at the end is not judged; a negative value at a scrape always is.
     run.store = vec![in_flight(5, 250)];
     run.running.clear();
-    assert!(in_flight_accurate(&run, &History::new()).is_empty());
+    assert!(in_flight_accurate(&run, SimInstant::ZERO).is_empty());
     run.scrapes = vec![scraped(1_000, 0, 900, -1)];
-    assert_eq!(in_flight_accurate(&run, &History::new()).len(), 1);
+    assert_eq!(in_flight_accurate(&run, SimInstant::ZERO).len(), 1);
 }
 
 #[test]

@@ -39,6 +39,8 @@ use streamsim_models::time::SimInstant;
 
 use streamsim_models::metrics::node::increments;
 
+pub use crate::history::RecordSink;
+pub use observer::Recording;
 pub use shared::Shared;
 
 /// The homeserver name every process shares (the SERVER greeting carries it).
@@ -79,7 +81,20 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: Bugs) -> RunOutcome {
 
 /// [`simulate`] with the proposed fixes `fixes` on in every process's models.
 pub fn simulate_with_fixes(scenario: &Scenario, seed: u64, bugs: Bugs, fixes: Fixes) -> RunOutcome {
+    simulate_recorded(scenario, seed, bugs, fixes, Recording::default())
+}
+
+/// [`simulate_with_fixes`], its records going where `recording` says (without the history
+/// kept, the outcome's history is empty).
+pub fn simulate_recorded(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: Bugs,
+    fixes: Fixes,
+    recording: Recording,
+) -> RunOutcome {
     let shared = Rc::new(Shared::new(scenario.clone(), seed, bugs, fixes));
+    shared.observer.set_recording(recording);
     let total_ms = scenario.duration_ms + scenario.converge_within_ms;
     let latency = scenario.network.latency_ms;
     let mut engine = Engine::new(seed, (latency.min, latency.max));

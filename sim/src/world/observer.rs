@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 
 use serde::Serialize;
 use streamsim_models::metrics::node::increments;
@@ -19,7 +19,7 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
 
 use super::process_metrics::Incarnation;
-use crate::history::{Event, History};
+use crate::history::{Event, History, Record, RecordSink};
 
 /// A span of the timeline: a background process of a host, from start to end (none if it
 /// was still running when the run ended or its host crashed).
@@ -59,10 +59,32 @@ pub trait Positioned {
     fn room_token(&self) -> MultiWriterToken;
 }
 
+/// What the observer does with each record: keeps it in the history (what the whole-history
+/// checks judge; a long soak's is gigabytes) and hands it to each sink.
+pub struct Recording {
+    pub keep_history: bool,
+    pub sinks: Vec<Rc<RefCell<dyn RecordSink>>>,
+}
+
+impl Default for Recording {
+    /// Keep the history, no sinks.
+    fn default() -> Self {
+        Self {
+            keep_history: true,
+            sinks: Vec::new(),
+        }
+    }
+}
+
 /// The observer of one run (shared by its hosts through `Rc<Shared>`).
 #[derive(Default)]
 pub struct Observer {
     history: RefCell<History>,
+    /// Set when the history is not kept.
+    discard_history: Cell<bool>,
+    /// The time of the last record (checked when the history is not kept).
+    last_at: Cell<SimInstant>,
+    sinks: RefCell<Vec<Rc<RefCell<dyn RecordSink>>>>,
     /// Per writer, the stream ids it allocated and has not yet finished.
     unfinished: RefCell<BTreeMap<String, BTreeSet<i64>>>,
     /// Replication commands put on a wire.
@@ -100,10 +122,29 @@ impl Observer {
         self.record_at(crate::net::now(), event);
     }
 
+    /// Where records go (set before the run starts).
+    pub fn set_recording(&self, recording: Recording) {
+        self.discard_history.set(!recording.keep_history);
+        *self.sinks.borrow_mut() = recording.sinks;
+    }
+
     /// Records an event at `at` (never before the last record).
     pub fn record_at(&self, at: SimInstant, event: Event) {
         tracing::debug!(at = %at, ?event);
-        self.history.borrow_mut().record(at, event);
+        assert!(
+            self.last_at.get() <= at,
+            "history time went backwards: {} after {}",
+            at,
+            self.last_at.get()
+        );
+        self.last_at.set(at);
+        let record = Record { at, event };
+        for sink in self.sinks.borrow().iter() {
+            sink.borrow_mut().record(&record);
+        }
+        if !self.discard_history.get() {
+            self.history.borrow_mut().push(record);
+        }
     }
 
     /// `host` allocated `ids`: in flight until finished.
@@ -211,8 +252,9 @@ impl Observer {
         }
     }
 
-    /// Everything kept, taken out once the run is over.
+    /// Everything kept, taken out once the run is over (the sinks are let go).
     pub fn finish(&self) -> Observed {
+        self.sinks.take();
         Observed {
             history: self.history.take(),
             messages: self.messages.get(),
