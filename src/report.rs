@@ -196,7 +196,7 @@ pub fn print_metrics_summary(out: &mut impl Write, report: &RunReport) -> std::i
         metrics.incarnations.len(),
         metrics.flush_interval_ms,
         metrics.duplicate_batches,
-        metrics.scrapes.len(),
+        metrics.watched.scrape_count,
         if metric_violations == 0 {
             "held".to_owned()
         } else {

@@ -24,8 +24,9 @@ use streamsim_models::metrics::{Dataset, SeriesKey};
 use streamsim_models::time::SimInstant;
 
 use crate::checks::{Expectation, Violation};
-use crate::world::observer::Scrape;
-use crate::world::observer::Span;
+pub use watch::{MetricsWatch, WatchedMetrics};
+
+pub mod watch;
 
 /// One incarnation of one node's metrics, accounted after the run.
 #[derive(Clone, Debug, Serialize)]
@@ -81,9 +82,10 @@ pub struct MetricsOutcome {
     pub incarnations: Vec<IncarnationOutcome>,
     /// Every node's dataset in the store at the end.
     pub store: Vec<Dataset>,
-    pub scrapes: Vec<Scrape>,
-    /// Background processes, for the timeline.
-    pub spans: Vec<Span>,
+    /// The endpoint's scrapes and the background processes' spans, as far as the checks
+    /// (and the timeline) need them.
+    #[serde(skip)]
+    pub watched: WatchedMetrics,
     /// The endpoint's Prometheus text at the end.
     pub endpoint_text: String,
     /// Hosts running at the end.
@@ -149,41 +151,11 @@ pub fn crash_losses(outcome: &MetricsOutcome) -> Vec<CrashLoss> {
         .collect()
 }
 
-/// The most background processes of each (host, name) in flight at once, from the spans
-/// (a scrape only samples the gauge; a pile-up can come and go between two scrapes).
+/// The most background processes of each (host, name) in flight at once, counted as spans
+/// opened and closed (a scrape only samples the gauge; a pile-up can come and go between two
+/// scrapes).
 pub fn peak_in_flight(outcome: &MetricsOutcome) -> BTreeMap<(String, String), usize> {
-    let ended = outcome
-        .spans
-        .iter()
-        .filter_map(|span| span.end)
-        .chain(outcome.scrapes.last().map(|scrape| scrape.at))
-        .max()
-        .unwrap_or(SimInstant::ZERO);
-    // Time is in whole milliseconds: within one, starts count before ends, so a process that
-    // began and ended in the same millisecond was in flight, and two that met there overlap.
-    let mut changes: BTreeMap<(&str, &str), Vec<(SimInstant, i8)>> = BTreeMap::new();
-    for span in &outcome.spans {
-        let moments = changes.entry((&span.host, &span.name)).or_default();
-        moments.push((span.start, -1));
-        moments.push((span.end.unwrap_or(ended), 1));
-    }
-    changes
-        .into_iter()
-        .map(|((host, name), mut moments)| {
-            moments.sort();
-            let mut running = 0i64;
-            let mut peak = 0i64;
-            for (_, change) in moments {
-                // Sorted as -1 (start) before +1 (end); a start adds one.
-                running -= i64::from(change);
-                peak = peak.max(running);
-            }
-            (
-                (host.to_owned(), name.to_owned()),
-                usize::try_from(peak).unwrap_or(0),
-            )
-        })
-        .collect()
+    outcome.watched.peak_in_flight.clone()
 }
 
 /// A metrics invariant.
@@ -247,10 +219,7 @@ fn violation(
 }
 
 fn end_of(outcome: &MetricsOutcome) -> SimInstant {
-    outcome
-        .scrapes
-        .last()
-        .map_or(SimInstant::ZERO, |scrape| scrape.at)
+    outcome.watched.last_scrape_at
 }
 
 fn no_double_counting(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
@@ -335,38 +304,20 @@ fn loss_only_by_crash(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation>
     violations
 }
 
+/// Judged scrape after scrape as the run went ([`MetricsWatch::scrape`]).
 fn counters_never_decrease(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
-    let mut violations = Vec::new();
-    let mut last: BTreeMap<&str, BTreeMap<&SeriesKey, i64>> = BTreeMap::new();
-    for scrape in &outcome.scrapes {
-        for node in &scrape.nodes {
-            let before = last.entry(&node.node).or_default();
-            for (series, value) in &node.increments {
-                if let Some(previous) = before.get(series) {
-                    if value < previous {
-                        violations.push(violation(
-                            "metrics_counters_never_decrease",
-                            scrape.at,
-                            vec![node.node.clone()],
-                            format!(
-                                "{series} of {} went down from {previous} to {value} at the endpoint",
-                                node.node
-                            ),
-                        ));
-                    }
-                }
-                before.insert(series, *value);
-            }
-        }
-    }
-    violations
+    outcome.watched.counter_decreases.clone()
+}
+
+/// When `metrics_staleness_bounded` starts judging: after the heal, a connection the faults
+/// wedged takes one interval to time out and the next flush re-establishes it.
+pub fn staleness_from(outcome: &MetricsOutcome, last_heal: SimInstant) -> SimInstant {
+    last_heal + outcome.staleness_bound_ms + 2 * outcome.flush_interval_ms
 }
 
 fn staleness_bounded(outcome: &MetricsOutcome, last_heal: SimInstant) -> Vec<Violation> {
     let bound = outcome.staleness_bound_ms;
-    // After the heal, a connection the faults wedged takes one interval to time out and the
-    // next flush re-establishes it.
-    let from = last_heal + bound + 2 * outcome.flush_interval_ms;
+    let from = staleness_from(outcome, last_heal);
     let mut latest_start: BTreeMap<&str, SimInstant> = BTreeMap::new();
     for incarnation in &outcome.incarnations {
         let start = latest_start.entry(&incarnation.node).or_default();
@@ -374,7 +325,12 @@ fn staleness_bounded(outcome: &MetricsOutcome, last_heal: SimInstant) -> Vec<Vio
     }
     let mut violations = Vec::new();
     let mut reported = BTreeSet::new();
-    for scrape in outcome.scrapes.iter().filter(|scrape| scrape.at >= from) {
+    for scrape in outcome
+        .watched
+        .scrapes
+        .iter()
+        .filter(|scrape| scrape.at >= from)
+    {
         for (node, started_at) in &latest_start {
             // One report per node is enough to find it.
             if reported.contains(node)
@@ -405,20 +361,8 @@ fn staleness_bounded(outcome: &MetricsOutcome, last_heal: SimInstant) -> Vec<Vio
 }
 
 fn in_flight_accurate(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
-    let mut violations = Vec::new();
-    for scrape in &outcome.scrapes {
-        for node in scrape.nodes.iter().filter(|node| node.in_flight < 0) {
-            violations.push(violation(
-                "metrics_in_flight_accurate",
-                scrape.at,
-                vec![node.node.clone()],
-                format!(
-                    "{} has {} background processes in flight",
-                    node.node, node.in_flight
-                ),
-            ));
-        }
-    }
+    // Negative at a scrape: judged as the run went ([`MetricsWatch::scrape`]).
+    let mut violations = outcome.watched.negative_in_flight.clone();
     for dataset in outcome
         .store
         .iter()
@@ -429,6 +373,7 @@ fn in_flight_accurate(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation>
         // either side of it: the gauge must lie between the two counts.
         let mut bounds: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for span in outcome
+            .watched
             .spans
             .iter()
             .filter(|span| span.host == dataset.node && span.incarnation == dataset.incarnation)

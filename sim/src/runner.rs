@@ -185,7 +185,21 @@ pub fn run_seed_judged(
     let last_heal = checker.last_heal();
     let context = check_context(scenario, &outcome, checker.last_started().clone());
     let verdict = checker.finish(&context);
-    if let Some(suspicion) = verdict.suspicion {
+    // The metrics bookkeeping let go of what its checks no longer needed; if it cannot judge
+    // on what it kept, the run is replayed like a suspect one.
+    let metrics_suspicion = outcome
+        .metrics
+        .watched
+        .needs_whole(
+            &outcome.metrics.store,
+            crate::aggregation::staleness_from(&outcome.metrics, last_heal),
+        )
+        .map(|reason| Suspicion {
+            at: outcome.ended_at,
+            invariant: "metrics",
+            reason,
+        });
+    if let Some(suspicion) = verdict.suspicion.or(metrics_suspicion) {
         // The simulation is deterministic: the replay is the same run, its history kept.
         let replay = world::simulate_with_fixes(scenario, seed, bugs, fixes);
         let mut report = judge_whole(scenario, seed, fixes, replay, started);

@@ -60,7 +60,7 @@ pub fn build(
 
     // Background processes, each on the first lane of its host free at its start.
     let mut lanes: BTreeMap<&str, Vec<SimInstant>> = BTreeMap::new();
-    let mut spans: Vec<_> = metrics.spans.iter().collect();
+    let mut spans: Vec<_> = metrics.watched.spans.iter().collect();
     spans.sort_by_key(|span| (span.start, span.end.unwrap_or(ended_at)));
     for span in spans {
         let Some(pid) = pids.get(span.host.as_str()) else {
@@ -91,7 +91,7 @@ pub fn build(
 
     // Each host's background processes in flight, as a counter track: a pile-up is a hill.
     let mut changes: BTreeMap<(&str, SimInstant), i64> = BTreeMap::new();
-    for span in &metrics.spans {
+    for span in &metrics.watched.spans {
         *changes.entry((&span.host, span.start)).or_insert(0) += 1;
         *changes
             .entry((&span.host, span.end.unwrap_or(ended_at).max(span.start)))

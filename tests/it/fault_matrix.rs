@@ -162,7 +162,7 @@ fn observed(scenario: &Scenario) -> String {
     format!(
         "{}\n{}\n{}",
         history.join("\n"),
-        serde_json::to_string(&report.metrics.scrapes).unwrap(),
+        serde_json::to_string(&report.metrics.watched.scrapes).unwrap(),
         report.metrics.endpoint_text
     )
 }

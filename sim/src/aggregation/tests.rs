@@ -2,7 +2,7 @@
 //! loud when it did not.
 
 use super::*;
-use crate::world::observer::ScrapedNode;
+use crate::world::observer::{Scrape, ScrapedNode, Span};
 use streamsim_models::metrics::series::{
     BACKGROUND_PROCESS_IN_FLIGHT_COUNT, BACKGROUND_PROCESS_START_COUNT,
 };
@@ -51,6 +51,37 @@ fn outcome(incarnations: Vec<IncarnationOutcome>, stored: i64) -> MetricsOutcome
         running: ["w1".to_owned()].into_iter().collect(),
         ..MetricsOutcome::default()
     }
+}
+
+/// What a [`MetricsWatch`] keeping everything makes of `scrapes` and `spans` (each span
+/// opened at its start and closed at its end, in time order, starts first within a
+/// millisecond, as the world's processes do).
+fn watched(scrapes: Vec<Scrape>, spans: &[Span]) -> WatchedMetrics {
+    let mut watch = MetricsWatch::default();
+    let mut moments: Vec<(SimInstant, bool, usize)> = Vec::new();
+    for (index, span) in spans.iter().enumerate() {
+        moments.push((span.start, false, index));
+        if let Some(end) = span.end {
+            moments.push((end, true, index));
+        }
+    }
+    moments.sort();
+    let mut opened = BTreeMap::new();
+    for (at, is_end, index) in moments {
+        let span = &spans[index];
+        if is_end {
+            watch.close_span(opened[&index], at);
+        } else {
+            opened.insert(
+                index,
+                watch.open_span(&span.host, span.incarnation, &span.name, at),
+            );
+        }
+    }
+    for scrape in scrapes {
+        watch.scrape(scrape);
+    }
+    watch.finish()
 }
 
 fn names(violations: &[Violation]) -> Vec<&'static str> {
@@ -115,12 +146,18 @@ fn scraped(at_ms: u64, value: i64, updated_ms: u64, in_flight: i64) -> Scrape {
 #[test]
 fn a_counter_going_down_at_the_endpoint_is_caught() {
     let mut run = outcome(Vec::new(), 0);
-    run.scrapes = vec![scraped(1_000, 5, 900, 0), scraped(2_000, 4, 1_900, 0)];
+    run.watched = watched(
+        vec![scraped(1_000, 5, 900, 0), scraped(2_000, 4, 1_900, 0)],
+        &[],
+    );
     assert_eq!(
         names(&counters_never_decrease(&run, SimInstant::ZERO)),
         ["metrics_counters_never_decrease"]
     );
-    run.scrapes[1] = scraped(2_000, 5, 1_900, 0);
+    run.watched = watched(
+        vec![scraped(1_000, 5, 900, 0), scraped(2_000, 5, 1_900, 0)],
+        &[],
+    );
     assert!(counters_never_decrease(&run, SimInstant::ZERO).is_empty());
 }
 
@@ -129,12 +166,15 @@ fn a_stale_view_after_the_heal_is_caught_but_not_before() {
     let mut run = outcome(vec![incarnation(0, 0, 0, 0)], 0);
     let last_heal = SimInstant::from_ms(10_000);
     // Stale during the faults (before the heal): not judged.
-    run.scrapes = vec![scraped(5_000, 0, 1_000, 0)];
+    run.watched = watched(vec![scraped(5_000, 0, 1_000, 0)], &[]);
     assert!(staleness_bounded(&run, last_heal).is_empty());
     // Fresh after the heal: fine. Stale after it: caught, once per node.
-    run.scrapes = vec![scraped(14_000, 0, 13_500, 0)];
+    run.watched = watched(vec![scraped(14_000, 0, 13_500, 0)], &[]);
     assert!(staleness_bounded(&run, last_heal).is_empty());
-    run.scrapes = vec![scraped(14_000, 0, 11_000, 0), scraped(15_000, 0, 11_000, 0)];
+    run.watched = watched(
+        vec![scraped(14_000, 0, 11_000, 0), scraped(15_000, 0, 11_000, 0)],
+        &[],
+    );
     assert_eq!(
         names(&staleness_bounded(&run, last_heal)),
         ["metrics_staleness_bounded"]
@@ -176,7 +216,8 @@ fn persist_span(start: u64, end: Option<u64>) -> Span {
 #[test]
 fn in_flight_gauges_must_tell_the_truth_and_never_go_negative() {
     let mut run = outcome(Vec::new(), 0);
-    run.spans = vec![persist_span(100, Some(300)), persist_span(200, None)];
+    let spans = [persist_span(100, Some(300)), persist_span(200, None)];
+    run.watched = watched(Vec::new(), &spans);
     // Two running at 250, one at 350, none before 100.
     for (value, at, truthful) in [
         (2, 250, true),
@@ -201,7 +242,7 @@ fn in_flight_gauges_must_tell_the_truth_and_never_go_negative() {
     run.store = vec![in_flight(5, 250)];
     run.running.clear();
     assert!(in_flight_accurate(&run, SimInstant::ZERO).is_empty());
-    run.scrapes = vec![scraped(1_000, 0, 900, -1)];
+    run.watched = watched(vec![scraped(1_000, 0, 900, -1)], &spans);
     assert_eq!(in_flight_accurate(&run, SimInstant::ZERO).len(), 1);
 }
 
@@ -215,15 +256,75 @@ fn peaks_count_overlapping_spans_per_host_and_name() {
         end: end.map(SimInstant::from_ms),
     };
     let mut run = outcome(Vec::new(), 0);
-    run.spans = vec![
-        span(0, Some(10)),
-        span(5, Some(20)),
-        span(8, None),
-        span(30, Some(30)),
-    ];
+    run.watched = watched(
+        Vec::new(),
+        &[
+            span(0, Some(10)),
+            span(5, Some(20)),
+            span(8, None),
+            span(30, Some(30)),
+        ],
+    );
     let peaks = peak_in_flight(&run);
     assert_eq!(
         peaks[&("r1".to_owned(), "replication-RDATA-events".to_owned())],
         3
     );
+}
+
+#[test]
+fn peaks_count_starts_before_ends_within_a_millisecond() {
+    let span = |start: u64, end: u64| Span {
+        host: "w1".to_owned(),
+        incarnation: 1,
+        name: "persist_events".to_owned(),
+        start: SimInstant::from_ms(start),
+        end: Some(SimInstant::from_ms(end)),
+    };
+    // One ends at 10 as another starts there: they overlap. Ends before a start a
+    // millisecond later do not.
+    let watched = watched(Vec::new(), &[span(0, 10), span(10, 12), span(13, 14)]);
+    assert_eq!(
+        watched.peak_in_flight[&("w1".to_owned(), "persist_events".to_owned())],
+        2
+    );
+}
+
+#[test]
+fn a_pruned_account_keeps_what_a_later_dataset_can_be_compared_with() {
+    let span = |start: u64, end: Option<u64>| Span {
+        host: "w1".to_owned(),
+        incarnation: 1,
+        name: "persist_events".to_owned(),
+        start: SimInstant::from_ms(start),
+        end: end.map(SimInstant::from_ms),
+    };
+    let mut watch = MetricsWatch::new(false, SimInstant::from_ms(5_000));
+    let ms = SimInstant::from_ms;
+    let done = watch.open_span("w1", 1, "persist_events", ms(100));
+    let open = watch.open_span("w1", 1, "persist_events", ms(150));
+    let at_capture = watch.open_span("w1", 1, "persist_events", ms(200));
+    watch.close_span(done, ms(120));
+    watch.close_span(at_capture, ms(300));
+    watch.applied("w1", 1, ms(300));
+    watch.scrape(scraped(4_000, 0, 3_900, 0));
+    watch.scrape(scraped(6_000, 0, 5_900, 0));
+    let _ = open;
+    let kept = watch.finish();
+    // The span that ended before the capture is let go; the open one and the one ending at
+    // the capture's millisecond are kept; scrapes before the workload's end are counted, not
+    // kept.
+    assert_eq!(kept.spans, vec![span(150, None), span(200, Some(300))]);
+    assert_eq!((kept.scrape_count, kept.scrapes.len()), (2, 1));
+    let mut run = outcome(Vec::new(), 0);
+    run.store = vec![in_flight(2, 300)];
+    assert_eq!(kept.needs_whole(&run.store, ms(6_000)), None);
+    // A final dataset captured before the let-go spans, or a staleness window opening
+    // before the kept scrapes, cannot be judged on what was kept.
+    run.store = vec![in_flight(2, 250)];
+    assert!(kept.needs_whole(&run.store, ms(6_000)).is_some());
+    run.store = vec![in_flight(2, 300)];
+    assert!(kept.needs_whole(&run.store, ms(4_000)).is_some());
+    run.watched = kept;
+    assert!(in_flight_accurate(&run, SimInstant::ZERO).is_empty());
 }

@@ -94,7 +94,9 @@ pub fn simulate_recorded(
     recording: Recording,
 ) -> RunOutcome {
     let shared = Rc::new(Shared::new(scenario.clone(), seed, bugs, fixes));
-    shared.observer.set_recording(recording);
+    shared
+        .observer
+        .set_recording(recording, SimInstant::from_ms(scenario.duration_ms));
     let total_ms = scenario.duration_ms + scenario.converge_within_ms;
     let latency = scenario.network.latency_ms;
     let mut engine = Engine::new(seed, (latency.min, latency.max));
@@ -258,8 +260,7 @@ fn metrics_outcome(
             })
             .collect(),
         store: store.datasets().cloned().collect(),
-        scrapes: observed.scrapes,
-        spans: observed.spans,
+        watched: observed.watched,
         endpoint_text: shared.metrics_endpoint.borrow().render(),
         duplicate_batches: observed.duplicate_batches,
         running: running.clone(),

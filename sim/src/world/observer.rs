@@ -19,6 +19,7 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
 
 use super::process_metrics::Incarnation;
+use crate::aggregation::{MetricsWatch, WatchedMetrics};
 use crate::history::{Event, History, Record, RecordSink};
 
 /// A span of the timeline: a background process of a host, from start to end (none if it
@@ -91,8 +92,8 @@ pub struct Observer {
     messages: Cell<u64>,
     metric_incarnations: RefCell<Vec<Incarnation>>,
     applied_by_incarnation: RefCell<BTreeMap<(String, u32), BTreeMap<SeriesKey, i64>>>,
-    scrapes: RefCell<Vec<Scrape>>,
-    spans: RefCell<Vec<Span>>,
+    /// The endpoint's scrapes and the background processes' spans, judged as they come.
+    metrics_watch: RefCell<MetricsWatch>,
     /// Batches the store received again after applying them (their answer was lost).
     duplicate_batches: Cell<u64>,
     /// Each reader incarnation, to read its position when the run ends (a crashed one is
@@ -111,8 +112,7 @@ pub struct Observed {
 pub struct ObservedMetrics {
     pub incarnations: Vec<Incarnation>,
     pub applied_by_incarnation: BTreeMap<(String, u32), BTreeMap<SeriesKey, i64>>,
-    pub scrapes: Vec<Scrape>,
-    pub spans: Vec<Span>,
+    pub watched: WatchedMetrics,
     pub duplicate_batches: u64,
 }
 
@@ -122,9 +122,11 @@ impl Observer {
         self.record_at(crate::net::now(), event);
     }
 
-    /// Where records go (set before the run starts).
-    pub fn set_recording(&self, recording: Recording) {
+    /// Where records go (set before the run starts); without the history kept, the metrics
+    /// bookkeeping keeps only what its checks still need, scrapes from `workload_end` on.
+    pub fn set_recording(&self, recording: Recording, workload_end: SimInstant) {
         self.discard_history.set(!recording.keep_history);
+        *self.metrics_watch.borrow_mut() = MetricsWatch::new(recording.keep_history, workload_end);
         *self.sinks.borrow_mut() = recording.sinks;
     }
 
@@ -193,6 +195,9 @@ impl Observer {
         for (series, amount) in increments(&batch.counters, &batch.histograms) {
             *totals.entry(series).or_insert(0) += amount;
         }
+        self.metrics_watch
+            .borrow_mut()
+            .applied(&batch.node, batch.incarnation, batch.captured_at);
     }
 
     /// The store received a batch it had already applied.
@@ -202,27 +207,21 @@ impl Observer {
 
     /// The endpoint scraped itself.
     pub fn note_scrape(&self, scrape: Scrape) {
-        self.scrapes.borrow_mut().push(scrape);
+        self.metrics_watch.borrow_mut().scrape(scrape);
     }
 
     /// A background process began: its span's index, to close it.
     pub fn open_span(&self, host: &str, incarnation: u32, name: &str) -> usize {
-        let mut spans = self.spans.borrow_mut();
-        spans.push(Span {
-            host: host.to_owned(),
-            incarnation,
-            name: name.to_owned(),
-            start: crate::net::now(),
-            end: None,
-        });
-        spans.len() - 1
+        self.metrics_watch
+            .borrow_mut()
+            .open_span(host, incarnation, name, crate::net::now())
     }
 
     /// The background process of span `index` ended.
     pub fn close_span(&self, index: usize) {
-        if let Some(span) = self.spans.borrow_mut().get_mut(index) {
-            span.end = Some(crate::net::now());
-        }
+        self.metrics_watch
+            .borrow_mut()
+            .close_span(index, crate::net::now());
     }
 
     /// A reader process started: its position is recorded when the run ends.
@@ -261,8 +260,7 @@ impl Observer {
             metrics: ObservedMetrics {
                 incarnations: self.metric_incarnations.take(),
                 applied_by_incarnation: self.applied_by_incarnation.take(),
-                scrapes: self.scrapes.take(),
-                spans: self.spans.take(),
+                watched: self.metrics_watch.take().finish(),
                 duplicate_batches: self.duplicate_batches.get(),
             },
         }

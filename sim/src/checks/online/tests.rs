@@ -316,3 +316,62 @@ fn duplicates_regressions_early_deliveries_and_misses_are_suspect() {
     run.commit(1);
     assert_eq!(run.finish().suspicion.unwrap().invariant, "no_missed_event");
 }
+
+/// A run judged online gives the report a whole judgement gives: the same violations
+/// (metrics ones included: the metrics bookkeeping lets go of what its checks no longer need
+/// when the history is not kept), the same counts, coverage and peaks.
+#[test]
+fn online_and_whole_judgements_give_the_same_report() {
+    use crate::runner::{run_seed_judged, Judged, Judging};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut clean_online = 0;
+    for name in [
+        "metrics_crash_before_flush",
+        "soak_random",
+        "partition_heal",
+        "smoke",
+    ] {
+        let scenario = Scenario::load(&dir.join(format!("{name}.toml"))).expect("valid");
+        for fixes in [Fixes::NONE, Fixes::all()] {
+            let seed = 1;
+            let whole = run_seed_judged(&scenario, seed, Bugs::NONE, fixes, Judging::Whole, None);
+            let online = run_seed_judged(&scenario, seed, Bugs::NONE, fixes, Judging::Online, None);
+            let replay =
+                format!("streamsim run scenarios/{name}.toml --seed {seed} (fixes {fixes:?})");
+            assert_eq!(whole.violations, online.violations, "{replay}");
+            assert_eq!(
+                (
+                    whole.events,
+                    whole.messages,
+                    &whole.reached,
+                    &whole.not_judged
+                ),
+                (
+                    online.events,
+                    online.messages,
+                    &online.reached,
+                    &online.not_judged
+                ),
+                "{replay}"
+            );
+            assert_eq!(
+                crate::aggregation::peak_in_flight(&whole.metrics),
+                crate::aggregation::peak_in_flight(&online.metrics),
+                "{replay}"
+            );
+            assert_eq!(
+                whole.metrics.watched.scrape_count,
+                online.metrics.watched.scrape_count
+            );
+            if let Judged::Online { .. } = online.judged {
+                clean_online += 1;
+                assert!(online.history.is_empty(), "{replay}: no history kept");
+                assert!(
+                    online.metrics.watched.spans.len() < whole.metrics.watched.spans.len(),
+                    "{replay}: spans let go"
+                );
+            }
+        }
+    }
+    assert!(clean_online >= 4, "{clean_online} clean online runs");
+}
