@@ -10,7 +10,7 @@
 //! The one sequence, table and stream are named as in Synapse's own tests
 //! (`foobar_seq`, `foobar`, `test_stream`); the names only matter to error texts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
@@ -131,7 +131,8 @@ pub struct Database {
     /// The primary-key index: stream id -> positions in `rows` (ids may repeat only through
     /// test helpers that write exact ids). Keeps range reads logarithmic, as Postgres's index
     /// does, so long simulations do not go quadratic.
-    by_stream_id: BTreeMap<i64, Vec<usize>>,
+    /// `(stream id, position in rows)`: one entry per row, no allocation per id.
+    by_stream_id: BTreeSet<(i64, usize)>,
     stream_positions: BTreeMap<String, i64>,
     open: BTreeMap<TxnId, OpenTxn>,
     next_txn: u64,
@@ -259,10 +260,7 @@ impl Database {
             .remove(&txn)
             .ok_or(DbError::UnknownTransaction(txn))?;
         for row in open.rows {
-            self.by_stream_id
-                .entry(row.stream_id)
-                .or_default()
-                .push(self.rows.len());
+            self.by_stream_id.insert((row.stream_id, self.rows.len()));
             self.rows.push(row);
         }
         for write in open.position_writes {
@@ -338,10 +336,7 @@ impl Database {
 
     /// `GREATEST(MAX(stream_id), 0)` over the committed rows.
     pub fn max_row_id(&self) -> i64 {
-        self.by_stream_id
-            .last_key_value()
-            .map_or(0, |(id, _)| *id)
-            .max(0)
+        self.by_stream_id.last().map_or(0, |(id, _)| *id).max(0)
     }
 
     /// The highest id `h` such that every id in `2..=h` is a committed row (id 1, the
@@ -349,7 +344,10 @@ impl Database {
     /// What fix F5 caps a start-up's persisted position at (tools/synapse/FIXES.md).
     pub fn committed_prefix_end(&self) -> i64 {
         let mut end = 1;
-        for id in self.by_stream_id.range(2..).map(|(id, _)| *id) {
+        for id in self.by_stream_id.range((2, 0)..).map(|(id, _)| *id) {
+            if id == end {
+                continue;
+            }
             if id != end + 1 {
                 break;
             }
@@ -373,12 +371,11 @@ impl Database {
     /// Indexes in `rows` of the rows with `from < stream_id <= upto`, in id order.
     fn indexes_between(&self, from: i64, upto: i64) -> impl Iterator<Item = usize> + '_ {
         use std::ops::Bound::{Excluded, Included};
-        let range =
-            (from < upto).then(|| self.by_stream_id.range((Excluded(from), Included(upto))));
-        range
-            .into_iter()
-            .flatten()
-            .flat_map(|(_, indexes)| indexes.iter().copied())
+        let range = (from < upto).then(|| {
+            self.by_stream_id
+                .range((Excluded((from, usize::MAX)), Included((upto, usize::MAX))))
+        });
+        range.into_iter().flatten().map(|(_, index)| *index)
     }
 
     /// Committed rows with `from < stream_id <= upto` in id order (ties in table order).
@@ -392,8 +389,8 @@ impl Database {
     pub fn rows_from(&self, min_stream_id: i64) -> Vec<(String, i64)> {
         let mut indexes: Vec<usize> = self
             .by_stream_id
-            .range(min_stream_id..)
-            .flat_map(|(_, indexes)| indexes.iter().copied())
+            .range((min_stream_id, 0)..)
+            .map(|(_, index)| *index)
             .collect();
         indexes.sort_unstable();
         indexes

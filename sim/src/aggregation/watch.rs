@@ -76,7 +76,8 @@ pub struct MetricsWatch {
     /// Per (node, incarnation): the newest capture the store applied. Spans of the
     /// incarnation that ended before it were let go (unless `keep_all`).
     watermarks: BTreeMap<(String, u32), SimInstant>,
-    peaks: BTreeMap<(String, String), PeakCounter>,
+    /// By host, then name (looked up without building keys: spans open per message).
+    peaks: BTreeMap<String, BTreeMap<String, PeakCounter>>,
 }
 
 /// What the account holds once the run is over.
@@ -169,10 +170,14 @@ impl MetricsWatch {
     pub fn open_span(&mut self, host: &str, incarnation: u32, name: &str, at: SimInstant) -> usize {
         let index = self.next_span;
         self.next_span += 1;
-        self.peaks
-            .entry((host.to_owned(), name.to_owned()))
-            .or_default()
-            .start(at);
+        let by_name = match self.peaks.get_mut(host) {
+            Some(by_name) => by_name,
+            None => self.peaks.entry(host.to_owned()).or_default(),
+        };
+        match by_name.get_mut(name) {
+            Some(peak) => peak.start(at),
+            None => by_name.entry(name.to_owned()).or_default().start(at),
+        }
         self.spans.insert(
             index,
             Span {
@@ -192,7 +197,11 @@ impl MetricsWatch {
             return;
         };
         span.end = Some(at);
-        if let Some(peak) = self.peaks.get_mut(&(span.host.clone(), span.name.clone())) {
+        if let Some(peak) = self
+            .peaks
+            .get_mut(&span.host)
+            .and_then(|by_name| by_name.get_mut(&span.name))
+        {
             peak.end(at);
         }
     }
@@ -238,7 +247,14 @@ impl MetricsWatch {
             peak_in_flight: self
                 .peaks
                 .into_iter()
-                .map(|(key, peak)| (key, usize::try_from(peak.peak).unwrap_or(0)))
+                .flat_map(|(host, by_name)| {
+                    by_name.into_iter().map(move |(name, peak)| {
+                        (
+                            (host.clone(), name),
+                            usize::try_from(peak.peak).unwrap_or(0),
+                        )
+                    })
+                })
                 .collect(),
         }
     }

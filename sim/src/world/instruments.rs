@@ -252,8 +252,8 @@ impl Process {
         let times = self.shared.commit_times.borrow();
         let metrics = &mut *self.metrics.borrow_mut();
         for event in events {
-            if let Some(committed) = times.get(&event.stream_id) {
-                let us = i64::try_from(at.ms_since(*committed)).unwrap_or(i64::MAX / 1_000) * 1_000;
+            if let Some(committed) = times.get(event.stream_id) {
+                let us = i64::try_from(at.ms_since(committed)).unwrap_or(i64::MAX / 1_000) * 1_000;
                 metrics
                     .node
                     .observe(&REPLICATION_LAG, &[&event.instance, HOMESERVER_NAME], us);
