@@ -127,7 +127,15 @@ fn is_printable(ch: char) -> bool {
 
 impl From<&str> for PyStr {
     fn from(text: &str) -> Self {
-        PyStr(text.chars().map(u32::from).collect())
+        // Sized once: wire text is ASCII almost always, one code point per byte (collecting
+        // `chars()` grew the vector from a quarter of that).
+        let mut code_points = Vec::with_capacity(text.len());
+        if text.is_ascii() {
+            code_points.extend(text.bytes().map(u32::from));
+        } else {
+            code_points.extend(text.chars().map(u32::from));
+        }
+        PyStr(code_points)
     }
 }
 
