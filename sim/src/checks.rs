@@ -2016,8 +2016,12 @@ fn liveness(facts: &Facts, context: &CheckContext) -> Vec<Violation> {
                 &behind[..behind.len().min(5)],
                 &[token],
                 format!(
-                    "{whose} ended at {token}: {} events committed by {cutoff} are not covered (first {first}); converge_within {}ms",
-                    behind.len(),
+                    "{whose} ended at {token}: {} committed by {cutoff} {} not covered (first {first}); converge_within {}ms",
+                    match behind.len() {
+                        1 => "1 event".to_owned(),
+                        n => format!("{n} events"),
+                    },
+                    if behind.len() == 1 { "is" } else { "are" },
                     context.converge_within_ms
                 ),
             ));
