@@ -523,7 +523,15 @@ fn run_scenario(args: RunArgs) -> Result<ExitCode> {
         }
     }
     if args.check_determinism {
-        let again = runner::run_seed_fixed(&scenario, args.seed, bugs, fixes);
+        // The second run keeps its history too (auto would judge a long run online).
+        let again = runner::run_seed_judged(
+            &scenario,
+            args.seed,
+            bugs,
+            fixes,
+            runner::Judging::Whole,
+            None,
+        );
         let first = report.history.to_json_lines();
         let second = again.history.to_json_lines();
         if first != second {

@@ -116,6 +116,10 @@ pub struct OnlineChecker {
     /// Per writer, the highest position any notifier token or page handed out covered: a
     /// commit at or below it committed after a token covering it (`no_missed_event`).
     covered_max: BTreeMap<String, i64>,
+    /// The highest minimum (`stream`) any such token had: it covers every writer, those not
+    /// in `covered_max` yet too (a writer whose first rows commit below an earlier token's
+    /// minimum: generated seed 328 with bug B6).
+    covered_floor: i64,
     /// `missed_events`'s per (reader, writer) cursor.
     checked_upto: BTreeMap<(usize, String), i64>,
     /// (consumer, event): covered and committed, not yet received.
@@ -213,6 +217,7 @@ impl OnlineChecker {
             to_forget: VecDeque::new(),
             keep_settled_ms: converge_within_ms.max(KEEP_SETTLED_AT_LEAST_MS),
             covered_max: BTreeMap::new(),
+            covered_floor: i64::MIN,
             checked_upto: BTreeMap::new(),
             owed: BTreeSet::new(),
             aborted: BTreeSet::new(),
@@ -424,10 +429,11 @@ impl OnlineChecker {
 
     fn commit(&mut self, at: SimInstant, writer: &str, stream_id: i64, event_id: &str) {
         self.events += 1;
-        if self
-            .covered_max
-            .get(writer)
-            .is_some_and(|covered| *covered >= stream_id)
+        if self.covered_floor >= stream_id
+            || self
+                .covered_max
+                .get(writer)
+                .is_some_and(|covered| *covered >= stream_id)
         {
             self.suspect(
                 at,
@@ -537,7 +543,6 @@ impl OnlineChecker {
             );
         }
         self.owed.remove(&(consumer, event_id.to_owned()));
-        self.late.remove(event_id);
         Some(consumer)
     }
 
@@ -550,7 +555,7 @@ impl OnlineChecker {
         event_id: &str,
         caught_up: bool,
     ) {
-        if self.late.contains(event_id) {
+        if self.late.remove(event_id) {
             self.reach("out-of-order commit delivered");
         }
         self.receive(at, reader, event_id);
@@ -627,6 +632,7 @@ impl OnlineChecker {
 
     /// A token was handed out: a row committing later at or below it is suspect.
     fn cover(&mut self, token: &MultiWriterToken) {
+        self.covered_floor = self.covered_floor.max(token.stream());
         let writers: Vec<String> = self.live_by_writer.keys().cloned().collect();
         for writer in writers.iter().chain(token.instance_map().keys()) {
             let position = token.pos_for(writer);

@@ -315,6 +315,30 @@ fn duplicates_regressions_early_deliveries_and_misses_are_suspect() {
     run.deliver(2);
     run.commit(1);
     assert_eq!(run.finish().suspicion.unwrap().invariant, "no_missed_event");
+
+    // A writer's first row, committed below the minimum of a token announced before: the
+    // token covered it though the writer had committed nothing yet (found by review:
+    // generated seed 328 with bug B6, judged clean online and failed whole).
+    let mut run = Synthetic::new();
+    run.commit(3);
+    run.deliver(3);
+    run.at += 1;
+    run.record(Event::Committed {
+        host: "w2".to_owned(),
+        rows: vec![(2, "$w2-2".to_owned())],
+    });
+    assert_eq!(run.finish().suspicion.unwrap().invariant, "no_missed_event");
+}
+
+/// The run review found judged clean online and failed whole: w3's first rows committed
+/// below the minimum of a page token handed out before them.
+#[test]
+fn online_suspects_a_new_writers_rows_committed_below_a_tokens_minimum() {
+    let scenario = crate::generate::generated(328);
+    let bugs = Bugs::NONE.with(streamsim_models::bugs::Bug::NewWriterAdvancesTooQuickly);
+    let (whole, suspicion) = both_ways("--generated", &scenario, 328, bugs, Fixes::all());
+    assert!(whole.contains(&"no_missed_event"), "{whole:?}");
+    assert!(suspicion.is_some());
 }
 
 /// A run judged online gives the report a whole judgement gives: the same violations
