@@ -32,12 +32,25 @@ pub enum Bug {
     UpdatesDuringCatchUp,
     /// B15: RDATA at or below the writer's current position was applied again.
     ReprocessingOldRdata,
+    /// B16: a REPLICATE was answered with `POSITION current current` ahead of the RDATA
+    /// backlog.
+    PositionBeforeBacklog,
     /// B17: `wait_for_stream_position` compared the local instance's token, not the writer's.
     WaitChecksLocalToken,
     /// B18: the resume token after a partial read could go behind the `from` token.
     PartialReadTokenGoesBackwards,
     /// B20: the notifier announced with the events' own ids instead of the max token.
     NotifierGivenPerEventIds,
+    /// B22: the federation sender was poked with each RDATA's own token, not the minimum.
+    FederationPokedWithRdataToken,
+    /// B23: a POSITION started a catch-up whenever its `prev` differed from the reader's
+    /// position, even when the reader was already past it.
+    CatchUpOnAnyPrevMismatch,
+    /// B24: a POSITION at or below the reader's position still queried the database.
+    CatchUpReadsEmptyRange,
+    /// B25: every poke of the replication streamer started its background process, with
+    /// or without anything to send.
+    NotifierLoopOnEveryPoke,
 }
 
 /// What the catalogue says about a bug.
@@ -155,6 +168,14 @@ pub const CATALOGUE: &[BugInfo] = &[
         caught_by: "notifier_in_order",
     },
     BugInfo {
+        bug: Bug::PositionBeforeBacklog,
+        name: "position-before-backlog",
+        id: "B16",
+        source: "synapse PR #16639 (v1.97, 2023)",
+        fault: "a REPLICATE (a reader's restart or re-subscription) is answered at once with POSITION current current, ahead of the RDATA the streamer has still to send, so readers read those rows from the database and then receive them again",
+        caught_by: "rdata_never_behind_position",
+    },
+    BugInfo {
         bug: Bug::WaitChecksLocalToken,
         name: "wait-checks-local-token",
         id: "B17",
@@ -177,6 +198,38 @@ pub const CATALOGUE: &[BugInfo] = &[
         source: "synapse 2020 notifier/pusher change (research/synapse-model.md §5, PR number unverified)",
         fault: "released events are announced with their own highest id, not the max token",
         caught_by: "tokens_never_regress",
+    },
+    BugInfo {
+        bug: Bug::FederationPokedWithRdataToken,
+        name: "federation-poked-with-rdata-token",
+        id: "B22",
+        source: "synapse PR #8536 (v1.22, 2020)",
+        fault: "the federation sender is poked with one persister's RDATA token as if it were the minimum, stores a position past events still in flight on other persisters, and never sends them",
+        caught_by: "federation_never_passes_uncommitted",
+    },
+    BugInfo {
+        bug: Bug::CatchUpOnAnyPrevMismatch,
+        name: "catch-up-on-any-prev-mismatch",
+        id: "B23",
+        source: "synapse PR #16555 (v1.96, 2023)",
+        fault: "a POSITION whose prev is below the reader's position of its writer still starts a catch-up read (missing_updates = prev != current): a database query for rows the POSITION says do not exist",
+        caught_by: "metrics_cost_justified",
+    },
+    BugInfo {
+        bug: Bug::CatchUpReadsEmptyRange,
+        name: "catch-up-reads-empty-range",
+        id: "B24",
+        source: "synapse PR #16580 (v1.96, 2023)",
+        fault: "a POSITION whose new token is at or below the reader's position of its writer (processed while the stream is not connected) queries the database for the empty range (current, new]",
+        caught_by: "metrics_cost_justified",
+    },
+    BugInfo {
+        bug: Bug::NotifierLoopOnEveryPoke,
+        name: "notifier-loop-on-every-poke",
+        id: "B25",
+        source: "synapse PR #8670 (v1.23, 2020)",
+        fault: "every poke of the replication streamer (each own write, the 1 s timer) starts a replication_notifier background process, even when its position has not moved and there is nothing to send",
+        caught_by: "metrics_cost_justified",
     },
 ];
 

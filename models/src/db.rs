@@ -134,6 +134,8 @@ pub struct Database {
     /// `(stream id, position in rows)`: one entry per row, no allocation per id.
     by_stream_id: BTreeSet<(i64, usize)>,
     stream_positions: BTreeMap<String, i64>,
+    /// `federation_stream_position` rows of type `events`, by federation sender instance.
+    federation_positions: BTreeMap<String, i64>,
     open: BTreeMap<TxnId, OpenTxn>,
     next_txn: u64,
     committed_txns: u64,
@@ -404,6 +406,32 @@ impl Database {
 
     /// Committed rows of one writer with `from < stream_id <= upto`, ascending, at most `limit`
     /// (the shape of a stream's `get_updates_since` query).
+    /// `get_all_new_event_ids_stream`'s query (storage/databases/main/stream.py lines
+    /// 2104-2126): every writer's rows with `from < stream_id <= upto`, in stream order, at
+    /// most `limit`, as (stream id, payload).
+    pub fn new_event_ids(&self, from: i64, upto: i64, limit: usize) -> Vec<(i64, String)> {
+        self.indexes_between(from, upto)
+            .map(|index| &self.rows[index])
+            .take(limit)
+            .map(|row| (row.stream_id, row.payload.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    /// `get_federation_out_pos("events")` of `instance`: its stored position, or
+    /// [`crate::fedsender::INITIAL_OUT_POS`] when it has none.
+    pub fn federation_out_pos(&self, instance: &str) -> i64 {
+        self.federation_positions
+            .get(instance)
+            .copied()
+            .unwrap_or(crate::fedsender::INITIAL_OUT_POS)
+    }
+
+    /// `update_federation_out_pos("events", position)` of `instance` (autocommit).
+    pub fn update_federation_out_pos(&mut self, instance: &str, position: i64) {
+        self.federation_positions
+            .insert(instance.to_owned(), position);
+    }
+
     pub fn rows_between(&self, writer: &str, from: i64, upto: i64, limit: usize) -> Vec<StreamRow> {
         self.indexes_between(from, upto)
             .map(|index| &self.rows[index])

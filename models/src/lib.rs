@@ -12,6 +12,7 @@
 //! - [`bugs`] / [`fixes`]: historical-bug switches and the proposed fixes of F1-F5.
 //! - [`idgen`]: Synapse's `MultiWriterIdGenerator`.
 //! - [`notifier`]: room-event release, listeners, `wait_for_stream_position`, /sync `since` waits.
+//! - [`fedsender`]: the federation sender's event loop, a background consumer of the minimum.
 //! - [`persister`]: an event persister; batches commit out of order.
 //! - [`replication`]: the writer's announcer and the reader's follower of one stream.
 //! - [`changecache`]: `StreamChangeCache`, the per-room `_events_stream_cache`.
@@ -25,6 +26,7 @@ pub mod bugs;
 pub mod changecache;
 pub mod connection;
 pub mod db;
+pub mod fedsender;
 pub mod fixes;
 pub mod idgen;
 pub mod limits;

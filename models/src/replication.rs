@@ -97,17 +97,25 @@ impl StreamAnnouncer {
         generator: &MultiWriterIdGenerator,
         has_connections: bool,
     ) -> Vec<AnnouncerAction> {
+        let current = generator.current_token_for_writer(&self.instance);
+        let mut actions = Vec::new();
+        if self.announce_position && has_connections && self.bugs.on(Bug::PositionBeforeBacklog) {
+            // Bug B16 (PR #16639): `send_positions_to_connection` sent `POSITION current
+            // current` at once, ahead of the RDATA of `(last_token, current]` the loop had
+            // still to send; readers behind `current` read those rows from the database, then
+            // got them again as RDATA. The fix has the loop announce `last_token` in order.
+            self.announce_position = false;
+            actions.push(self.position(current, current));
+        }
         if self.fetching.is_some() {
             self.poked_while_fetching = true;
-            return Vec::new();
+            return actions;
         }
-        let current = generator.current_token_for_writer(&self.instance);
         if !has_connections {
             // Nobody to tell: skip ahead so a later connection does not get a backlog.
             self.last_token = current;
-            return Vec::new();
+            return actions;
         }
-        let mut actions = Vec::new();
         if self.announce_position {
             self.announce_position = false;
             actions.push(self.position(self.last_token, self.last_token));
@@ -214,6 +222,10 @@ pub enum FollowerAction {
         instance: String,
         from: i64,
         upto: i64,
+        /// The POSITION's `prev` (or `new`) was at or below what we had, so by its contract
+        /// ("nothing written in (prev, new]") there is nothing to read: a needless query, made
+        /// only under bugs B23 and B24 (a cost, which `metrics_cost_justified` counts).
+        needless: bool,
     },
     /// `on_position`: the generator advanced `instance` to `token` without new rows; `prev`
     /// is the processed POSITION's.
@@ -255,6 +267,9 @@ struct CatchUp {
     instance: String,
     prev: i64,
     new: i64,
+    /// Started by a POSITION whose `prev` (or `new`) we had already reached (bugs B23, B24
+    /// only).
+    needless: bool,
 }
 
 /// The reader side of one stream on one instance.
@@ -446,6 +461,7 @@ impl StreamFollower {
                 instance: catch_up.instance,
                 from,
                 upto: catch_up.new,
+                needless: catch_up.needless,
             });
             return actions;
         }
@@ -545,17 +561,33 @@ impl StreamFollower {
         self.connected_writers.remove(&instance);
         self.pending_batch.clear();
         let current = generator.current_token_for_writer(&instance);
-        let missing = !(prev <= current && current <= new);
-        if missing && current < new {
+        // `missing_updates = not (prev_token <= current_token <= new_token)` (handler.py line
+        // 707). Bug B23 (PR #16555): `prev_token != current_token`, so a reader already past
+        // `prev` read the writer's rows in (current, new], where the POSITION says there are
+        // none.
+        let missing = if self.bugs.on(Bug::CatchUpOnAnyPrevMismatch) {
+            prev != current
+        } else {
+            !(prev <= current && current <= new)
+        };
+        // A POSITION at or below what we have reads nothing: `EventsStream._update_function`
+        // returns at once when `from_token >= current_token` (streams/events.py, PR #16580).
+        // Bug B24: before that fix it queried the database for the empty range.
+        if missing && (current < new || self.bugs.on(Bug::CatchUpReadsEmptyRange)) {
+            // Needless by the POSITION's contract: we already had everything up to `prev`
+            // (bug B23), or up to `new` (bug B24).
+            let needless = prev <= current || current >= new;
             self.catching_up = Some(CatchUp {
                 instance: instance.clone(),
                 prev,
                 new,
+                needless,
             });
             return vec![FollowerAction::FetchMissing {
                 instance,
                 from: current,
                 upto: new,
+                needless,
             }];
         }
         // A POSITION behind us also "fetches", but the update function returns nothing.

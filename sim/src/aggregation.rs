@@ -24,7 +24,7 @@ use streamsim_models::metrics::{Dataset, SeriesKey};
 use streamsim_models::time::SimInstant;
 
 use crate::checks::{Expectation, Violation};
-pub use watch::{MetricsWatch, WatchedMetrics};
+pub use watch::{Cost, CostLedger, MetricsWatch, WatchedMetrics};
 
 pub mod watch;
 
@@ -191,7 +191,64 @@ pub const METRICS_CHECKS: &[MetricsCheck] = &[
         expectation: Expectation::Eventually,
         run: in_flight_accurate,
     },
+    MetricsCheck {
+        name: "metrics_cost_justified",
+        expectation: Expectation::Always,
+        run: cost_justified,
+    },
 ];
+
+/// A cost invariant: for each [`Cost`], the units each incarnation's own metrics count for
+/// its background process (flushed or not) are no more than what it knew called for. Two
+/// costs are accounted: catch-up reads (the `db_txn_count` of `process-replication-data`: a
+/// POSITION `prev new` says its writer wrote nothing in `(prev, new]`, so a reader already
+/// at `prev`, or at `new`, has nothing to read; bugs B23, B24) and starts of the writer's
+/// streamer loop (the `start_count` of `replication_notifier`: a poke with nothing to send
+/// starts none; bug B25).
+fn cost_justified(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for incarnation in &outcome.incarnations {
+        for cost in Cost::ALL {
+            let counted: i64 = incarnation
+                .lifetime
+                .iter()
+                .filter(|(series, _)| {
+                    series.family == cost.family()
+                        && series
+                            .labels
+                            .iter()
+                            .any(|(label, value)| label == "name" && value == cost.process())
+                })
+                .map(|(_, amount)| *amount)
+                .sum();
+            let ledger = outcome
+                .watched
+                .costs
+                .get(&(incarnation.node.clone(), incarnation.incarnation, cost))
+                .cloned()
+                .unwrap_or_default();
+            if counted > ledger.justified {
+                violations.push(violation(
+                    "metrics_cost_justified",
+                    end_of(outcome),
+                    vec![incarnation.node.clone()],
+                    format!(
+                        "{} incarnation {}: its metrics count {counted} {} ({}{{name=\"{}\"}}), {} more than it {}; the first needless one: {}",
+                        incarnation.node,
+                        incarnation.incarnation,
+                        cost.units(),
+                        cost.family(),
+                        cost.process(),
+                        counted - ledger.justified,
+                        cost.called_for_by(),
+                        ledger.first_needless.as_deref().unwrap_or("(not booked)"),
+                    ),
+                ));
+            }
+        }
+    }
+    violations
+}
 
 /// Every metrics invariant's violations.
 pub fn check_metrics(outcome: &MetricsOutcome, last_heal: SimInstant) -> Vec<Violation> {

@@ -437,6 +437,7 @@ impl Reader {
                     instance,
                     from,
                     upto,
+                    ..
                 } => {
                     let (rows, limited) = read_rows(db, &instance, from, upto);
                     work.extend(

@@ -16,6 +16,8 @@ use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
 
 use crate::history::{Event, History};
+
+mod federation;
 use crate::scenario::FaultKind;
 
 /// How a property is judged.
@@ -81,6 +83,8 @@ pub struct CheckContext {
     /// moves no row), so its clients' tokens from before may stay ahead of it until the
     /// writer returns: /sync through it waits and answers empty (`wait_for_stream_token`).
     pub last_started: BTreeMap<String, SimInstant>,
+    /// The readers that run a federation sender (`topology.federation_senders`).
+    pub federation_senders: Vec<String>,
 }
 
 impl CheckContext {
@@ -235,6 +239,21 @@ pub const CHECKS: &[Check] = &[
         name: "sync_answers",
         expectation: Expectation::Eventually,
         run: sync_answers,
+    },
+    Check {
+        name: "rdata_never_behind_position",
+        expectation: Expectation::Always,
+        run: rdata_never_behind_position,
+    },
+    Check {
+        name: "federation_never_passes_uncommitted",
+        expectation: Expectation::Always,
+        run: federation::never_passes_uncommitted,
+    },
+    Check {
+        name: "federation_sends_every_event",
+        expectation: Expectation::Eventually,
+        run: federation::sends_every_event,
     },
 ];
 
@@ -398,7 +417,12 @@ pub struct Facts<'a> {
     /// Every POSITION that connected a reader's stream on a new connection: (time processed,
     /// reader, writer, prev, new).
     connections: Vec<(SimInstant, &'a str, &'a str, i64, i64)>,
+    /// Per federation sender host, every read it sent: (time, from, upto, the events).
+    federation_sent: BTreeMap<&'a str, Vec<FederationRead<'a>>>,
 }
+
+/// One read of a federation sender's loop: (when it sent it, from, upto, the events it held).
+type FederationRead<'a> = (SimInstant, i64, i64, &'a [(i64, String)]);
 
 impl<'a> From<&'a History> for Facts<'a> {
     fn from(history: &'a History) -> Self {
@@ -422,6 +446,7 @@ impl<'a> From<&'a History> for Facts<'a> {
         let mut gaps_filled = Vec::new();
         let mut connections = Vec::new();
         let mut positions_at_end = BTreeMap::new();
+        let mut federation_sent: BTreeMap<&str, Vec<FederationRead>> = BTreeMap::new();
         for record in history.records() {
             match &record.event {
                 Event::Announced { host, line } => {
@@ -530,6 +555,17 @@ impl<'a> From<&'a History> for Facts<'a> {
                 Event::PositionAtEnd { reader, token } => {
                     positions_at_end.insert(reader.as_str(), token);
                 }
+                Event::FederationSent {
+                    host,
+                    from,
+                    upto,
+                    events,
+                } => federation_sent.entry(host.as_str()).or_default().push((
+                    record.at,
+                    *from,
+                    *upto,
+                    events.as_slice(),
+                )),
                 _ => {}
             }
         }
@@ -596,6 +632,7 @@ impl<'a> From<&'a History> for Facts<'a> {
             rdata_applied,
             gaps_filled,
             connections,
+            federation_sent,
         }
     }
 }
@@ -674,6 +711,74 @@ fn violation(
         message,
         finding: None,
     }
+}
+
+/// A writer's `POSITION prev new` tells readers it wrote nothing in `(prev, new]` and that
+/// they have had its rows up to `prev`: a reader behind `prev` reads the rest from the
+/// database. So once a writer (in one incarnation) has announced `POSITION prev new`, every
+/// RDATA it sends after carries a token above `new`; a row at or below it would be read
+/// from the database by the readers behind, then received again (bug B16, PR #16639, or
+/// finding F3 when the row committed after the POSITION: its sequence fetch was held while
+/// the POSITION covered it).
+fn rdata_never_behind_position(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    // Per writer: the highest `new` it announced in this incarnation, and that POSITION.
+    let mut covered: BTreeMap<&str, (i64, SimInstant, &str)> = BTreeMap::new();
+    for record in facts.history.records() {
+        match &record.event {
+            Event::Started { host, .. } => {
+                covered.remove(host.as_str());
+            }
+            Event::Announced { host, line } => {
+                let mut words = line.split(' ');
+                match words.next() {
+                    Some("POSITION") => {
+                        let Some(new) = words.nth(3).and_then(|w| w.parse::<i64>().ok()) else {
+                            continue;
+                        };
+                        let entry =
+                            covered
+                                .entry(host.as_str())
+                                .or_insert((new, record.at, line.as_str()));
+                        if new > entry.0 {
+                            *entry = (new, record.at, line.as_str());
+                        }
+                    }
+                    Some("RDATA") => {
+                        let Some(token) = words.nth(2).and_then(|w| w.parse::<i64>().ok()) else {
+                            continue;
+                        };
+                        let Some((new, position_at, position)) = covered.get(host.as_str()) else {
+                            continue;
+                        };
+                        if token > *new {
+                            continue;
+                        }
+                        let event = facts.event_of(host, token).unwrap_or("?");
+                        let committed = facts.commit_of(host, token);
+                        let mut v = violation(
+                            "rdata_never_behind_position",
+                            record.at,
+                            &[host],
+                            &[event],
+                            &[],
+                            format!(
+                                "{host} sent RDATA of its row {token} ({event}) at {}, after announcing `{position}` at {position_at}: readers behind read the row from the database, then receive it again",
+                                record.at
+                            ),
+                        );
+                        if committed.is_some_and(|at| at > *position_at) {
+                            v.finding = Some("F3");
+                        }
+                        violations.push(v);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
 }
 
 /// Invariant 1: Every token a reader hands out to a recipient is at or after every token it

@@ -279,6 +279,13 @@ pub fn generated(seed: u64) -> Scenario {
             });
         }
     }
+    // Background consumers of the minimum: readers that also send federation. Drawn last, so
+    // the choices above stay what they were for every seed.
+    let federation_senders = if rng.random_bool(0.5) {
+        rng.random_range(1..=readers)
+    } else {
+        0
+    };
     faults.sort_by_key(|f| f.at_ms);
     crate::faults::drop_idle_heals(&mut faults);
     Scenario {
@@ -292,6 +299,7 @@ pub fn generated(seed: u64) -> Scenario {
             writer_clients,
             late_hosts: Vec::new(),
             rooms_per_writer: 2,
+            federation_senders,
         },
         workload,
         network,

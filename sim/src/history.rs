@@ -132,6 +132,14 @@ pub enum Event {
         peer: String,
         reason: String,
     },
+    /// A federation sender read `(from, upto]` and sent `events` (stream id, event id) from
+    /// it; it stores `upto` as its position next (`_process_event_queue_loop`).
+    FederationSent {
+        host: String,
+        from: i64,
+        upto: i64,
+        events: Vec<(i64, String)>,
+    },
     /// A fault from the schedule or the seed.
     Fault { description: String },
     /// The last fault healed: liveness is measured from here.

@@ -170,6 +170,12 @@ pub struct Topology {
         skip_serializing_if = "is_default_rooms_per_writer"
     )]
     pub rooms_per_writer: u32,
+    /// Readers that also send federation (`r1..rN` run `federation_sender_instances`): each
+    /// runs Synapse's federation sender loop, a background consumer of the events stream
+    /// that follows the minimum persisted position (`streamsim_models::fedsender`), with its
+    /// own `federation_stream_position` row. At most `readers`; default 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub federation_senders: u32,
 }
 
 fn default_rooms_per_writer() -> u32 {
@@ -466,6 +472,13 @@ impl Scenario {
             .collect()
     }
 
+    /// The readers that run a federation sender (`r1..rN`, N = `topology.federation_senders`).
+    pub fn federation_sender_names(&self) -> Vec<String> {
+        (1..=self.topology.federation_senders)
+            .map(|i| format!("r{i}"))
+            .collect()
+    }
+
     /// Each sync client and the reader it pages through (`c1` → `r1`, wrapping around).
     pub fn clients(&self) -> Vec<(String, String)> {
         let readers = self.topology.readers.max(1);
@@ -608,6 +621,15 @@ impl Scenario {
             return fail(
                 "topology.sync_clients",
                 "sync clients need at least one reader".into(),
+            );
+        }
+        if self.topology.federation_senders > self.topology.readers {
+            return fail(
+                "topology.federation_senders",
+                format!(
+                    "{} federation senders, but only {} readers run them (r1..rN)",
+                    self.topology.federation_senders, self.topology.readers
+                ),
             );
         }
         for host in &self.topology.late_hosts {

@@ -193,6 +193,8 @@ prop_compose! {
                 writer_clients,
                 late_hosts: Vec::new(),
                 rooms_per_writer: 2,
+                // Background consumers with two or more readers.
+                federation_senders: readers / 2,
             },
             workload: Workload {
                 batches_per_second,

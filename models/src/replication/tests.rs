@@ -105,7 +105,8 @@ fn reader_fills_a_gap_announced_by_position_prev() {
         vec![FollowerAction::FetchMissing {
             instance: "w1".into(),
             from: 1,
-            upto: b
+            upto: b,
+            needless: false
         }]
     );
     // While catching up, the late RDATA of b waits in the stream's queue.
@@ -432,4 +433,36 @@ fn only_the_first_position_on_a_connection_connects_the_stream() {
         vec![true]
     );
     assert!(follower.is_connected());
+}
+
+#[test]
+fn a_position_below_the_readers_view_reads_nothing_and_switch_b23_queries_anyway() {
+    for (bugs, expected_fetch) in [
+        (Bugs::NONE, None),
+        (
+            Bugs::NONE.with(Bug::CatchUpOnAnyPrevMismatch),
+            Some(FollowerAction::FetchMissing {
+                instance: "w1".into(),
+                from: 5,
+                upto: 8,
+                needless: true,
+            }),
+        ),
+    ] {
+        let (_db, mut follower, mut reader, _, _) = connected_reader(bugs);
+        follower.handle_rdata(&mut reader, "w1", Some(5), (5, "$e5".into()));
+        assert_eq!(reader.current_token_for_writer("w1"), 5);
+        // w1 says it wrote nothing in (3, 8]; the reader already has everything to 5.
+        let actions = follower.handle_position(&mut reader, "w1", 3, 8);
+        match expected_fetch {
+            None => {
+                assert!(
+                    matches!(&actions[..], [FollowerAction::Advanced { token: 8, .. }]),
+                    "{actions:?}"
+                );
+                assert_eq!(reader.current_token_for_writer("w1"), 8);
+            }
+            Some(fetch) => assert_eq!(actions, vec![fetch]),
+        }
+    }
 }

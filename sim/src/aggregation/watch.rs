@@ -78,6 +78,68 @@ pub struct MetricsWatch {
     watermarks: BTreeMap<(String, u32), SimInstant>,
     /// By host, then name (looked up without building keys: spans open per message).
     peaks: BTreeMap<String, BTreeMap<String, PeakCounter>>,
+    costs: BTreeMap<(String, u32, Cost), CostLedger>,
+}
+
+/// A cost the metrics count that the protocol accounts for: each unit is either called for
+/// by what the process knew, or needless (done only by a historical bug).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cost {
+    /// A POSITION's catch-up read: a database transaction of `process-replication-data`.
+    CatchUpRead,
+    /// A start of the writer's streamer loop, the `replication_notifier` background process.
+    NotifierLoop,
+}
+
+impl Cost {
+    pub const ALL: [Cost; 2] = [Cost::CatchUpRead, Cost::NotifierLoop];
+
+    /// The background process whose metrics count it.
+    pub fn process(self) -> &'static str {
+        match self {
+            Cost::CatchUpRead => "process-replication-data",
+            Cost::NotifierLoop => "replication_notifier",
+        }
+    }
+
+    /// The counter family (labelled with the process's `name`) that counts it.
+    pub fn family(self) -> &'static str {
+        match self {
+            Cost::CatchUpRead => {
+                streamsim_models::metrics::series::BACKGROUND_PROCESS_DB_TXN_COUNT.name
+            }
+            Cost::NotifierLoop => {
+                streamsim_models::metrics::series::BACKGROUND_PROCESS_START_COUNT.name
+            }
+        }
+    }
+
+    /// What one unit is, in the plural.
+    pub fn units(self) -> &'static str {
+        match self {
+            Cost::CatchUpRead => "catch-up database reads",
+            Cost::NotifierLoop => "replication_notifier starts",
+        }
+    }
+
+    /// What calls for one unit.
+    pub fn called_for_by(self) -> &'static str {
+        match self {
+            Cost::CatchUpRead => "its POSITIONs called for",
+            Cost::NotifierLoop => "had anything to send",
+        }
+    }
+}
+
+/// One incarnation's units of one [`Cost`] (a few numbers, whatever the run's length).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CostLedger {
+    /// Units the process's knowledge called for.
+    pub justified: i64,
+    /// Units nothing called for.
+    pub needless: i64,
+    /// The first needless unit, described.
+    pub first_needless: Option<String>,
 }
 
 /// What the account holds once the run is over.
@@ -96,6 +158,8 @@ pub struct WatchedMetrics {
     pub watermarks: BTreeMap<(String, u32), SimInstant>,
     /// The most background processes of each (host, name) in flight at once.
     pub peak_in_flight: BTreeMap<(String, String), usize>,
+    /// Per (node, incarnation, cost): the units it charged, as the protocol accounts them.
+    pub costs: BTreeMap<(String, u32, Cost), CostLedger>,
 }
 
 impl Default for MetricsWatch {
@@ -123,6 +187,30 @@ impl MetricsWatch {
             next_span: 0,
             watermarks: BTreeMap::new(),
             peaks: BTreeMap::new(),
+            costs: BTreeMap::new(),
+        }
+    }
+
+    /// One unit of `cost` was charged to incarnation `incarnation` of `node`.
+    pub fn cost(
+        &mut self,
+        node: &str,
+        incarnation: u32,
+        cost: Cost,
+        needless: bool,
+        describe: impl FnOnce() -> String,
+    ) {
+        let reads = self
+            .costs
+            .entry((node.to_owned(), incarnation, cost))
+            .or_default();
+        if needless {
+            reads.needless += 1;
+            if reads.first_needless.is_none() {
+                reads.first_needless = Some(describe());
+            }
+        } else {
+            reads.justified += 1;
         }
     }
 
@@ -236,6 +324,7 @@ impl MetricsWatch {
             },
             scrape_count: self.scrape_count,
             last_scrape_at: self.last_scrape_at,
+            costs: self.costs,
             counter_decreases: self.counter_decreases,
             negative_in_flight: self.negative_in_flight,
             spans: self.spans.into_values().collect(),

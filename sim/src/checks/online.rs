@@ -144,6 +144,9 @@ pub struct OnlineChecker {
     last_heal: Option<SimInstant>,
     /// Per writer, the highest position it put on a wire (`announced_upto`).
     announced_upto: BTreeMap<String, i64>,
+    /// Per writer, the highest `new` of a POSITION it announced in its current incarnation
+    /// (`rdata_never_behind_position`).
+    position_covers: BTreeMap<String, i64>,
     /// Per writer, its highest committed id (an out-of-order commit is below it).
     highest_committed: BTreeMap<String, i64>,
     /// Live events committed out of order, not yet delivered.
@@ -235,6 +238,7 @@ impl OnlineChecker {
             old_highest: None,
             last_heal: None,
             announced_upto: BTreeMap::new(),
+            position_covers: BTreeMap::new(),
             highest_committed: BTreeMap::new(),
             late: BTreeSet::new(),
             reached: SOMETIMES.iter().map(|t| (t.name, false)).collect(),
@@ -298,7 +302,7 @@ impl OnlineChecker {
                 self.aborted
                     .extend(ids.iter().map(|id| (host.clone(), *id)));
             }
-            Event::Announced { host, line } => self.announce(host, line),
+            Event::Announced { host, line } => self.announce(at, host, line),
             Event::Delivered {
                 reader,
                 writer,
@@ -388,6 +392,13 @@ impl OnlineChecker {
                     self.lasting_active = false;
                 }
             }
+            // Runs with federation senders are judged whole (`runner::run_seed_judged`); a
+            // checker that sees one anyway cannot vouch for the run.
+            Event::FederationSent { host, .. } => self.suspect(
+                at,
+                "federation_never_passes_uncommitted",
+                format!("{host} sends federation, which only the whole history judges"),
+            ),
             Event::SendAnswered { .. }
             | Event::SequenceFetched { .. }
             | Event::RdataDiscarded { .. }
@@ -489,11 +500,31 @@ impl OnlineChecker {
         self.peak_live = self.peak_live.max(self.live.len());
     }
 
-    fn announce(&mut self, host: &str, line: &str) {
+    fn announce(&mut self, at: SimInstant, host: &str, line: &str) {
         let mut words = line.split(' ');
         let position = match words.next() {
-            Some("POSITION") => words.nth(3).and_then(|w| w.parse::<i64>().ok()),
-            Some("RDATA") => words.nth(2).and_then(|w| w.parse::<i64>().ok()),
+            Some("POSITION") => {
+                let new = words.nth(3).and_then(|w| w.parse::<i64>().ok());
+                if let Some(new) = new {
+                    let covers = self.position_covers.entry(host.to_owned()).or_insert(new);
+                    *covers = (*covers).max(new);
+                }
+                new
+            }
+            Some("RDATA") => {
+                let token = words.nth(2).and_then(|w| w.parse::<i64>().ok());
+                if let (Some(token), Some(covers)) = (token, self.position_covers.get(host)) {
+                    if token <= *covers {
+                        let covers = *covers;
+                        self.suspect(
+                            at,
+                            "rdata_never_behind_position",
+                            format!("{host} sent RDATA {token} after a POSITION up to {covers}"),
+                        );
+                    }
+                }
+                token
+            }
             _ => None,
         };
         if let Some(position) = position {
@@ -806,6 +837,7 @@ impl OnlineChecker {
     /// A process (re)started with its generator at `token`.
     fn start(&mut self, at: SimInstant, host: &str, token: &MultiWriterToken) {
         self.last_started.insert(host.to_owned(), at);
+        self.position_covers.remove(host);
         self.handed_out
             .remove(&(host.to_owned(), NOTIFIER.to_owned()));
         self.announced.remove(host);

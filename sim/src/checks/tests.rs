@@ -25,6 +25,7 @@ fn context(ended_at: u64) -> CheckContext {
         down_at_end: BTreeMap::new(),
         writers_at_end: vec!["w1".into()],
         last_started: BTreeMap::new(),
+        federation_senders: Vec::new(),
     }
 }
 
@@ -1195,4 +1196,119 @@ fn a_reader_started_after_a_configured_writer_went_down_is_not_judged_for_its_cl
     // r1 started before w2 went down: it had w2's position from w2 itself; c1 is judged.
     let (invariants, notes) = judged(1);
     assert_eq!(invariants, vec!["liveness"], "{notes:?}");
+}
+
+fn rdata_behind(h: &History) -> Vec<Violation> {
+    check_all(h, &context(100))
+        .into_iter()
+        .filter(|v| v.invariant == "rdata_never_behind_position")
+        .collect()
+}
+
+#[test]
+fn rdata_at_or_below_an_announced_position_is_a_violation_and_f3_when_the_row_came_later() {
+    // In order: POSITION last last, then the backlog above it.
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    committed(&mut h, 11, "w1", 3);
+    announced(&mut h, 12, "w1", "POSITION test_stream w1 1 1");
+    announced(&mut h, 13, "w1", "RDATA test_stream w1 2 [\"$e2\"]");
+    announced(&mut h, 13, "w1", "RDATA test_stream w1 3 [\"$e3\"]");
+    announced(&mut h, 14, "w1", "POSITION test_stream w1 3 5");
+    assert!(rdata_behind(&h).is_empty());
+    // Bug B16's shape: POSITION current current ahead of the backlog.
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    committed(&mut h, 11, "w1", 3);
+    announced(&mut h, 12, "w1", "POSITION test_stream w1 3 3");
+    announced(&mut h, 13, "w1", "RDATA test_stream w1 2 [\"$e2\"]");
+    let found = rdata_behind(&h);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].events.clone(), found[0].finding),
+        (vec!["$e2".to_owned()], None)
+    );
+    // Finding F3's shape: the row committed after the POSITION covered it.
+    let mut h = History::new();
+    announced(&mut h, 12, "w1", "POSITION test_stream w1 1 3");
+    committed(&mut h, 20, "w1", 3);
+    announced(&mut h, 21, "w1", "RDATA test_stream w1 3 [\"$e3\"]");
+    assert_eq!(rdata_behind(&h)[0].finding, Some("F3"));
+    // A restart starts afresh: the new incarnation's rows are not behind the old POSITIONs.
+    let mut h = History::new();
+    announced(&mut h, 12, "w1", "POSITION test_stream w1 5 5");
+    h.record(
+        SimInstant::from_ms(13),
+        Event::Started {
+            host: "w1".into(),
+            token: token(1, &[]),
+        },
+    );
+    committed(&mut h, 14, "w1", 4);
+    announced(&mut h, 15, "w1", "RDATA test_stream w1 4 [\"$e4\"]");
+    assert!(rdata_behind(&h).is_empty());
+}
+
+fn federation_context(ended_at: u64) -> CheckContext {
+    CheckContext {
+        converge_within_ms: 10_000,
+        federation_senders: vec!["r1".into()],
+        ..context(ended_at)
+    }
+}
+
+fn federation_sent(h: &mut History, at: u64, from: i64, upto: i64, ids: &[i64]) {
+    h.record(
+        SimInstant::from_ms(at),
+        Event::FederationSent {
+            host: "r1".into(),
+            from,
+            upto,
+            events: ids.iter().map(|id| (*id, format!("$e{id}"))).collect(),
+        },
+    );
+}
+
+fn federation_violations(h: &History, ended_at: u64) -> Vec<&'static str> {
+    check_all(h, &federation_context(ended_at))
+        .into_iter()
+        .map(|v| v.invariant)
+        .filter(|name| name.starts_with("federation"))
+        .collect()
+}
+
+#[test]
+fn a_federation_sender_must_send_what_it_read_past_and_what_its_notifier_released() {
+    // Clean: it reads up to each released token and sends what is committed there.
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    committed(&mut h, 11, "w2", 3);
+    delivered(&mut h, 12, "w1", 2);
+    delivered(&mut h, 12, "w2", 3);
+    handed(&mut h, 12, token(3, &[]));
+    federation_sent(&mut h, 14, -1, 3, &[2, 3]);
+    assert!(federation_violations(&h, 30_000).is_empty());
+    // Read past 4 before it committed (poked with w2's own row token 5, bug B22's way).
+    let mut h = History::new();
+    committed(&mut h, 10, "w2", 5);
+    federation_sent(&mut h, 11, -1, 5, &[5]);
+    committed(&mut h, 12, "w1", 4);
+    assert_eq!(
+        federation_violations(&h, 30_000),
+        vec!["federation_never_passes_uncommitted"]
+    );
+    // Released up to 3 long before the end, never read: not sent.
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    committed(&mut h, 11, "w2", 3);
+    handed(&mut h, 12, token(3, &[]));
+    assert_eq!(
+        federation_violations(&h, 30_000),
+        vec!["federation_sends_every_event"]
+    );
+    // Released only within the read grace before the end: not judged yet.
+    let mut h = History::new();
+    committed(&mut h, 10, "w1", 2);
+    handed(&mut h, 29_000, token(2, &[]));
+    assert!(federation_violations(&h, 30_000).is_empty());
 }

@@ -989,6 +989,7 @@ impl Driver {
                     instance,
                     from,
                     upto,
+                    ..
                 } => {
                     // `_process_position` is under way: its line goes before the rows it fetches.
                     let at = self.handled.get(name).map_or(0, Vec::len);

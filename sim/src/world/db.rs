@@ -57,6 +57,13 @@ pub enum DbRequest {
     RowsInRange { from: i64, upto: i64 },
     /// The sequence's highest allocated value (`get_max_allocated_token`).
     MaxAllocated,
+    /// `get_all_new_event_ids_stream`: every writer's rows with `from < id <= upto`, at most
+    /// `limit`, in id order, as (id, event id).
+    NewEventIds { from: i64, upto: i64, limit: usize },
+    /// `get_federation_out_pos("events")` of the caller.
+    FederationOutPos,
+    /// `update_federation_out_pos("events", position)` of the caller (autocommit).
+    UpdateFederationOutPos { position: i64 },
 }
 
 /// The database's answer.
@@ -233,6 +240,21 @@ impl DbServer {
             DbRequest::MaxAllocated => Ok(DbResponse::Value {
                 value: self.database.sequence().max_allocated(),
             }),
+            DbRequest::NewEventIds { from, upto, limit } => Ok(DbResponse::Rows {
+                rows: self
+                    .database
+                    .new_event_ids(from, upto, limit)
+                    .into_iter()
+                    .map(|(id, payload)| (id, split_row_payload(&payload).0.to_owned()))
+                    .collect(),
+            }),
+            DbRequest::FederationOutPos => Ok(DbResponse::Value {
+                value: self.database.federation_out_pos(&owner),
+            }),
+            DbRequest::UpdateFederationOutPos { position } => {
+                self.database.update_federation_out_pos(&owner, position);
+                Ok(DbResponse::Done)
+            }
         };
         result.unwrap_or_else(|message| DbResponse::Error { message })
     }
@@ -410,6 +432,38 @@ impl DbClient {
     ) -> Result<Vec<(String, i64, String)>, DbCallError> {
         match self.call(DbRequest::RowsInRange { from, upto }).await? {
             DbResponse::Range { rows } => Ok(rows),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn new_event_ids(
+        &self,
+        from: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, DbCallError> {
+        match self
+            .call(DbRequest::NewEventIds { from, upto, limit })
+            .await?
+        {
+            DbResponse::Rows { rows } => Ok(rows),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn federation_out_pos(&self) -> Result<i64, DbCallError> {
+        match self.call(DbRequest::FederationOutPos).await? {
+            DbResponse::Value { value } => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update_federation_out_pos(&self, position: i64) -> Result<(), DbCallError> {
+        match self
+            .call(DbRequest::UpdateFederationOutPos { position })
+            .await?
+        {
+            DbResponse::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -14,6 +14,7 @@
 mod bus;
 mod client;
 mod db;
+mod federation;
 mod follow;
 pub mod instruments;
 mod link;

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+use streamsim_models::bugs::Bug;
 use streamsim_models::changecache::StreamChangeCache;
 use streamsim_models::db::STREAM_NAME;
 use streamsim_models::idgen::{IdGenConfig, MultiWriterIdGenerator};
@@ -116,6 +117,8 @@ pub struct ProcessState {
     /// One follower per replication link (a writer's name over TCP, `bus` over Redis).
     pub followers: BTreeMap<String, streamsim_models::replication::StreamFollower>,
     pub notifier: Option<Notifier>,
+    /// A reader that sends federation: its federation sender (`world::federation`).
+    pub federation: Option<streamsim_models::fedsender::FederationSender>,
     pub writer: Option<WriterPart>,
     /// Server-side replication connections (TCP transport), by connection number.
     pub links: BTreeMap<u64, mpsc::UnboundedSender<Command>>,
@@ -226,6 +229,13 @@ impl Process {
             announcer: StreamAnnouncer::new(STREAM_NAME, &generator).with_bugs(shared.bugs),
         });
         let notifier = (!is_writer).then(|| Notifier::new(token).with_bugs(shared.bugs));
+        let federation = (!is_writer
+            && shared
+                .scenario
+                .federation_sender_names()
+                .iter()
+                .any(|sender| sender == name))
+        .then(streamsim_models::fedsender::FederationSender::new);
         let shared_bugs = shared.bugs;
         let shared_for_rng = shared.clone();
         let metrics = Rc::new(RefCell::new(ProcessMetrics::new(name, incarnation)));
@@ -246,6 +256,7 @@ impl Process {
                 events_stream_cache,
                 followers: BTreeMap::new(),
                 notifier,
+                federation,
                 writer,
                 links: BTreeMap::new(),
                 next_link: 0,
@@ -444,17 +455,21 @@ impl Process {
                         .map(|(id, payload)| (id, split_row_payload(&payload).0.to_owned()))
                         .collect();
                     self.notify_rows(&instance, rows, room_token, caught_up);
+                    self.federation_rows_arrived(token);
                     self.wake_waiters(&instance, token);
                 }
                 FollowerAction::FetchMissing {
                     instance,
                     from,
                     upto,
+                    needless,
                 } => {
                     let process = self.clone();
                     let link = link.to_owned();
                     crate::engine::spawn_local(async move {
-                        process.fetch_missing(&link, &instance, from, upto).await;
+                        process
+                            .fetch_missing(&link, &instance, from, upto, needless)
+                            .await;
                     });
                 }
                 FollowerAction::Advanced {
@@ -534,7 +549,18 @@ impl Process {
         }
     }
 
-    async fn fetch_missing(self: Rc<Self>, link: &str, instance: &str, from: i64, upto: i64) {
+    /// A POSITION's catch-up read of `instance`'s rows in `(from, upto]`, retried until the
+    /// database answers; each attempt is a database transaction of the link's
+    /// `process-replication-data` process, and is booked as justified or `needless` (see
+    /// `FollowerAction::FetchMissing`) for the metrics check on catch-up reads.
+    async fn fetch_missing(
+        self: Rc<Self>,
+        link: &str,
+        instance: &str,
+        from: i64,
+        upto: i64,
+        needless: bool,
+    ) {
         let (rows, limited) = loop {
             let started = crate::net::now();
             let answer = self
@@ -543,6 +569,13 @@ impl Process {
                 .await;
             if let Some(worker) = self.replication_worker(link) {
                 self.bg_db_txn(worker, started);
+                self.shared.observer.cost(
+                    &self.name,
+                    self.incarnation,
+                    crate::aggregation::Cost::CatchUpRead,
+                    needless,
+                    || format!("{instance}'s rows in ({from}, {upto}] at {started}"),
+                );
             }
             match answer {
                 Ok(answer) => break answer,
@@ -574,16 +607,31 @@ impl Process {
 
     /// New rows of `instance` reached this process: a reader's notifier announces them.
     fn notify_rows(
-        &self,
+        self: &Rc<Self>,
         instance: &str,
         rows: Vec<(i64, String)>,
         max_token: MultiWriterToken,
         caught_up: bool,
     ) {
+        let released_upto = self.announce_rows(instance, rows, max_token, caught_up);
+        // `_notify_pending_new_room_events` → `_on_updated_room_token(max_room_stream_token)`
+        // (notifier.py lines 493-510): background consumers follow the released token.
+        if let Some(token) = released_upto {
+            self.poke_federation(token);
+        }
+    }
+
+    /// The notifier's part of [`Process::notify_rows`]: the released token's stream part, if
+    /// it released anything.
+    fn announce_rows(
+        &self,
+        instance: &str,
+        rows: Vec<(i64, String)>,
+        max_token: MultiWriterToken,
+        caught_up: bool,
+    ) -> Option<i64> {
         let state = &mut *self.state.borrow_mut();
-        let Some(notifier) = &mut state.notifier else {
-            return;
-        };
+        let notifier = state.notifier.as_mut()?;
         let events = rows
             .iter()
             .map(|(id, event_id)| RoomEvent::new(instance, *id, event_id))
@@ -600,12 +648,15 @@ impl Process {
                     caught_up,
                 });
             }
+            let released_upto = announcement.token.stream();
             self.shared.observer.record(Event::TokenHandedOut {
                 reader: self.name.clone(),
                 to: "notifier".to_owned(),
                 token: announcement.token,
             });
+            return Some(released_upto);
         }
+        None
     }
 
     /// `on_notifier_poke`: one turn of the writer's announcer.
@@ -625,6 +676,22 @@ impl Process {
             // `on_notifier_poke` returns before starting its loop when nothing is connected.
             self.apply_announcer(actions);
             return;
+        }
+        // `on_notifier_poke` checks up front whether anything changed (resource.py lines
+        // 138-144, PR #8670): with nothing to announce it starts no loop. Bug B25: before that
+        // fix, every poke started one (unless one was running).
+        let needless = actions.is_empty();
+        if needless && !self.shared.bugs.on(Bug::NotifierLoopOnEveryPoke) {
+            return;
+        }
+        if !self.notifier_running() {
+            self.shared.observer.cost(
+                &self.name,
+                self.incarnation,
+                crate::aggregation::Cost::NotifierLoop,
+                needless,
+                || format!("a poke at {} with nothing to send", crate::net::now()),
+            );
         }
         self.notifier_poked();
         // The loop's own turn holds it open while it reads its updates.

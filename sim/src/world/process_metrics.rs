@@ -33,6 +33,8 @@ pub mod names {
     pub const UPDATE_TABLE: &str = "MultiWriterIdGenerator._update_table";
     /// `RedisSubscriber.send_command`: one per command published.
     pub const SEND_CMD: &str = "send-cmd";
+    /// `FederationSender._process_event_queue_loop` (synapse/federation/sender/__init__.py).
+    pub const FEDERATION_EVENT_QUEUE: &str = "process_event_queue_for_federation";
 }
 
 /// One process's metrics memory.

@@ -1,0 +1,122 @@
+//! A reader host's federation sender (`federation_sender_instances`): the loop of
+//! `streamsim_models::fedsender` driven against the database, poked by the process's notifier
+//! with the room token it releases events at (`Notifier._on_updated_room_token`). One loop
+//! task runs while the model says it is processing, as Synapse runs
+//! `process_event_queue_for_federation` as one background process.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use streamsim_models::bugs::Bug;
+use streamsim_models::fedsender::FederationAction;
+
+use super::process::{Process, DB_RETRY_DELAY_MS};
+use super::process_metrics::names;
+use crate::history::Event;
+
+impl Process {
+    /// `federation_sender.notify_new_events(max_token)` with `max_token.stream` = `token`;
+    /// starts the loop if it is not running. A process without a federation sender ignores it.
+    pub fn poke_federation(self: &Rc<Self>, token: i64) {
+        let first = {
+            let state = &mut *self.state.borrow_mut();
+            match &mut state.federation {
+                Some(sender) => sender.notify_new_events(token),
+                None => return,
+            }
+        };
+        if let Some(action) = first {
+            crate::engine::spawn_local(run_loop(self.clone(), action));
+        }
+    }
+
+    /// Rows of `token` arrived by replication. Bug B22 (PR #8536, Synapse 1.22): the
+    /// federation sender worker's `FederationSenderHandler.process_replication_rows` poked
+    /// the sender with the rows' own token (`notify_new_events(token)`), one persister's
+    /// position, as if every event below it were persisted. The fix removed that call: only
+    /// the notifier pokes it, with the minimum.
+    pub fn federation_rows_arrived(self: &Rc<Self>, token: i64) {
+        if self.shared.bugs.on(Bug::FederationPokedWithRdataToken) {
+            self.poke_federation(token);
+        }
+    }
+
+    fn federation_step(
+        &self,
+        step: impl FnOnce(&mut streamsim_models::fedsender::FederationSender) -> FederationAction,
+    ) -> FederationAction {
+        let state = &mut *self.state.borrow_mut();
+        step(
+            state
+                .federation
+                .as_mut()
+                .expect("a federation loop runs on its sender"),
+        )
+    }
+}
+
+/// Retries `call` until the database answers, as the model's other readers of it do (the
+/// process outlives a partition from the database; Synapse's loop would stop on the error
+/// and wait for the next poke, which a quiet stream may never send).
+async fn until_answered<T, F, Fut>(process: &Process, what: &str, call: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, super::db::DbCallError>>,
+{
+    loop {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(error) => {
+                tracing::debug!(host = %process.name, %error, what, "federation read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
+            }
+        }
+    }
+}
+
+/// `_process_event_queue_loop`, from `first` until the model idles.
+async fn run_loop(process: Rc<Process>, first: FederationAction) {
+    let background = process.bg_start(names::FEDERATION_EVENT_QUEUE);
+    let mut action = first;
+    loop {
+        let started = crate::net::now();
+        action = match action {
+            FederationAction::ReadOutPos => {
+                let position = until_answered(&process, "get_federation_out_pos", || {
+                    process.db.federation_out_pos()
+                })
+                .await;
+                process.bg_db_txn(background, started);
+                process.federation_step(|sender| sender.handle_out_pos(position))
+            }
+            FederationAction::ReadEvents { from, upto, limit } => {
+                let events = until_answered(&process, "get_all_new_event_ids_stream", || {
+                    process.db.new_event_ids(from, upto, limit)
+                })
+                .await;
+                process.bg_db_txn(background, started);
+                process.federation_step(|sender| sender.handle_events(events))
+            }
+            FederationAction::SendAndStore {
+                from,
+                events,
+                position,
+            } => {
+                process.shared.observer.record(Event::FederationSent {
+                    host: process.name.clone(),
+                    from,
+                    upto: position,
+                    events,
+                });
+                until_answered(&process, "update_federation_out_pos", || {
+                    process.db.update_federation_out_pos(position)
+                })
+                .await;
+                process.bg_db_txn(background, started);
+                process.federation_step(|sender| sender.handle_stored())
+            }
+            FederationAction::Idle => break,
+        };
+    }
+    process.bg_finish(background);
+}
