@@ -207,44 +207,40 @@ pub const METRICS_CHECKS: &[MetricsCheck] = &[
 /// starts none; bug B25).
 fn cost_justified(outcome: &MetricsOutcome, _: SimInstant) -> Vec<Violation> {
     let mut violations = Vec::new();
-    for incarnation in &outcome.incarnations {
-        for cost in Cost::ALL {
-            let counted: i64 = incarnation
-                .lifetime
-                .iter()
-                .filter(|(series, _)| {
-                    series.family == cost.family()
-                        && series
-                            .labels
-                            .iter()
-                            .any(|(label, value)| label == "name" && value == cost.process())
-                })
-                .map(|(_, amount)| *amount)
-                .sum();
-            let ledger = outcome
-                .watched
-                .costs
-                .get(&(incarnation.node.clone(), incarnation.incarnation, cost))
-                .cloned()
-                .unwrap_or_default();
-            if counted > ledger.justified {
-                violations.push(violation(
-                    "metrics_cost_justified",
-                    end_of(outcome),
-                    vec![incarnation.node.clone()],
-                    format!(
-                        "{} incarnation {}: its metrics count {counted} {} ({}{{name=\"{}\"}}), {} more than it {}; the first needless one: {}",
-                        incarnation.node,
-                        incarnation.incarnation,
-                        cost.units(),
-                        cost.family(),
-                        cost.process(),
-                        counted - ledger.justified,
-                        cost.called_for_by(),
-                        ledger.first_needless.as_deref().unwrap_or("(not booked)"),
-                    ),
-                ));
-            }
+    for ((node, number, cost, process), ledger) in &outcome.watched.costs {
+        let Some(incarnation) = outcome
+            .incarnations
+            .iter()
+            .find(|i| i.node == *node && i.incarnation == *number)
+        else {
+            continue;
+        };
+        let counted: i64 = incarnation
+            .lifetime
+            .iter()
+            .filter(|(series, _)| {
+                series.family == cost.family()
+                    && series
+                        .labels
+                        .iter()
+                        .any(|(label, value)| label == "name" && value == process)
+            })
+            .map(|(_, amount)| *amount)
+            .sum();
+        if counted > ledger.justified {
+            violations.push(violation(
+                "metrics_cost_justified",
+                end_of(outcome),
+                vec![node.clone()],
+                format!(
+                    "{node} incarnation {number}: its metrics count {counted} {} ({}{{name=\"{process}\"}}), {} more than {}; the first needless one: {}",
+                    cost.units(),
+                    cost.family(),
+                    counted - ledger.justified,
+                    cost.called_for_by(),
+                    ledger.first_needless.as_deref().unwrap_or("(not booked)"),
+                ),
+            ));
         }
     }
     violations

@@ -633,3 +633,79 @@ fn every_lost_replication_connection_is_in_the_history_and_on_the_timeline() {
         );
     }
 }
+
+/// Three writers persisting out of order, one reader that also sends federation.
+const FEDERATION_WORLD: &str = r#"
+duration_ms = 5000
+converge_within_ms = 10000
+transport = "redis"
+
+[topology]
+writers = 3
+readers = 1
+sync_clients = 1
+federation_senders = 1
+
+[workload]
+batches_per_second = 20
+batch_size = { min = 1, max = 4 }
+persist_delay_ms = { min = 0, max = 300 }
+"#;
+
+/// Bugs B22 and B25 switch rules of the process rather than of a model (which token pokes
+/// the federation sender; when the streamer's background process starts), so their tests are
+/// worlds: on the patched baseline the federation sender sends every committed event and the
+/// run is clean; with B22 it passes events still in flight, with B25 the metrics count
+/// streamer starts with nothing to send.
+#[test]
+fn the_federation_sender_follows_the_minimum_and_the_streamer_starts_only_with_work() {
+    use streamsim_models::bugs::{Bug, Bugs};
+    use streamsim_models::fixes::Fixes;
+    use streamsim_sim::history::Event;
+    use streamsim_sim::runner::run_seed_fixed;
+    let scenario = Scenario::parse(Path::new("federation.toml"), FEDERATION_WORLD).unwrap();
+    for seed in 0..3 {
+        let replay = format!("seed {seed} of tests/it/world.rs's FEDERATION_WORLD (--fix all)");
+        let clean = run_seed_fixed(&scenario, seed, Bugs::NONE, Fixes::all());
+        assert!(
+            clean.violations.is_empty(),
+            "{replay}: {:#?}",
+            clean.violations.first()
+        );
+        let mut committed = std::collections::BTreeSet::new();
+        let mut sent = std::collections::BTreeSet::new();
+        let mut sends = 0;
+        for record in clean.history.records() {
+            match &record.event {
+                Event::Committed { rows, .. } => committed.extend(rows.iter().map(|r| r.1.clone())),
+                Event::FederationSent { host, events, .. } => {
+                    assert_eq!(host, "r1");
+                    sends += events.len();
+                    sent.extend(events.iter().map(|e| e.1.clone()));
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            committed.len() > 100,
+            "{replay}: {} events",
+            committed.len()
+        );
+        assert_eq!(committed, sent, "{replay}: r1 sent every committed event");
+        assert_eq!(sends, sent.len(), "{replay}: each once (no restart here)");
+        for (bug, invariant) in [
+            (
+                Bug::FederationPokedWithRdataToken,
+                "federation_never_passes_uncommitted",
+            ),
+            (Bug::NotifierLoopOnEveryPoke, "metrics_cost_justified"),
+        ] {
+            let report = run_seed_fixed(&scenario, seed, Bugs::NONE.with(bug), Fixes::all());
+            assert!(
+                report.violations.iter().any(|v| v.invariant == invariant),
+                "{replay} with {bug:?}: no {invariant} in {:#?}",
+                report.violations
+            );
+        }
+    }
+}

@@ -140,6 +140,11 @@ impl BackgroundProcesses {
     }
 
     /// Every running process, oldest first.
+    /// The name of running process `id` (`None` once it ended).
+    pub fn name_of(&self, id: ProcessId) -> Option<&str> {
+        self.running.get(&id).map(|running| running.name.as_str())
+    }
+
     pub fn running(&self) -> impl Iterator<Item = (&ProcessId, &Running)> {
         self.running.iter()
     }

@@ -328,3 +328,49 @@ fn a_pruned_account_keeps_what_a_later_dataset_can_be_compared_with() {
     run.watched = kept;
     assert!(in_flight_accurate(&run, SimInstant::ZERO).is_empty());
 }
+
+/// An incarnation of w1 whose metrics counted `counted` starts of `persist_events`, with
+/// `justified` and `needless` of them booked as a [`Cost::NotifierLoop`] of that process.
+fn costed(counted: i64, justified: i64, needless: i64) -> Vec<Violation> {
+    let mut watch = MetricsWatch::default();
+    for _ in 0..justified {
+        watch.cost(
+            ("w1", 1),
+            Cost::NotifierLoop,
+            "persist_events",
+            false,
+            || unreachable!("only needless units are described"),
+        );
+    }
+    for n in 0..needless {
+        watch.cost(
+            ("w1", 1),
+            Cost::NotifierLoop,
+            "persist_events",
+            true,
+            || format!("needless {n}"),
+        );
+    }
+    let outcome = MetricsOutcome {
+        watched: watch.finish(),
+        ..outcome(vec![incarnation(counted, counted, 0, 0)], counted)
+    };
+    check_metrics(&outcome, SimInstant::ZERO)
+        .into_iter()
+        .filter(|v| v.invariant == "metrics_cost_justified")
+        .collect()
+}
+
+#[test]
+fn a_cost_the_metrics_count_beyond_what_was_called_for_is_caught() {
+    assert!(costed(5, 5, 0).is_empty());
+    // Units the metrics never counted (a process that had ended) are no excess.
+    assert!(costed(3, 5, 0).is_empty());
+    let found = costed(7, 5, 2);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].message.contains("2 more than") && found[0].message.contains("needless 0"),
+        "{}",
+        found[0].message
+    );
+}

@@ -78,8 +78,11 @@ pub struct MetricsWatch {
     watermarks: BTreeMap<(String, u32), SimInstant>,
     /// By host, then name (looked up without building keys: spans open per message).
     peaks: BTreeMap<String, BTreeMap<String, PeakCounter>>,
-    costs: BTreeMap<(String, u32, Cost), CostLedger>,
+    costs: BTreeMap<CostKey, CostLedger>,
 }
+
+/// Whose cost a ledger holds: (node, incarnation, cost, the background process charged).
+pub type CostKey = (String, u32, Cost, String);
 
 /// A cost the metrics count that the protocol accounts for: each unit is either called for
 /// by what the process knew, or needless (done only by a historical bug).
@@ -92,17 +95,7 @@ pub enum Cost {
 }
 
 impl Cost {
-    pub const ALL: [Cost; 2] = [Cost::CatchUpRead, Cost::NotifierLoop];
-
-    /// The background process whose metrics count it.
-    pub fn process(self) -> &'static str {
-        match self {
-            Cost::CatchUpRead => "process-replication-data",
-            Cost::NotifierLoop => "replication_notifier",
-        }
-    }
-
-    /// The counter family (labelled with the process's `name`) that counts it.
+    /// The counter family (labelled with the charged process's `name`) that counts it.
     pub fn family(self) -> &'static str {
         match self {
             Cost::CatchUpRead => {
@@ -126,7 +119,7 @@ impl Cost {
     pub fn called_for_by(self) -> &'static str {
         match self {
             Cost::CatchUpRead => "its POSITIONs called for",
-            Cost::NotifierLoop => "had anything to send",
+            Cost::NotifierLoop => "its pokes that had anything to send",
         }
     }
 }
@@ -158,8 +151,9 @@ pub struct WatchedMetrics {
     pub watermarks: BTreeMap<(String, u32), SimInstant>,
     /// The most background processes of each (host, name) in flight at once.
     pub peak_in_flight: BTreeMap<(String, String), usize>,
-    /// Per (node, incarnation, cost): the units it charged, as the protocol accounts them.
-    pub costs: BTreeMap<(String, u32, Cost), CostLedger>,
+    /// Per (node, incarnation, cost, process charged): the units it charged, as the
+    /// protocol accounts them.
+    pub costs: BTreeMap<CostKey, CostLedger>,
 }
 
 impl Default for MetricsWatch {
@@ -191,18 +185,19 @@ impl MetricsWatch {
         }
     }
 
-    /// One unit of `cost` was charged to incarnation `incarnation` of `node`.
+    /// One unit of `cost` was charged to background process `process` of incarnation
+    /// `incarnation` of `node`.
     pub fn cost(
         &mut self,
-        node: &str,
-        incarnation: u32,
+        (node, incarnation): (&str, u32),
         cost: Cost,
+        process: &str,
         needless: bool,
         describe: impl FnOnce() -> String,
     ) {
         let reads = self
             .costs
-            .entry((node.to_owned(), incarnation, cost))
+            .entry((node.to_owned(), incarnation, cost, process.to_owned()))
             .or_default();
         if needless {
             reads.needless += 1;

@@ -5,7 +5,7 @@
 //!
 //! The sender reads `(position, token]` and stores `token`; it is poked with the token its
 //! process's notifier releases events at. So a miss here is either the sender's own (poked
-//! with a token that is not a minimum: bug B23) or its notifier's token covering an event
+//! with a token that is not a minimum: bug B22) or its notifier's token covering an event
 //! before it was committed, which `no_missed_event` and `notifier_announces_every_event`
 //! judge and diagnose: such a miss carries the finding diagnosed there.
 

@@ -67,6 +67,16 @@ impl Process {
         self.metrics.borrow_mut().processes.charge(id, usage);
     }
 
+    /// The name of running background process `id` (`None` once it ended: its usage is no
+    /// longer counted).
+    pub fn bg_name(&self, id: ProcessId) -> Option<String> {
+        self.metrics
+            .borrow()
+            .processes
+            .name_of(id)
+            .map(str::to_owned)
+    }
+
     /// The background process ended.
     pub fn bg_finish(&self, id: ProcessId) {
         let span = {

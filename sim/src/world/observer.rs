@@ -205,20 +205,20 @@ impl Observer {
         self.duplicate_batches.set(self.duplicate_batches.get() + 1);
     }
 
-    /// Incarnation `incarnation` of `node` charged one unit of `cost` to its metrics;
-    /// `needless`: nothing it knew called for it (`describe` says what it was, for the
-    /// report).
+    /// Incarnation `incarnation` of `node` charged one unit of `cost` to its background
+    /// process `process`; `needless`: nothing it knew called for it (`describe` says what it
+    /// was, for the report).
     pub fn cost(
         &self,
-        node: &str,
-        incarnation: u32,
+        node: (&str, u32),
         cost: crate::aggregation::Cost,
+        process: &str,
         needless: bool,
         describe: impl FnOnce() -> String,
     ) {
         self.metrics_watch
             .borrow_mut()
-            .cost(node, incarnation, cost, needless, describe);
+            .cost(node, cost, process, needless, describe);
     }
 
     /// The endpoint scraped itself.

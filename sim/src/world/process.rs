@@ -569,13 +569,15 @@ impl Process {
                 .await;
             if let Some(worker) = self.replication_worker(link) {
                 self.bg_db_txn(worker, started);
-                self.shared.observer.cost(
-                    &self.name,
-                    self.incarnation,
-                    crate::aggregation::Cost::CatchUpRead,
-                    needless,
-                    || format!("{instance}'s rows in ({from}, {upto}] at {started}"),
-                );
+                if let Some(process) = self.bg_name(worker) {
+                    self.shared.observer.cost(
+                        (&self.name, self.incarnation),
+                        crate::aggregation::Cost::CatchUpRead,
+                        &process,
+                        needless,
+                        || format!("{instance}'s rows in ({from}, {upto}] at {started}"),
+                    );
+                }
             }
             match answer {
                 Ok(answer) => break answer,
@@ -686,9 +688,9 @@ impl Process {
         }
         if !self.notifier_running() {
             self.shared.observer.cost(
-                &self.name,
-                self.incarnation,
+                (&self.name, self.incarnation),
                 crate::aggregation::Cost::NotifierLoop,
+                super::process_metrics::names::REPLICATION_NOTIFIER,
                 needless,
                 || format!("a poke at {} with nothing to send", crate::net::now()),
             );
