@@ -46,7 +46,7 @@ pub enum Bug {
     /// B23: a POSITION started a catch-up whenever its `prev` differed from the reader's
     /// position, even when the reader was already past it.
     CatchUpOnAnyPrevMismatch,
-    /// B24: a POSITION at or below the reader's position still queried the database.
+    /// B24: a POSITION below the reader's position still queried the database.
     CatchUpReadsEmptyRange,
     /// B25: every poke of the replication streamer started its background process, with
     /// or without anything to send.
@@ -220,7 +220,7 @@ pub const CATALOGUE: &[BugInfo] = &[
         name: "catch-up-reads-empty-range",
         id: "B24",
         source: "synapse PR #16580 (v1.96, 2023)",
-        fault: "a POSITION whose new token is at or below the reader's position of its writer (processed while the stream is not connected) queries the database for the empty range (current, new]",
+        fault: "a POSITION whose new token is below the reader's position of its writer (processed while the stream is not connected) queries the database for the empty range (current, new]",
         caught_by: "metrics_cost_justified",
     },
     BugInfo {

@@ -404,8 +404,6 @@ impl Database {
             .collect()
     }
 
-    /// Committed rows of one writer with `from < stream_id <= upto`, ascending, at most `limit`
-    /// (the shape of a stream's `get_updates_since` query).
     /// `get_all_new_event_ids_stream`'s query (storage/databases/main/stream.py lines
     /// 2104-2126): every writer's rows with `from < stream_id <= upto`, in stream order, at
     /// most `limit`, as (stream id, payload).
@@ -432,6 +430,8 @@ impl Database {
             .insert(instance.to_owned(), position);
     }
 
+    /// Committed rows of one writer with `from < stream_id <= upto`, ascending, at most `limit`
+    /// (the shape of a stream's `get_updates_since` query).
     pub fn rows_between(&self, writer: &str, from: i64, upto: i64, limit: usize) -> Vec<StreamRow> {
         self.indexes_between(from, upto)
             .map(|index| &self.rows[index])

@@ -86,9 +86,26 @@ impl StreamAnnouncer {
         self.last_token
     }
 
-    /// A REPLICATE arrived (or a new connection / re-subscription): announce our position.
-    pub fn handle_replicate(&mut self) {
+    /// A REPLICATE arrived on a connection (or the process subscribed to the bus):
+    /// `send_positions_to_connection` (handler.py). It marks our position to be announced
+    /// by the send loop's next turn, in order with the RDATA still to go (PR #16639);
+    /// returns a command to send to that connection at once only under bug B16.
+    pub fn handle_replicate(&mut self, generator: &MultiWriterIdGenerator) -> Option<Command> {
+        if self.bugs.on(Bug::PositionBeforeBacklog) {
+            // Bug B16 (PR #16639): `conn.send_command(PositionCommand(name, instance,
+            // current, current))` at once, ahead of the RDATA of `(last_token, current]` the
+            // loop had still to send: readers behind `current` read those rows from the
+            // database, then got them again as RDATA.
+            let current = generator.current_token_for_writer(&self.instance);
+            return Some(Command::position(
+                &self.stream_name,
+                &self.instance,
+                current,
+                current,
+            ));
+        }
         self.announce_position = true;
+        None
     }
 
     /// `on_notifier_poke` plus one turn of the send loop.
@@ -99,14 +116,6 @@ impl StreamAnnouncer {
     ) -> Vec<AnnouncerAction> {
         let current = generator.current_token_for_writer(&self.instance);
         let mut actions = Vec::new();
-        if self.announce_position && has_connections && self.bugs.on(Bug::PositionBeforeBacklog) {
-            // Bug B16 (PR #16639): `send_positions_to_connection` sent `POSITION current
-            // current` at once, ahead of the RDATA of `(last_token, current]` the loop had
-            // still to send; readers behind `current` read those rows from the database, then
-            // got them again as RDATA. The fix has the loop announce `last_token` in order.
-            self.announce_position = false;
-            actions.push(self.position(current, current));
-        }
         if self.fetching.is_some() {
             self.poked_while_fetching = true;
             return actions;
@@ -570,10 +579,12 @@ impl StreamFollower {
         } else {
             !(prev <= current && current <= new)
         };
-        // A POSITION at or below what we have reads nothing: `EventsStream._update_function`
-        // returns at once when `from_token >= current_token` (streams/events.py, PR #16580).
-        // Bug B24: before that fix it queried the database for the empty range.
-        if missing && (current < new || self.bugs.on(Bug::CatchUpReadsEmptyRange)) {
+        // A POSITION at or below what we have reads nothing: `get_updates_since` returns at
+        // once when `from == upto` (streams/_base.py), and `EventsStream._update_function`
+        // when `from_token >= current_token` (streams/events.py, PR #16580). Bug B24: before
+        // that fix a POSITION below us queried the database for the empty range.
+        let empty_range_read = current > new && self.bugs.on(Bug::CatchUpReadsEmptyRange);
+        if missing && (current < new || empty_range_read) {
             // Needless by the POSITION's contract: we already had everything up to `prev`
             // (bug B23), or up to `new` (bug B24).
             let needless = prev <= current || current >= new;

@@ -531,7 +531,8 @@ pub fn model_only(config: &ModelOnlyConfig) -> ModelOnlyFigures {
     // Connecting: each reader's REPLICATE makes every writer announce its position, which
     // connects the readers' stream.
     for writer in &mut writers {
-        writer.announcer.handle_replicate();
+        let reply = writer.announcer.handle_replicate(&writer.generator);
+        debug_assert!(reply.is_none(), "the bench runs no bug switch");
         deliveries += writer.announce(&db, &mut readers, &stream_of_event);
     }
 

@@ -717,9 +717,8 @@ fn violation(
 /// they have had its rows up to `prev`: a reader behind `prev` reads the rest from the
 /// database. So once a writer (in one incarnation) has announced `POSITION prev new`, every
 /// RDATA it sends after carries a token above `new`; a row at or below it would be read
-/// from the database by the readers behind, then received again (bug B16, PR #16639, or
-/// finding F3 when the row committed after the POSITION: its sequence fetch was held while
-/// the POSITION covered it).
+/// from the database by the readers behind, then received again (bug B16, PR #16639). (Finding
+/// F3's POSITION also covers a row of its writer, but that row's RDATA is never sent.)
 fn rdata_never_behind_position(facts: &Facts, _: &CheckContext) -> Vec<Violation> {
     let mut violations = Vec::new();
     // Per writer: the highest `new` it announced in this incarnation, and that POSITION.
@@ -755,8 +754,7 @@ fn rdata_never_behind_position(facts: &Facts, _: &CheckContext) -> Vec<Violation
                             continue;
                         }
                         let event = facts.event_of(host, token).unwrap_or("?");
-                        let committed = facts.commit_of(host, token);
-                        let mut v = violation(
+                        violations.push(violation(
                             "rdata_never_behind_position",
                             record.at,
                             &[host],
@@ -766,11 +764,7 @@ fn rdata_never_behind_position(facts: &Facts, _: &CheckContext) -> Vec<Violation
                                 "{host} sent RDATA of its row {token} ({event}) at {}, after announcing `{position}` at {position_at}: readers behind read the row from the database, then receive it again",
                                 record.at
                             ),
-                        );
-                        if committed.is_some_and(|at| at > *position_at) {
-                            v.finding = Some("F3");
-                        }
-                        violations.push(v);
+                        ));
                     }
                     _ => {}
                 }

@@ -142,13 +142,13 @@ pub fn run_seed_judged(
     trace: Option<Rc<RefCell<dyn RecordSink>>>,
 ) -> RunReport {
     let started = Instant::now();
-    // The online checker has no rules for the federation senders' invariants: a run with
-    // federation senders is judged on its whole history.
-    let checker = (judging.is_online_for(scenario) && scenario.topology.federation_senders == 0)
+    let checker = judging
+        .is_online_for(scenario)
         .then(|| {
             OnlineChecker::new(
                 &scenario.reader_names(),
                 &scenario.clients(),
+                &scenario.federation_sender_names(),
                 scenario.converge_within_ms,
                 scenario.network.message_loss > 0.0,
             )

@@ -139,12 +139,12 @@ impl BackgroundProcesses {
         self.running.values().filter(|p| p.name == name).count()
     }
 
-    /// Every running process, oldest first.
     /// The name of running process `id` (`None` once it ended).
     pub fn name_of(&self, id: ProcessId) -> Option<&str> {
         self.running.get(&id).map(|running| running.name.as_str())
     }
 
+    /// Every running process, oldest first.
     pub fn running(&self) -> impl Iterator<Item = (&ProcessId, &Running)> {
         self.running.iter()
     }

@@ -72,7 +72,7 @@ fn writer_announces_its_rows_then_idles_with_positions() {
     let commands = sent(&announcer.poke(&w1, true));
     assert_eq!(commands, vec![Command::position("events", "w1", a, b)]);
     assert!(announcer.poke(&w1, true).is_empty(), "nothing new");
-    announcer.handle_replicate();
+    assert_eq!(announcer.handle_replicate(&w1), None);
     assert_eq!(
         sent(&announcer.poke(&w1, true)),
         vec![Command::position("events", "w1", b, b)]
@@ -464,5 +464,79 @@ fn a_position_below_the_readers_view_reads_nothing_and_switch_b23_queries_anyway
             }
             Some(fetch) => assert_eq!(actions, vec![fetch]),
         }
+    }
+}
+
+#[test]
+fn a_replicate_is_answered_in_order_with_the_backlog_and_switch_b16_answers_ahead_of_it() {
+    for bugs in [Bugs::NONE, Bugs::NONE.with(Bug::PositionBeforeBacklog)] {
+        let mut db = Database::new();
+        db.nextval().unwrap();
+        let mut w1 = start(&mut db, "w1");
+        let mut announcer = StreamAnnouncer::new("events", &w1).with_bugs(bugs);
+        let last = announcer.last_token();
+        // Two rows committed, their RDATA still to go, when a REPLICATE arrives.
+        let a = persist(&mut db, &mut w1, "$a");
+        let b = persist(&mut db, &mut w1, "$b");
+        let mut commands: Vec<Command> = announcer.handle_replicate(&w1).into_iter().collect();
+        let actions = announcer.poke(&w1, true);
+        commands.extend(sent(&actions));
+        assert!(actions.contains(&AnnouncerAction::FetchOwnUpdates {
+            from: last,
+            upto: b
+        }));
+        let (rows, limited) = rows_of(&db, "w1", last, b);
+        commands.extend(sent(&announcer.handle_updates(&w1, rows, limited)));
+        let rdata = vec![
+            rdata("events", "w1", Some(a), "$a"),
+            rdata("events", "w1", Some(b), "$b"),
+        ];
+        let expected: Vec<Command> = if bugs.is_clean() {
+            // POSITION last last, then the rows above it.
+            std::iter::once(Command::position("events", "w1", last, last))
+                .chain(rdata)
+                .collect()
+        } else {
+            // POSITION b b first: readers behind b read a and b from the database, then
+            // receive their RDATA again.
+            std::iter::once(Command::position("events", "w1", b, b))
+                .chain(rdata)
+                .collect()
+        };
+        assert_eq!(commands, expected, "{bugs:?}");
+    }
+}
+
+#[test]
+fn a_position_below_the_reader_reads_nothing_and_switch_b24_queries_the_empty_range() {
+    for (bugs, below_fetches) in [
+        (Bugs::NONE, false),
+        (Bugs::NONE.with(Bug::CatchUpReadsEmptyRange), true),
+    ] {
+        let (_db, mut follower, mut reader, _, _) = connected_reader(bugs);
+        follower.handle_rdata(&mut reader, "w1", Some(5), (5, "$e5".into()));
+        // Not connected: a stale POSITION is processed, not dropped as redundant.
+        follower.handle_connection_lost();
+        // At the reader's position: nothing to read, with or without the switch
+        // (`get_updates_since` returns at once when from == upto).
+        let at = follower.handle_position(&mut reader, "w1", 3, 5);
+        assert!(
+            matches!(&at[..], [FollowerAction::Advanced { token: 5, .. }]),
+            "{bugs:?}: {at:?}"
+        );
+        follower.handle_connection_lost();
+        let below = follower.handle_position(&mut reader, "w1", 3, 4);
+        let expected_fetch = FollowerAction::FetchMissing {
+            instance: "w1".into(),
+            from: 5,
+            upto: 4,
+            needless: true,
+        };
+        assert_eq!(
+            below.contains(&expected_fetch),
+            below_fetches,
+            "{bugs:?}: {below:?}"
+        );
+        assert_eq!(reader.current_token_for_writer("w1"), 5, "never goes back");
     }
 }

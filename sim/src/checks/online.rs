@@ -24,6 +24,7 @@ use serde::Serialize;
 use streamsim_models::time::SimInstant;
 use streamsim_models::token::MultiWriterToken;
 
+use super::federation::FEDERATION_READ_GRACE_MS;
 use super::{CheckContext, NOTIFIER, SOMETIMES};
 use crate::history::{Event, Record};
 use crate::scenario::FaultKind;
@@ -58,6 +59,21 @@ struct LiveCommit {
     /// Sends answered as readable and not yet judged that wait on it (`read_your_writes`):
     /// it is not forgotten while one does.
     pins: u32,
+    /// Federation senders (bits of [`OnlineChecker::senders`]) that sent it, in any
+    /// incarnation: it is not forgotten before every one has.
+    sent: u64,
+}
+
+/// A federation sender, as its invariants see it (`checks::federation`).
+#[derive(Clone, Debug, Default)]
+struct Sender {
+    name: String,
+    /// The highest end of any read it sent (across its incarnations): an event committing at
+    /// or below it may never be sent (`federation_never_passes_uncommitted`).
+    read_upto: Option<i64>,
+    /// Its notifier's releases (time, stream) in its current incarnation from the last one
+    /// more than [`FEDERATION_READ_GRACE_MS`] before the newest record on.
+    releases: VecDeque<(SimInstant, i64)>,
 }
 
 /// A reader's notifier or a sync client, as settlement sees it.
@@ -99,6 +115,8 @@ struct PendingSend {
 #[derive(Debug)]
 pub struct OnlineChecker {
     consumers: Vec<Consumer>,
+    /// The federation senders, each a bit of `LiveCommit::sent`.
+    senders: Vec<Sender>,
     /// Consumer index by name (a reader's name stands for its notifier).
     consumer_of: BTreeMap<String, usize>,
     converge_within_ms: u64,
@@ -181,6 +199,7 @@ impl OnlineChecker {
     pub fn new(
         readers: &[String],
         clients: &[(String, String)],
+        federation_senders: &[String],
         converge_within_ms: u64,
         network_loss: bool,
     ) -> Option<Self> {
@@ -201,9 +220,16 @@ impl OnlineChecker {
                 started_at: None,
             }))
             .collect();
-        if consumers.len() > MAX_CONSUMERS {
+        if consumers.len() > MAX_CONSUMERS || federation_senders.len() > MAX_CONSUMERS {
             return None;
         }
+        let senders = federation_senders
+            .iter()
+            .map(|name| Sender {
+                name: name.clone(),
+                ..Sender::default()
+            })
+            .collect();
         let consumer_of = consumers
             .iter()
             .enumerate()
@@ -211,6 +237,7 @@ impl OnlineChecker {
             .collect();
         Some(Self {
             consumers,
+            senders,
             consumer_of,
             converge_within_ms,
             live: BTreeMap::new(),
@@ -392,13 +419,12 @@ impl OnlineChecker {
                     self.lasting_active = false;
                 }
             }
-            // Runs with federation senders are judged whole (`runner::run_seed_judged`); a
-            // checker that sees one anyway cannot vouch for the run.
-            Event::FederationSent { host, .. } => self.suspect(
-                at,
-                "federation_never_passes_uncommitted",
-                format!("{host} sends federation, which only the whole history judges"),
-            ),
+            Event::FederationSent {
+                host,
+                from,
+                upto,
+                events,
+            } => self.federation_sent(at, host, *from, *upto, events),
             Event::SendAnswered { .. }
             | Event::SequenceFetched { .. }
             | Event::RdataDiscarded { .. }
@@ -463,6 +489,18 @@ impl OnlineChecker {
                 format!("{writer}@{stream_id} committed below events already settled"),
             );
         }
+        if let Some(sender) = self
+            .senders
+            .iter()
+            .find(|sender| sender.read_upto.is_some_and(|upto| upto >= stream_id))
+        {
+            let reason = format!(
+                "{writer}@{stream_id} ({event_id}) committed below {}'s federation read to {}",
+                sender.name,
+                sender.read_upto.unwrap_or_default()
+            );
+            self.suspect(at, "federation_never_passes_uncommitted", reason);
+        }
         let highest = self
             .highest_committed
             .entry(writer.to_owned())
@@ -488,6 +526,7 @@ impl OnlineChecker {
                 received: 0,
                 received_now: 0,
                 pins: 0,
+                sent: 0,
             },
         );
         if previous.is_some() {
@@ -636,6 +675,15 @@ impl OnlineChecker {
             }
         }
         if to == NOTIFIER {
+            if let Some(sender) = self.senders.iter_mut().find(|s| s.name == reader) {
+                sender.releases.push_back((at, token.stream()));
+                // Keep the newest release more than the grace before `at`, and all after it.
+                while sender.releases.len() > 1
+                    && sender.releases[1].0.as_ms() + FEDERATION_READ_GRACE_MS <= at.as_ms()
+                {
+                    sender.releases.pop_front();
+                }
+            }
             let joined = self
                 .announced
                 .get(reader)
@@ -837,6 +885,10 @@ impl OnlineChecker {
     /// A process (re)started with its generator at `token`.
     fn start(&mut self, at: SimInstant, host: &str, token: &MultiWriterToken) {
         self.last_started.insert(host.to_owned(), at);
+        // A restarted federation sender is poked only by its new notifier's releases.
+        if let Some(sender) = self.senders.iter_mut().find(|s| s.name == host) {
+            sender.releases.clear();
+        }
         self.position_covers.remove(host);
         self.handed_out
             .remove(&(host.to_owned(), NOTIFIER.to_owned()));
@@ -916,10 +968,92 @@ impl OnlineChecker {
         }
     }
 
+    /// Federation sender `host` read `(from, upto]` and sent `events`: they are sent by it;
+    /// a live event in that range it did not send committed after the database read, and is
+    /// never sent (`federation_never_passes_uncommitted`; a forgotten event was sent by every
+    /// sender, see `is_settled`).
+    fn federation_sent(
+        &mut self,
+        at: SimInstant,
+        host: &str,
+        from: i64,
+        upto: i64,
+        events: &[(i64, String)],
+    ) {
+        let Some(index) = self.senders.iter().position(|s| s.name == host) else {
+            self.suspect(
+                at,
+                "federation_never_passes_uncommitted",
+                format!("{host} sent federation but is not a federation sender"),
+            );
+            return;
+        };
+        let bit = 1u64 << index;
+        for (_, event_id) in events {
+            if let Some(live) = self.live.get_mut(event_id) {
+                live.sent |= bit;
+            }
+        }
+        if from < upto {
+            let missed = self.live_by_writer.iter().find_map(|(writer, rows)| {
+                rows.range(from + 1..=upto)
+                    .find(|(_, event_id)| self.live[*event_id].sent & bit == 0)
+                    .map(|(id, event_id)| {
+                        format!("{host} read ({from}, {upto}] without {event_id} ({writer}@{id})")
+                    })
+            });
+            if let Some(reason) = missed {
+                self.suspect(at, "federation_never_passes_uncommitted", reason);
+            }
+        }
+        let sender = &mut self.senders[index];
+        sender.read_upto = Some(sender.read_upto.map_or(upto, |before| before.max(upto)));
+    }
+
+    /// `federation_sends_every_event` over the live events: each running sender has sent
+    /// every one committed by `cutoff` below its notifier's last release at least
+    /// [`FEDERATION_READ_GRACE_MS`] before the end (forgotten events were sent by all).
+    fn judge_federation(&mut self, context: &CheckContext, cutoff: SimInstant) {
+        let Some(grace_end) = context
+            .ended_at
+            .as_ms()
+            .checked_sub(FEDERATION_READ_GRACE_MS)
+        else {
+            return;
+        };
+        let mut suspicions = Vec::new();
+        for (index, sender) in self.senders.iter().enumerate() {
+            if context.is_down(&sender.name) {
+                continue;
+            }
+            let Some((_, released)) = sender
+                .releases
+                .iter()
+                .rev()
+                .find(|(at, _)| at.as_ms() <= grace_end)
+            else {
+                continue;
+            };
+            let unsent = self.live.iter().find(|(_, c)| {
+                c.at <= cutoff && c.stream_id <= *released && c.sent & (1u64 << index) == 0
+            });
+            if let Some((event_id, _)) = unsent {
+                suspicions.push(format!(
+                    "{} never sent {event_id}, below its release {released}",
+                    sender.name
+                ));
+            }
+        }
+        for reason in suspicions {
+            self.suspect(context.ended_at, "federation_sends_every_event", reason);
+        }
+    }
+
     /// Whether every consumer received `live` (or, a notifier, read it at its start) and
     /// holds a token covering it, and no send waits on it.
     fn is_settled(&self, live: &LiveCommit) -> bool {
         live.pins == 0
+            && live.sent.count_ones() as usize == self.senders.len()
             && self.consumers.iter().enumerate().all(|(index, consumer)| {
                 let covered = consumer
                     .last
@@ -972,6 +1106,7 @@ impl OnlineChecker {
         }
         if let Some(cutoff) = cutoff {
             self.judge_convergence(context, cutoff);
+            self.judge_federation(context, cutoff);
         }
         OnlineVerdict {
             suspicion: self.suspicion,

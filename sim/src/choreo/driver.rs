@@ -877,9 +877,14 @@ impl Driver {
                     .handle_position(&mut proc.generator, &instance, prev, new)
             }
             Msg::Replicate => {
-                // `on_REPLICATE` (own echoes included): announce our positions.
-                if let Some(writer) = &mut proc.writer {
-                    writer.announcer.handle_replicate();
+                // `on_REPLICATE` (own echoes included): announce our positions (at once,
+                // on the bus, under bug B16).
+                let reply = proc
+                    .writer
+                    .as_mut()
+                    .and_then(|writer| writer.announcer.handle_replicate(&proc.generator));
+                if let Some(command) = reply {
+                    self.apply_announcer(to, vec![AnnouncerAction::Send(command)]);
                 }
                 self.poke(to);
                 return;
@@ -929,8 +934,12 @@ impl Driver {
                     incarnation,
                 } if self.is_live(&process, incarnation) => {
                     let proc = self.procs.get_mut(&process).expect("a live process");
-                    if let Some(writer) = &mut proc.writer {
-                        writer.announcer.handle_replicate();
+                    let reply = proc
+                        .writer
+                        .as_mut()
+                        .and_then(|writer| writer.announcer.handle_replicate(&proc.generator));
+                    if let Some(command) = reply {
+                        self.apply_announcer(&process, vec![AnnouncerAction::Send(command)]);
                     }
                     self.poke(&process);
                 }

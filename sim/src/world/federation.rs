@@ -30,12 +30,14 @@ impl Process {
         }
     }
 
-    /// Rows of `token` arrived by replication. Bug B22 (PR #8536, Synapse 1.22): the
-    /// federation sender worker's `FederationSenderHandler.process_replication_rows` poked
-    /// the sender with the rows' own token (`notify_new_events(token)`), one persister's
-    /// position, as if every event below it were persisted. The fix removed that call: only
-    /// the notifier pokes it, with the minimum.
-    pub fn federation_rows_arrived(self: &Rc<Self>, token: i64) {
+    /// Rows of `token`, or a POSITION whose new token is `token`, arrived by replication.
+    /// Bug B22 (PR #8536, Synapse 1.22): the federation sender worker's `on_rdata` (which
+    /// `on_position` calls with no rows) passed them to
+    /// `FederationSenderHandler.process_replication_rows`, which poked the sender with that
+    /// token (`notify_new_events(token)`): one persister's position, as if every event below
+    /// it were persisted. The fix removed that call: only the notifier pokes it, with the
+    /// minimum.
+    pub fn federation_replication_arrived(self: &Rc<Self>, token: i64) {
         if self.shared.bugs.on(Bug::FederationPokedWithRdataToken) {
             self.poke_federation(token);
         }

@@ -228,13 +228,13 @@ impl Process {
         }
     }
 
-    /// The streamer was poked and has connections: `replication_notifier` runs unless it
-    /// already is. Returns the running process.
     /// Whether the writer's `replication_notifier` loop is running.
     pub fn notifier_running(&self) -> bool {
         self.metrics.borrow().notifier.is_some()
     }
 
+    /// The streamer was poked and has connections: `replication_notifier` runs unless it
+    /// already is. Returns the running process.
     pub fn notifier_poked(&self) -> ProcessId {
         if let Some((id, _)) = self.metrics.borrow().notifier {
             return id;

@@ -41,6 +41,9 @@ use crate::history::Event;
 /// in milliseconds.
 pub const DB_RETRY_DELAY_MS: u64 = 1_000;
 
+/// Server-side replication connections hand their commands in as `client/<number>`.
+const SERVER_LINK_PREFIX: &str = "client/";
+
 /// What a replication command means to a process.
 pub enum Inbound {
     Rdata {
@@ -378,6 +381,7 @@ impl Process {
 
     fn handle_command(self: &Rc<Self>, link: &str, inbound: Inbound) {
         let replicate = matches!(inbound, Inbound::Replicate);
+        let mut reply = None;
         let actions = {
             let state = &mut *self.state.borrow_mut();
             let follower = state.followers.entry(link.to_owned()).or_insert_with(|| {
@@ -403,7 +407,7 @@ impl Process {
                 } => follower.handle_position(&mut state.generator, &instance, prev, new),
                 Inbound::Replicate => {
                     if let Some(writer) = &mut state.writer {
-                        writer.announcer.handle_replicate();
+                        reply = writer.announcer.handle_replicate(&state.generator);
                     }
                     Vec::new()
                 }
@@ -412,8 +416,38 @@ impl Process {
         };
         self.apply_follower(link, actions);
         self.replication_settled(link);
+        if let Some(command) = reply {
+            self.reply(link, command);
+        }
         if replicate {
             self.poke();
+        }
+    }
+
+    /// The name under which the replication server's connection `id` hands commands in.
+    pub fn server_link(id: u64) -> String {
+        format!("{SERVER_LINK_PREFIX}{id}")
+    }
+
+    /// Sends `command` on the connection a command came in on: one server-side connection
+    /// (direct TCP), or the bus.
+    fn reply(&self, link: &str, command: Command) {
+        let Some(id) = link
+            .strip_prefix(SERVER_LINK_PREFIX)
+            .and_then(|id| id.parse::<u64>().ok())
+        else {
+            self.broadcast(command);
+            return;
+        };
+        let Some(line) = command_line(&command) else {
+            return;
+        };
+        self.shared.observer.record(Event::Announced {
+            host: self.name.clone(),
+            line,
+        });
+        if let Some(sender) = self.state.borrow().links.get(&id) {
+            let _ = sender.send(command);
         }
     }
 
@@ -455,7 +489,7 @@ impl Process {
                         .map(|(id, payload)| (id, split_row_payload(&payload).0.to_owned()))
                         .collect();
                     self.notify_rows(&instance, rows, room_token, caught_up);
-                    self.federation_rows_arrived(token);
+                    self.federation_replication_arrived(token);
                     self.wake_waiters(&instance, token);
                 }
                 FollowerAction::FetchMissing {
@@ -478,6 +512,9 @@ impl Process {
                     token,
                     connected_stream,
                 } => {
+                    // `on_position` calls `on_rdata(stream, instance, token, [])`: under bug
+                    // B22 that poked the federation sender with the POSITION's token too.
+                    self.federation_replication_arrived(token);
                     if connected_stream {
                         self.shared.observer.record(Event::StreamConnected {
                             reader: self.name.clone(),

@@ -164,12 +164,16 @@ fn on_subscribed(process: &Rc<Process>) {
         });
         publisher.publish(&line);
     }
-    {
+    let reply = {
         let state = &mut *process.state.borrow_mut();
         state.bus = Some(publisher);
-        if let Some(writer) = &mut state.writer {
-            writer.announcer.handle_replicate();
-        }
+        state
+            .writer
+            .as_mut()
+            .and_then(|writer| writer.announcer.handle_replicate(&state.generator))
+    };
+    if let Some(command) = reply {
+        process.broadcast(command);
     }
     process.poke();
 }

@@ -115,6 +115,7 @@ async fn serve_replication(process: Rc<Process>) {
             let handler: Rc<dyn LinkHandler> = Rc::new(ServerSide {
                 process: process.clone(),
                 peer,
+                link: Process::server_link(id),
             });
             let role = Role::Server {
                 server_name: HOMESERVER_NAME.to_owned(),
@@ -130,13 +131,15 @@ async fn serve_replication(process: Rc<Process>) {
 struct ServerSide {
     process: Rc<Process>,
     peer: String,
+    /// The connection's name as the process knows it (`Process::server_link`).
+    link: String,
 }
 
 impl LinkHandler for ServerSide {
     fn on_command(&self, command: streamsim_models::wire::Command) {
         // Clients send REPLICATE (and USER_SYNC etc.); the server follows no stream from them.
         self.process.count_inbound(&self.peer, &command);
-        self.process.on_command("clients", &command);
+        self.process.on_command(&self.link, &command);
     }
 
     fn on_transmit(&self, line: &[u8]) {

@@ -17,6 +17,7 @@ fn online_verdict(scenario: &Scenario, history: &History, context: &CheckContext
     let mut checker = OnlineChecker::new(
         &scenario.reader_names(),
         &scenario.clients(),
+        &scenario.federation_sender_names(),
         scenario.converge_within_ms,
         scenario.network.message_loss > 0.0,
     )
@@ -76,15 +77,6 @@ fn both_ways(
     (whole, online.suspicion)
 }
 
-/// `scenario` without its federation senders: a run with them is always judged on its whole
-/// history (`runner::run_seed_judged`), and the online checker suspects any history that has
-/// them, so the corpus tests the checker on what it judges. (Replays of such a seed need
-/// `--print-scenario` and `federation_senders` removed.)
-fn without_federation_senders(mut scenario: Scenario) -> Scenario {
-    scenario.topology.federation_senders = 0;
-    scenario
-}
-
 /// Counts of one corpus: (faulted by the whole checks, clean but suspect online, clean).
 #[derive(Debug, Default)]
 struct Tally {
@@ -108,7 +100,7 @@ fn online_is_sound_on_generated_seeds_of_both_baselines() {
     for fixes in [Fixes::NONE, Fixes::all()] {
         let mut tally = Tally::default();
         for seed in 0..40 {
-            let scenario = without_federation_senders(crate::generate::generated(seed));
+            let scenario = crate::generate::generated(seed);
             tally.add(
                 seed,
                 both_ways("--generated", &scenario, seed, Bugs::NONE, fixes),
@@ -130,7 +122,7 @@ fn online_is_sound_under_every_bug_switch() {
         let bugs = Bugs::NONE.with(info.bug);
         let mut tally = Tally::default();
         for seed in 0..6 {
-            let scenario = without_federation_senders(crate::generate::generated(seed));
+            let scenario = crate::generate::generated(seed);
             tally.add(
                 seed,
                 both_ways("--generated", &scenario, seed, bugs, Fixes::all()),
@@ -177,7 +169,7 @@ struct Synthetic {
 impl Synthetic {
     fn new() -> Self {
         let mut run = Self {
-            checker: OnlineChecker::new(&["r1".to_owned()], &[], 30_000, false)
+            checker: OnlineChecker::new(&["r1".to_owned()], &[], &[], 30_000, false)
                 .expect("one consumer"),
             at: 0,
         };
