@@ -826,13 +826,13 @@ fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>, fixes: Fixes) -> Resu
     let mut out = output::stdout();
     writeln!(
         out,
-        "{:<34} {:<7} {:>5} {:>8}  {:<30} replay",
+        "{:<34} {:<7} {:>5} {:>8}  {:<36} replay",
         "bug", "caught", "seeds", "wall s", "invariant"
     )?;
     for hunted in &report.bugs {
         writeln!(
             out,
-            "{:<34} {:<7} {:>5} {:>8.2}  {:<30} {}",
+            "{:<34} {:<7} {:>5} {:>8.2}  {:<36} {}",
             hunted.name,
             if hunted.caught { "yes" } else { "NO" },
             hunted.seeds,
@@ -843,7 +843,12 @@ fn hunt_bugs(budget: u64, json: bool, jobs: Option<usize>, fixes: Fixes) -> Resu
     }
     let mut seeds: Vec<u64> = report.bugs.iter().map(|h| h.seeds).collect();
     seeds.sort_unstable();
-    if let Some(median) = seeds.get(seeds.len() / 2) {
+    if let (Some(low), Some(high)) = (
+        seeds.get(seeds.len().saturating_sub(1) / 2),
+        seeds.get(seeds.len() / 2),
+    ) {
+        // The middle seed count, or the mean of the two middle ones.
+        let median = (*low + *high) as f64 / 2.0;
         writeln!(
             out,
             "median seeds to catch: {median}; most: {}",
