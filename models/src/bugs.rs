@@ -1,5 +1,6 @@
 //! The catalogue of known historical Synapse bugs, each a named switch that re-creates one
-//! faulty behaviour in the models (research/synapse-model.md §5). The default model has every
+//! faulty behaviour in the models (research/synapse-model.md §5, and five more read in
+//! Synapse's commits: B16, B22-B25). The default model has every
 //! switch off, and then behaves as Synapse 1.163.2 does.
 //!
 //! A switch changes exactly the rule its bug broke, at the place the fix went in; each entry
@@ -32,8 +33,9 @@ pub enum Bug {
     UpdatesDuringCatchUp,
     /// B15: RDATA at or below the writer's current position was applied again.
     ReprocessingOldRdata,
-    /// B16: a REPLICATE was answered with `POSITION current current` ahead of the RDATA
-    /// backlog.
+    /// B16 (synapse PR #16639, commit fef08cbee8, v1.97): a REPLICATE was answered with
+    /// `POSITION current current` ahead of the RDATA backlog (`send_positions_to_connection`).
+    /// Rule: `StreamAnnouncer::handle_replicate`.
     PositionBeforeBacklog,
     /// B17: `wait_for_stream_position` compared the local instance's token, not the writer's.
     WaitChecksLocalToken,
@@ -41,15 +43,21 @@ pub enum Bug {
     PartialReadTokenGoesBackwards,
     /// B20: the notifier announced with the events' own ids instead of the max token.
     NotifierGivenPerEventIds,
-    /// B22: the federation sender was poked with each RDATA's own token, not the minimum.
+    /// B22 (synapse PR #8536, commit 921a3f8a59, v1.22): the federation sender was poked with
+    /// each RDATA's (and POSITION's) own token, not the minimum persisted position. Rule:
+    /// `Process::federation_replication_arrived` (sim/src/world/federation.rs).
     FederationPokedWithRdataToken,
-    /// B23: a POSITION started a catch-up whenever its `prev` differed from the reader's
-    /// position, even when the reader was already past it.
+    /// B23 (synapse PR #16555, commit 89dbbd68e1, v1.96): a POSITION started a catch-up
+    /// whenever its `prev` differed from the reader's position, even when the reader was
+    /// already past it. Rule: `StreamFollower::process_position`.
     CatchUpOnAnyPrevMismatch,
-    /// B24: a POSITION below the reader's position still queried the database.
+    /// B24 (synapse PR #16580, commit 408c13801a, v1.96): a POSITION below the reader's
+    /// position still queried the database for the empty range. Rule:
+    /// `StreamFollower::process_position`.
     CatchUpReadsEmptyRange,
-    /// B25: every poke of the replication streamer started its background process, with
-    /// or without anything to send.
+    /// B25 (synapse PR #8670, commit 4215a3acd4, v1.23): every poke of the replication
+    /// streamer started its background process, with or without anything to send. Rule:
+    /// `Process::poke` (sim/src/world/process.rs).
     NotifierLoopOnEveryPoke,
 }
 
