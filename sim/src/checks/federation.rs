@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use streamsim_models::time::SimInstant;
 
 use super::{
@@ -157,19 +157,19 @@ pub fn sends_every_event(facts: &Facts, context: &CheckContext) -> Vec<super::Vi
             .flat_map(|(.., events)| events.iter().map(|(_, e)| e.as_str()))
             .collect();
         let ranges = covered_ranges(reads);
-        let mut unsent: FxHashMap<&str, (i64, SimInstant)> = FxHashMap::default();
-        for (event_id, commit) in &facts.commits {
-            if commit.stream_id <= released_upto
-                && commit.at <= cutoff
-                && !sent.contains(event_id)
-                && !covers(&ranges, commit.stream_id)
-            {
-                unsent.insert(event_id, (commit.stream_id, commit.at));
-            }
-        }
-        let mut unsent: Vec<(&str, (i64, SimInstant))> = unsent.into_iter().collect();
-        unsent.sort_unstable_by_key(|(_, (id, _))| *id);
-        if let Some((first, (id, _))) = unsent.first() {
+        let mut unsent: Vec<(&str, i64)> = facts
+            .commits
+            .iter()
+            .filter(|(event_id, commit)| {
+                commit.stream_id <= released_upto
+                    && commit.at <= cutoff
+                    && !sent.contains(*event_id)
+                    && !covers(&ranges, commit.stream_id)
+            })
+            .map(|(event_id, commit)| (*event_id, commit.stream_id))
+            .collect();
+        unsent.sort_unstable_by_key(|(_, id)| *id);
+        if let Some((first, id)) = unsent.first() {
             let events: Vec<&str> = unsent.iter().map(|(e, _)| *e).take(10).collect();
             violations.push(violation(
                 "federation_sends_every_event",

@@ -5,12 +5,11 @@
 //! `process_event_queue_for_federation` as one background process.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use streamsim_models::bugs::Bug;
 use streamsim_models::fedsender::FederationAction;
 
-use super::process::{Process, DB_RETRY_DELAY_MS};
+use super::process::{retry_db, Process};
 use super::process_metrics::names;
 use crate::history::Event;
 
@@ -57,26 +56,9 @@ impl Process {
     }
 }
 
-/// Retries `call` until the database answers, as the model's other readers of it do (the
-/// process outlives a partition from the database; Synapse's loop would stop on the error
-/// and wait for the next poke, which a quiet stream may never send).
-async fn until_answered<T, F, Fut>(process: &Process, what: &str, call: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, super::db::DbCallError>>,
-{
-    loop {
-        match call().await {
-            Ok(answer) => return answer,
-            Err(error) => {
-                tracing::debug!(host = %process.name, %error, what, "federation read failed; retrying");
-                tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
-            }
-        }
-    }
-}
-
-/// `_process_event_queue_loop`, from `first` until the model idles.
+/// `_process_event_queue_loop`, from `first` until the model idles. A database error is
+/// retried (`retry_db`), as the model's other readers of it do: Synapse's loop would stop on
+/// it and wait for the next poke, which a quiet stream may never send.
 async fn run_loop(process: Rc<Process>, first: FederationAction) {
     let background = process.bg_start(names::FEDERATION_EVENT_QUEUE);
     let mut action = first;
@@ -84,18 +66,12 @@ async fn run_loop(process: Rc<Process>, first: FederationAction) {
         let started = crate::net::now();
         action = match action {
             FederationAction::ReadOutPos => {
-                let position = until_answered(&process, "get_federation_out_pos", || {
-                    process.db.federation_out_pos()
-                })
-                .await;
+                let position = retry_db(|| process.db.federation_out_pos()).await;
                 process.bg_db_txn(background, started);
                 process.federation_step(|sender| sender.handle_out_pos(position))
             }
             FederationAction::ReadEvents { from, upto, limit } => {
-                let events = until_answered(&process, "get_all_new_event_ids_stream", || {
-                    process.db.new_event_ids(from, upto, limit)
-                })
-                .await;
+                let events = retry_db(|| process.db.new_event_ids(from, upto, limit)).await;
                 process.bg_db_txn(background, started);
                 process.federation_step(|sender| sender.handle_events(events))
             }
@@ -110,10 +86,7 @@ async fn run_loop(process: Rc<Process>, first: FederationAction) {
                     upto: position,
                     events,
                 });
-                until_answered(&process, "update_federation_out_pos", || {
-                    process.db.update_federation_out_pos(position)
-                })
-                .await;
+                retry_db(|| process.db.update_federation_out_pos(position)).await;
                 process.bg_db_txn(background, started);
                 process.federation_step(|sender| sender.handle_stored())
             }

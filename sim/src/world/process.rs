@@ -44,6 +44,24 @@ pub const DB_RETRY_DELAY_MS: u64 = 1_000;
 /// Server-side replication connections hand their commands in as `client/<number>`.
 const SERVER_LINK_PREFIX: &str = "client/";
 
+/// Retries a database call until it answers, `DB_RETRY_DELAY_MS` apart: a process (its
+/// /sync, its federation sender) outlives a partition from the database.
+pub async fn retry_db<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, super::db::DbCallError>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) => {
+                tracing::debug!(%error, "database call failed; retrying");
+                tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await;
+            }
+        }
+    }
+}
+
 /// What a replication command means to a process.
 pub enum Inbound {
     Rdata {

@@ -4,14 +4,13 @@
 //! a long-poll does.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use streamsim_models::notifier::{RoomEvent, SyncOptions, SyncPoll, SyncRequest};
 use streamsim_models::roomsync::{changed_rooms, split_row_payload};
 use streamsim_models::token::MultiWriterToken;
 
-use super::process::{room_token, Process, DB_RETRY_DELAY_MS};
+use super::process::{retry_db, room_token, Process};
 use crate::net::{now, sleep_until, SYNC_PORT};
 
 /// A /sync request: the client's name (for the history) and its `since` token.
@@ -53,7 +52,7 @@ pub async fn serve_sync(process: Rc<Process>) {
 /// `since` (`roomsync::changed_rooms`), as `get_room_events_stream_for_rooms` reads them.
 /// Every sync client is joined to every room.
 async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
-    let max_allocated = retry(|| process.db.max_allocated()).await;
+    let max_allocated = retry_db(|| process.db.max_allocated()).await;
     let mut request = {
         let state = process.state.borrow();
         let options = SyncOptions {
@@ -92,7 +91,7 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
             .is_none_or(|since| since.is_before_or_eq(&current));
         let events: Vec<RoomEvent> = if caught_up {
             let from = request.since().map_or(0, MultiWriterToken::stream);
-            retry(|| process.db.rows_in_range(from, current.max_pos()))
+            retry_db(|| process.db.rows_in_range(from, current.max_pos()))
                 .await
                 .into_iter()
                 .filter_map(|(writer, id, payload)| {
@@ -129,20 +128,6 @@ async fn sync(process: &Rc<Process>, query: SyncQuery) -> SyncAnswer {
                     timed_out: response.timed_out,
                 }
             }
-        }
-    }
-}
-
-/// Retries a database read until it answers (a /sync waits on its database too).
-async fn retry<T, F, Fut>(mut call: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, super::db::DbCallError>>,
-{
-    loop {
-        match call().await {
-            Ok(value) => return value,
-            Err(_) => tokio::time::sleep(Duration::from_millis(DB_RETRY_DELAY_MS)).await,
         }
     }
 }
